@@ -1,0 +1,13 @@
+//! Schema migrations for mailsensor; the same migrations run on PostgreSQL and SQLite.
+pub use sea_orm_migration::prelude::*;
+
+mod m20261128_000001_tenancy;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261128_000001_tenancy::Migration)]
+    }
+}

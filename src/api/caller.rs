@@ -1,0 +1,133 @@
+//! The authenticated caller of a request and what it may do (ARCHITECTURE §3).
+//!
+//! Scope first, role second: an object outside the caller's scope is reported as missing (404)
+//! before any role check, so a response never tells whether another tenant's object exists.
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, http::header, web};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use super::request_id::RequestId;
+use crate::auth::{Principal, Role, TokenError};
+use crate::store::{self, Actor, TenantScope};
+
+/// What a caller wants to do; [`Caller::require`] maps it onto the roles matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    ManageTenants,
+    ManageScns,
+    ReadNodes,
+    ReadSensors,
+    ManageSensors,
+    ReadSettings,
+    WriteSettings,
+    ReadAudit,
+}
+
+impl Permission {
+    fn describe(self) -> &'static str {
+        match self {
+            Permission::ManageTenants => "manage tenants",
+            Permission::ManageScns => "create or delete SCNs",
+            Permission::ReadNodes => "read central nodes",
+            Permission::ReadSensors => "read sensors",
+            Permission::ManageSensors => "create, rename, re-attach or delete sensors",
+            Permission::ReadSettings => "read SMTP integration settings",
+            Permission::WriteSettings => "change SMTP integration settings",
+            Permission::ReadAudit => "read audit events",
+        }
+    }
+}
+
+pub struct Caller {
+    pub principal: Principal,
+    /// Signed in at the tenant's PCN (whole-tenant scope) rather than at an SCN.
+    pub at_pcn: bool,
+    pub request_id: String,
+}
+
+impl Caller {
+    pub fn role(&self) -> Role {
+        self.principal.role()
+    }
+
+    pub fn actor(&self) -> Actor {
+        Actor {
+            sub: self.principal.sub().to_owned(),
+            role: self.role().as_str().to_owned(),
+            node: self.principal.node(),
+            request_id: self.request_id.clone(),
+        }
+    }
+
+    /// 403 unless the roles matrix lets this caller do `what` (within the scope already checked).
+    pub fn require(&self, what: Permission) -> Result<(), ApiError> {
+        use Permission::*;
+        let role = self.role();
+        let allowed = match what {
+            ManageTenants => role == Role::PlatformOperator,
+            ManageScns => role == Role::PlatformOperator || (role == Role::Administrator && self.at_pcn),
+            ReadNodes => role != Role::Sensor,
+            ReadSensors => !matches!(role, Role::PlatformOperator | Role::Sensor),
+            ManageSensors | WriteSettings => role == Role::Administrator,
+            ReadSettings | ReadAudit => matches!(role, Role::Administrator | Role::SecurityAuditor),
+        };
+        if allowed { Ok(()) } else { Err(ApiError::forbidden(role, what.describe())) }
+    }
+
+    /// The part of `tenant` this caller sees; 404 when it sees none of it.
+    pub async fn scope(&self, state: &AppState, tenant: Uuid) -> Result<TenantScope, ApiError> {
+        match &self.principal {
+            Principal::Operator { .. } => {
+                store::tenants::get(&state.db, tenant).await?;
+                Ok(TenantScope::whole_tenant(tenant))
+            }
+            Principal::Member { tenant: own, node, .. } if *own == tenant => {
+                Ok(TenantScope { tenant, node: (!self.at_pcn).then_some(*node), sensor: None })
+            }
+            Principal::Sensor { tenant: own, sensor, .. } if *own == tenant => {
+                Ok(TenantScope { tenant, node: None, sensor: Some(*sensor) })
+            }
+            _ => Err(ApiError::NotFound("tenant")),
+        }
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Result<String, TokenError> {
+    let value = req.headers().get(header::AUTHORIZATION).ok_or(TokenError::Missing)?;
+    let value = value.to_str().map_err(|_| TokenError::Malformed)?;
+    let (scheme, token) = value.split_once(' ').ok_or(TokenError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    Ok(token.trim().to_owned())
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = bearer(req);
+        let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
+            let principal =
+                state.keys.verify(&token.map_err(ApiError::Unauthorized)?).map_err(ApiError::Unauthorized)?;
+            let at_pcn = match &principal {
+                Principal::Member { tenant, node, .. } => {
+                    let node = store::nodes::of_member(&state.db, *tenant, *node).await?.ok_or_else(|| {
+                        ApiError::Unauthorized(TokenError::Invalid("the node named in the token does not exist".into()))
+                    })?;
+                    node.kind == store::nodes::PCN
+                }
+                _ => false,
+            };
+            Ok(Caller { principal, at_pcn, request_id })
+        })
+    }
+}

@@ -1,0 +1,184 @@
+//! The one error type of the HTTP boundary, rendered as RFC 9457 problem+json in one place.
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::TokenError;
+use crate::store::StoreError;
+
+/// One bad input. `pointer` (RFC 6901, into the request body) or `parameter` (query or path) says where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "/destination_domains/1")]
+    pub pointer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "limit")]
+    pub parameter: Option<String>,
+    #[schema(example = "wildcards are not needed: \"example.com\" already covers its subdomains")]
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn body(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { pointer: Some(pointer.into()), parameter: None, message: message.into() }
+    }
+
+    pub fn parameter(name: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { pointer: None, parameter: Some(name.into()), message: message.into() }
+    }
+}
+
+impl From<crate::policy::Violation> for FieldError {
+    fn from(v: crate::policy::Violation) -> Self {
+        FieldError::body(v.pointer, v.message)
+    }
+}
+
+/// RFC 9457 problem details.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    #[schema(example = "urn:mailsensor:problem:validation")]
+    pub r#type: String,
+    #[schema(example = "Invalid request")]
+    pub title: String,
+    #[schema(example = 422)]
+    pub status: u16,
+    #[schema(example = "2 fields are invalid")]
+    pub detail: String,
+    /// Every bad field, present on 422 only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(TokenError),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the resource changed since you read it (current ETag {0})")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{}", validation_summary(.0))]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+fn validation_summary(errors: &[FieldError]) -> String {
+    match errors {
+        [one] => one.message.clone(),
+        many => format!("{} fields are invalid", many.len()),
+    }
+}
+
+impl ApiError {
+    pub fn validation(errors: impl IntoIterator<Item = impl Into<FieldError>>) -> Self {
+        ApiError::Validation(errors.into_iter().map(Into::into).collect())
+    }
+
+    pub fn forbidden(role: crate::auth::Role, action: &str) -> Self {
+        ApiError::Forbidden(format!("role {} may not {action}", role.as_str()))
+    }
+
+    fn slug_and_title(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::Unauthorized(_) => ("unauthorized", "Authentication required"),
+            ApiError::Forbidden(_) => ("forbidden", "Not allowed"),
+            ApiError::NotFound(_) => ("not-found", "Not found"),
+            ApiError::Conflict(_) => ("conflict", "Conflict"),
+            ApiError::PreconditionFailed(_) => ("precondition-failed", "Precondition failed"),
+            ApiError::BadRequest(_) => ("bad-request", "Malformed request"),
+            ApiError::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported media type"),
+            ApiError::Validation(_) => ("validation", "Invalid request"),
+            ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
+            ApiError::Internal(_) => ("internal", "Internal error"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => ApiError::NotFound(what),
+            StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::Stale { current_etag } => ApiError::PreconditionFailed(current_etag),
+            StoreError::Invalid(errors) => ApiError::validation(errors),
+            StoreError::Db(e) => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if let ApiError::Internal(e) = self {
+            tracing::error!(error = ?e, "request failed");
+        }
+        let (slug, title) = self.slug_and_title();
+        let problem = Problem {
+            r#type: format!("urn:mailsensor:problem:{slug}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            errors: match self {
+                ApiError::Validation(errors) => Some(errors.clone()),
+                _ => None,
+            },
+        };
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        match self {
+            ApiError::Unauthorized(TokenError::Missing) => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mailsensor\"")));
+            }
+            ApiError::Unauthorized(reason) => {
+                let value = format!(
+                    "Bearer realm=\"mailsensor\", error=\"invalid_token\", error_description=\"{}\"",
+                    reason.to_string().replace(['"', '\\'], "'")
+                );
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    response.insert_header((header::WWW_AUTHENTICATE, value));
+                }
+            }
+            ApiError::PreconditionFailed(etag) => {
+                if let Ok(value) = HeaderValue::from_str(etag) {
+                    response.insert_header((header::ETAG, value));
+                }
+            }
+            ApiError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            _ => {}
+        }
+        response.json(problem)
+    }
+}

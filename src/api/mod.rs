@@ -1,0 +1,163 @@
+//! The control plane's HTTP API: routes, authentication, problem+json errors, OpenAPI document.
+mod audit;
+mod body;
+mod caller;
+pub mod error;
+mod health;
+mod nodes;
+mod pagination;
+pub mod request_id;
+mod responses;
+mod sensors;
+mod smtp_integration;
+mod tenants;
+mod views;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpResponse, web};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sea_orm::DatabaseConnection;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::AppExt;
+use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::KeySet;
+use error::ApiError;
+
+/// What every request handler can reach.
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub keys: Arc<KeySet>,
+    /// Platform hard cap on message size (`MAILSENSOR_MAX_MESSAGE_BYTES`).
+    pub max_message_bytes: u64,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "mailsensor API",
+        description = "Control plane of mailsensor: tenants, central nodes (PCN/SCN), sensors and their SMTP integration settings. \
+Authenticate with a bearer JWT; objects outside your scope answer 404, actions your role may not perform answer 403. \
+Errors are RFC 9457 problem documents; a 422 lists every bad field.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    servers((url = "/", description = "This server")),
+    modifiers(&BearerAuth),
+    components(responses(
+        responses::Unauthorized, responses::Forbidden, responses::NotFound, responses::Conflict,
+        responses::PreconditionFailed, responses::BadRequest, responses::UnsupportedMediaType, responses::Unprocessable
+    )),
+    tags(
+        (name = "tenants", description = "Tenants and their PCN (platform operator)"),
+        (name = "nodes", description = "Central nodes: the PCN and SCNs"),
+        (name = "sensors", description = "Sensors attached to central nodes"),
+        (name = "smtp-integration", description = "Per-sensor SMTP integration settings and the policy explainer"),
+        (name = "audit", description = "Who changed what"),
+        (name = "operations", description = "Health, readiness and metrics")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.bearer_format = Some("JWT".into());
+        scheme.description = Some("A JWT from `mailsensor token` or your identity provider (claims: sub, role, tenant, node, sensor, iss, aud, exp).".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(health::metrics)
+        .service(tenants::create_tenant)
+        .service(tenants::list_tenants)
+        .service(tenants::get_tenant)
+        .service(tenants::rename_tenant)
+        .service(tenants::delete_tenant)
+        .service(nodes::create_scn)
+        .service(nodes::list_nodes)
+        .service(nodes::get_node)
+        .service(nodes::delete_scn)
+        .service(sensors::create_sensor)
+        .service(sensors::list_sensors)
+        .service(sensors::get_sensor)
+        .service(sensors::update_sensor)
+        .service(sensors::delete_sensor)
+        .service(smtp_integration::get_settings)
+        .service(smtp_integration::put_settings)
+        .service(smtp_integration::patch_settings)
+        .service(smtp_integration::evaluate)
+        .service(audit::list_audit_events);
+}
+
+/// The OpenAPI document, built from the same route table the server uses (no database needed).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes).split_for_parts().1
+}
+
+/// The OpenAPI document as checked in at `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    openapi().to_pretty_json().expect("the OpenAPI document serialises") + "\n"
+}
+
+async fn record_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let response = next.call(req).await?;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("mailsensor_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("mailsensor_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+fn not_found_problem(what: &'static str) -> actix_web::Error {
+    ApiError::NotFound(what).into()
+}
+
+/// Builds the application for `HttpServer::new`.
+pub fn app(
+    state: web::Data<AppState>,
+    spec: utoipa::openapi::OpenApi,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let (app, _) = App::new().into_utoipa_app().app_data(state).configure(routes).split_for_parts();
+    app.app_data(web::PathConfig::default().error_handler(|_, _| not_found_problem("resource")))
+        .app_data(
+            web::QueryConfig::default().error_handler(|e, _| {
+                ApiError::validation([error::FieldError::parameter("query", e.to_string())]).into()
+            }),
+        )
+        .app_data(web::PayloadConfig::new(body::MAX_JSON_BODY))
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec))
+        .service(web::redirect("/docs", "/docs/"))
+        .default_service(web::to(|| async { HttpResponse::from_error(not_found_problem("resource")) }))
+        .wrap(from_fn(record_metrics))
+        .wrap(from_fn(request_id::assign))
+        .wrap(tracing_actix_web::TracingLogger::default())
+}

@@ -1,0 +1,121 @@
+//! Central nodes: the tenant's PCN and its SCNs.
+use actix_web::{HttpResponse, delete, get, http::header, post, web};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use super::body::{Fields, JsonObject};
+use super::caller::{Caller, Permission};
+use super::error::ApiError;
+use super::pagination::{Page, PageParams};
+use super::responses::*;
+use super::views::NodeView;
+use crate::store;
+
+// Schema only: bodies are parsed field by field (`api::body`) so every bad field is reported.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CreateScn {
+    #[schema(example = "Branch office SCN")]
+    pub name: String,
+}
+
+/// Create an SCN (secondary central node) in a tenant.
+#[utoipa::path(
+    tag = "nodes",
+    params(("tenant_id" = Uuid, Path)),
+    request_body = CreateScn,
+    responses(
+        (status = 201, description = "Created", body = NodeView, headers(("Location" = String, description = "URL of the new node"))),
+        (status = 400, response = BadRequest), (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 409, response = Conflict), (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v1/tenants/{tenant_id}/nodes")]
+pub async fn create_scn(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+    body: JsonObject,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = path.into_inner();
+    caller.scope(&state, tenant).await?;
+    caller.require(Permission::ManageScns)?;
+    let mut f = Fields::new(body);
+    let name = f.name("name");
+    let name = f.finish(name)?;
+    let node = store::nodes::create_scn(&state.db, tenant, &name, &caller.actor()).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/tenants/{tenant}/nodes/{}", node.id)))
+        .json(NodeView::from(node)))
+}
+
+/// List the central nodes in scope (at an SCN: only that SCN).
+#[utoipa::path(
+    tag = "nodes",
+    params(("tenant_id" = Uuid, Path), PageParams),
+    responses(
+        (status = 200, body = Page<NodeView>), (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 422, response = Unprocessable),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/v1/tenants/{tenant_id}/nodes")]
+pub async fn list_nodes(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+    query: web::Query<PageParams>,
+) -> Result<web::Json<Page<NodeView>>, ApiError> {
+    let scope = caller.scope(&state, path.into_inner()).await?;
+    caller.require(Permission::ReadNodes)?;
+    let page = query.page()?;
+    let nodes = store::nodes::list(&state.db, scope, page).await?;
+    Ok(web::Json(Page::from_store(nodes, NodeView::from)))
+}
+
+/// Read a central node.
+#[utoipa::path(
+    tag = "nodes",
+    params(("tenant_id" = Uuid, Path), ("node_id" = Uuid, Path)),
+    responses((status = 200, body = NodeView), (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
+    security(("bearer" = []))
+)]
+#[get("/v1/tenants/{tenant_id}/nodes/{node_id}")]
+pub async fn get_node(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<web::Json<NodeView>, ApiError> {
+    let (tenant, id) = path.into_inner();
+    let scope = caller.scope(&state, tenant).await?;
+    let node = store::nodes::get(&state.db, scope, id).await?;
+    caller.require(Permission::ReadNodes)?;
+    Ok(web::Json(node.into()))
+}
+
+/// Delete an SCN. Its sensors must be re-attached or deleted first (409); the PCN cannot be deleted.
+#[utoipa::path(
+    tag = "nodes",
+    params(("tenant_id" = Uuid, Path), ("node_id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Deleted"), (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 409, response = Conflict),
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/v1/tenants/{tenant_id}/nodes/{node_id}")]
+pub async fn delete_scn(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, id) = path.into_inner();
+    let scope = caller.scope(&state, tenant).await?;
+    store::nodes::get(&state.db, scope, id).await?;
+    caller.require(Permission::ManageScns)?;
+    store::nodes::delete_scn(&state.db, scope, id, &caller.actor()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,64 @@
+//! `?limit=&cursor=` → keyset page; `{items, next_cursor}` back.
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::{ApiError, FieldError};
+use crate::store::PageRequest;
+
+pub const DEFAULT_LIMIT: u64 = 50;
+pub const MAX_LIMIT: u64 = 500;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500, example = 50)]
+    pub limit: Option<String>,
+    /// `next_cursor` from the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    /// Collects problems into `errors` so a handler can report them with its other parameters.
+    pub fn parse(&self, errors: &mut Vec<FieldError>) -> PageRequest {
+        let limit = match self.limit.as_deref().map(str::parse::<u64>) {
+            None => DEFAULT_LIMIT,
+            Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
+            Some(_) => {
+                errors.push(FieldError::parameter("limit", format!("must be a whole number from 1 to {MAX_LIMIT}")));
+                DEFAULT_LIMIT
+            }
+        };
+        let after = match self.cursor.as_deref().map(Uuid::parse_str) {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(_)) => {
+                errors.push(FieldError::parameter("cursor", "is not a cursor this API returned"));
+                None
+            }
+        };
+        PageRequest { after, limit }
+    }
+
+    pub fn page(&self) -> Result<PageRequest, ApiError> {
+        let mut errors = Vec::new();
+        let page = self.parse(&mut errors);
+        if errors.is_empty() { Ok(page) } else { Err(ApiError::Validation(errors)) }
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T: ToSchema> Page<T> {
+    pub fn from_store<S>(page: crate::store::Page<S>, f: impl FnMut(S) -> T) -> Self {
+        let page = page.map(f);
+        Page { items: page.items, next_cursor: page.next_cursor.map(|c| c.to_string()) }
+    }
+}

@@ -1,0 +1,178 @@
+//! Sensors: create, list, read, rename, re-attach, delete.
+use actix_web::{HttpResponse, delete, get, http::header, patch, post, web};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::AppState;
+use super::body::{Fields, JsonObject};
+use super::caller::{Caller, Permission};
+use super::error::{ApiError, FieldError};
+use super::pagination::{Page, PageParams};
+use super::responses::*;
+use super::views::SensorView;
+use crate::store;
+
+// Schema only: bodies are parsed field by field (`api::body`) so every bad field is reported.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CreateSensor {
+    #[schema(example = "mx-copy-1")]
+    pub name: String,
+    /// The central node (PCN or SCN) to attach the sensor to. An administrator signed in at an SCN may only name that SCN.
+    pub node_id: Uuid,
+}
+
+// Schema only: bodies are parsed field by field (`api::body`) so every bad field is reported.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UpdateSensor {
+    /// New name.
+    pub name: Option<String>,
+    /// Re-attach the sensor to this central node.
+    pub node_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SensorFilter {
+    /// Only sensors attached to this node.
+    pub node_id: Option<String>,
+}
+
+/// Create a sensor attached to a node; its SMTP integration settings start at the defaults (disabled, both lists empty, unlimited size).
+#[utoipa::path(
+    tag = "sensors",
+    params(("tenant_id" = Uuid, Path)),
+    request_body = CreateSensor,
+    responses(
+        (status = 201, description = "Created", body = SensorView, headers(("Location" = String, description = "URL of the new sensor"))),
+        (status = 400, response = BadRequest), (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 409, response = Conflict), (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v1/tenants/{tenant_id}/sensors")]
+pub async fn create_sensor(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+    body: JsonObject,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = path.into_inner();
+    let scope = caller.scope(&state, tenant).await?;
+    caller.require(Permission::ManageSensors)?;
+    let mut f = Fields::new(body);
+    let name = f.name("name");
+    let node_id = f.required::<Uuid>("node_id");
+    let (name, node_id) = f.finish(name.zip(node_id))?;
+    let sensor = store::sensors::create(&state.db, scope, &name, node_id, &caller.actor()).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/tenants/{tenant}/sensors/{}", sensor.id)))
+        .json(SensorView::from(sensor)))
+}
+
+/// List the sensors in scope, optionally only those attached to one node.
+#[utoipa::path(
+    tag = "sensors",
+    params(("tenant_id" = Uuid, Path), SensorFilter, PageParams),
+    responses(
+        (status = 200, body = Page<SensorView>), (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 422, response = Unprocessable),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/v1/tenants/{tenant_id}/sensors")]
+pub async fn list_sensors(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+    filter: web::Query<SensorFilter>,
+    query: web::Query<PageParams>,
+) -> Result<web::Json<Page<SensorView>>, ApiError> {
+    let scope = caller.scope(&state, path.into_inner()).await?;
+    caller.require(Permission::ReadSensors)?;
+    let mut errors = Vec::new();
+    let page = query.parse(&mut errors);
+    let node = filter.node_id.as_deref().and_then(|n| {
+        Uuid::parse_str(n).map_err(|_| errors.push(FieldError::parameter("node_id", "must be a UUID"))).ok()
+    });
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let sensors = store::sensors::list(&state.db, scope, node, page).await?;
+    Ok(web::Json(Page::from_store(sensors, SensorView::from)))
+}
+
+/// Read a sensor.
+#[utoipa::path(
+    tag = "sensors",
+    params(("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path)),
+    responses((status = 200, body = SensorView), (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
+    security(("bearer" = []))
+)]
+#[get("/v1/tenants/{tenant_id}/sensors/{sensor_id}")]
+pub async fn get_sensor(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<web::Json<SensorView>, ApiError> {
+    let (tenant, id) = path.into_inner();
+    let scope = caller.scope(&state, tenant).await?;
+    let sensor = store::sensors::get(&state.db, scope, id).await?;
+    caller.require(Permission::ReadSensors)?;
+    Ok(web::Json(sensor.into()))
+}
+
+/// Rename a sensor and/or re-attach it to another central node.
+#[utoipa::path(
+    tag = "sensors",
+    params(("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path)),
+    request_body(content = UpdateSensor, content_type = "application/merge-patch+json"),
+    responses(
+        (status = 200, body = SensorView), (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound), (status = 409, response = Conflict),
+        (status = 415, response = UnsupportedMediaType), (status = 422, response = Unprocessable),
+    ),
+    security(("bearer" = []))
+)]
+#[patch("/v1/tenants/{tenant_id}/sensors/{sensor_id}")]
+pub async fn update_sensor(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(Uuid, Uuid)>,
+    body: JsonObject,
+) -> Result<web::Json<SensorView>, ApiError> {
+    let (tenant, id) = path.into_inner();
+    let scope = caller.scope(&state, tenant).await?;
+    store::sensors::get(&state.db, scope, id).await?;
+    caller.require(Permission::ManageSensors)?;
+    let mut f = Fields::new(body);
+    let name = f.optional_name("name");
+    let node_id = f.optional::<Uuid>("node_id");
+    f.finish(Some(()))?;
+    let sensor = store::sensors::update(&state.db, scope, id, name.as_deref(), node_id, &caller.actor()).await?;
+    Ok(web::Json(sensor.into()))
+}
+
+/// Delete a sensor and its settings.
+#[utoipa::path(
+    tag = "sensors",
+    params(("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted"), (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
+    security(("bearer" = []))
+)]
+#[delete("/v1/tenants/{tenant_id}/sensors/{sensor_id}")]
+pub async fn delete_sensor(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, id) = path.into_inner();
+    let scope = caller.scope(&state, tenant).await?;
+    store::sensors::get(&state.db, scope, id).await?;
+    caller.require(Permission::ManageSensors)?;
+    store::sensors::delete(&state.db, scope, id, &caller.actor()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

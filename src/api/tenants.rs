@@ -1,0 +1,168 @@
+//! Tenants and their PCN (platform operator).
+use actix_web::{HttpResponse, delete, get, http::header, patch, post, web};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use super::body::{Fields, JsonObject};
+use super::caller::{Caller, Permission};
+use super::error::ApiError;
+use super::pagination::{Page, PageParams};
+use super::responses::*;
+use super::views::{NodeView, TenantView};
+use crate::auth::Principal;
+use crate::store;
+
+// Schema only: bodies are parsed field by field (`api::body`) so every bad field is reported.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CreateTenant {
+    #[schema(example = "Acme Corp")]
+    pub name: String,
+    /// Name of the tenant's PCN; defaults to "PCN".
+    #[schema(example = "Head office PCN")]
+    pub pcn_name: Option<String>,
+}
+
+// Schema only: bodies are parsed field by field (`api::body`) so every bad field is reported.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RenameTenant {
+    #[schema(example = "Acme Corporation")]
+    pub name: String,
+}
+
+#[derive(serde::Serialize, ToSchema)]
+pub struct CreatedTenant {
+    #[serde(flatten)]
+    pub tenant: TenantView,
+    pub pcn: NodeView,
+}
+
+/// Create a tenant together with its PCN.
+#[utoipa::path(
+    tag = "tenants",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "Created", body = CreatedTenant, headers(("Location" = String, description = "URL of the new tenant"))),
+        (status = 400, response = BadRequest), (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
+        (status = 409, response = Conflict), (status = 415, response = UnsupportedMediaType), (status = 422, response = Unprocessable),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v1/tenants")]
+pub async fn create_tenant(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: JsonObject,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ManageTenants)?;
+    let mut f = Fields::new(body);
+    let name = f.name("name");
+    let pcn_name = f.optional_name("pcn_name").unwrap_or_else(|| "PCN".to_owned());
+    let name = f.finish(name)?;
+    let (tenant, pcn) = store::tenants::create(&state.db, &name, &pcn_name, &caller.actor()).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/tenants/{}", tenant.id)))
+        .json(CreatedTenant { tenant: TenantView::new(tenant, pcn.id), pcn: pcn.into() }))
+}
+
+/// List tenants: every tenant for the platform operator, one's own tenant for everybody else.
+#[utoipa::path(
+    tag = "tenants",
+    params(PageParams),
+    responses((status = 200, body = Page<TenantView>), (status = 401, response = Unauthorized), (status = 422, response = Unprocessable)),
+    security(("bearer" = []))
+)]
+#[get("/v1/tenants")]
+pub async fn list_tenants(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<PageParams>,
+) -> Result<web::Json<Page<TenantView>>, ApiError> {
+    let page = query.page()?;
+    let only = match &caller.principal {
+        Principal::Operator { .. } => None,
+        Principal::Member { tenant, .. } | Principal::Sensor { tenant, .. } => Some(*tenant),
+    };
+    let tenants = store::tenants::list(&state.db, only, page).await?;
+    let ids: Vec<Uuid> = tenants.items.iter().map(|t| t.id).collect();
+    let pcns = store::tenants::pcn_ids(&state.db, &ids).await?;
+    Ok(web::Json(Page::from_store(tenants, |t| {
+        let pcn = pcns.get(&t.id).copied().unwrap_or_default();
+        TenantView::new(t, pcn)
+    })))
+}
+
+async fn visible_tenant(state: &AppState, caller: &Caller, id: Uuid) -> Result<TenantView, ApiError> {
+    caller.scope(state, id).await?;
+    let tenant = store::tenants::get(&state.db, id).await?;
+    let pcn = store::tenants::pcn_of(&state.db, id).await?;
+    Ok(TenantView::new(tenant, pcn.id))
+}
+
+/// Read a tenant (the operator: any; members: their own).
+#[utoipa::path(
+    tag = "tenants",
+    params(("tenant_id" = Uuid, Path)),
+    responses((status = 200, body = TenantView), (status = 401, response = Unauthorized), (status = 404, response = NotFound)),
+    security(("bearer" = []))
+)]
+#[get("/v1/tenants/{tenant_id}")]
+pub async fn get_tenant(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+) -> Result<web::Json<TenantView>, ApiError> {
+    Ok(web::Json(visible_tenant(&state, &caller, path.into_inner()).await?))
+}
+
+/// Rename a tenant.
+#[utoipa::path(
+    tag = "tenants",
+    params(("tenant_id" = Uuid, Path)),
+    request_body = RenameTenant,
+    responses(
+        (status = 200, body = TenantView), (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound), (status = 409, response = Conflict),
+        (status = 415, response = UnsupportedMediaType), (status = 422, response = Unprocessable),
+    ),
+    security(("bearer" = []))
+)]
+#[patch("/v1/tenants/{tenant_id}")]
+pub async fn rename_tenant(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+    body: JsonObject,
+) -> Result<web::Json<TenantView>, ApiError> {
+    let id = path.into_inner();
+    caller.scope(&state, id).await?;
+    caller.require(Permission::ManageTenants)?;
+    let mut f = Fields::new(body);
+    let name = f.name("name");
+    let name = f.finish(name)?;
+    let tenant = store::tenants::rename(&state.db, id, &name, &caller.actor()).await?;
+    let pcn = store::tenants::pcn_of(&state.db, id).await?;
+    Ok(web::Json(TenantView::new(tenant, pcn.id)))
+}
+
+/// Delete a tenant with its nodes, sensors and settings.
+#[utoipa::path(
+    tag = "tenants",
+    params(("tenant_id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted"), (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
+    security(("bearer" = []))
+)]
+#[delete("/v1/tenants/{tenant_id}")]
+pub async fn delete_tenant(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    caller.scope(&state, id).await?;
+    caller.require(Permission::ManageTenants)?;
+    store::tenants::delete(&state.db, id, &caller.actor()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,147 @@
+//! Command line and environment configuration: every flag has a `MAILSENSOR_*` equivalent.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::auth::{AuthConfig, KeySpec, Role};
+
+/// Default platform cap on message size: 100 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 100 * 1024 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(name = "mailsensor", version, about = "Control plane and sensor workers for SMTP mail-security sensors")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane API against PostgreSQL (applies pending migrations first).
+    Serve(ServeArgs),
+    /// Run everything locally with zero set-up: embedded SQLite, demo tenant, ready-to-paste tokens.
+    Dev(DevArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(MigrateArgs),
+    /// Mint a JWT signed with the configured key (HS256 secret or MAILSENSOR_JWT_SIGNING_KEY).
+    Token(TokenArgs),
+    /// Print the OpenAPI 3.1 document.
+    Openapi(OpenapiArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Database URL, e.g. postgres://mailsensor@127.0.0.1/mailsensor or sqlite://mailsensor.sqlite.
+    #[arg(long, env = "MAILSENSOR_DATABASE_URL")]
+    pub database_url: String,
+    /// Most database connections this process opens.
+    #[arg(long, env = "MAILSENSOR_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
+    pub database_max_connections: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Required `iss` claim of every token.
+    #[arg(long = "jwt-issuer", env = "MAILSENSOR_JWT_ISSUER", default_value = "mailsensor")]
+    pub issuer: String,
+    /// Required `aud` claim of every token.
+    #[arg(long = "jwt-audience", env = "MAILSENSOR_JWT_AUDIENCE", default_value = "mailsensor-api")]
+    pub audience: String,
+    /// HS256 shared secret (at least 32 bytes). For development; use public keys in production.
+    #[arg(long = "jwt-hs256-secret", env = "MAILSENSOR_JWT_HS256_SECRET", hide_env_values = true)]
+    pub hs256_secret: Option<String>,
+    /// Verification public key as KID=ALG:PATH (ALG: RS256, ES256, EdDSA; PEM file). Repeat, or
+    /// comma-separate in the environment, to rotate: add the new key, re-issue tokens, remove the old.
+    #[arg(long = "jwt-public-key", env = "MAILSENSOR_JWT_PUBLIC_KEYS", value_delimiter = ',')]
+    pub public_keys: Vec<KeySpec>,
+    /// Private signing key for `mailsensor token`, as KID=ALG:PATH.
+    #[arg(long = "jwt-signing-key", env = "MAILSENSOR_JWT_SIGNING_KEY")]
+    pub signing_key: Option<KeySpec>,
+}
+
+impl AuthArgs {
+    pub fn config(&self) -> AuthConfig {
+        AuthConfig {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            hs256_secret: self.hs256_secret.clone(),
+            public_keys: self.public_keys.clone(),
+            signing_key: self.signing_key.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address the API listens on.
+    #[arg(long, env = "MAILSENSOR_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Do not apply pending migrations at start (run `mailsensor migrate` separately).
+    #[arg(long, env = "MAILSENSOR_NO_MIGRATE")]
+    pub no_migrate: bool,
+    /// Platform hard cap on message size in bytes; "unlimited" settings mean this cap.
+    #[arg(long, env = "MAILSENSOR_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: u64,
+    /// HTTP worker threads (default: one per CPU).
+    #[arg(long, env = "MAILSENSOR_HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Address the API listens on.
+    #[arg(long, env = "MAILSENSOR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Folder for the SQLite database and the generated development secret; re-running reuses both.
+    #[arg(long, env = "MAILSENSOR_DEV_DIR", default_value = ".mailsensor-dev")]
+    pub data_dir: PathBuf,
+    /// Platform hard cap on message size in bytes.
+    #[arg(long, env = "MAILSENSOR_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: u64,
+    /// Lifetime of the printed tokens, in seconds.
+    #[arg(long, env = "MAILSENSOR_DEV_TOKEN_TTL", default_value_t = 12 * 3600)]
+    pub token_ttl: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Role of the principal.
+    #[arg(long, value_enum)]
+    pub role: Role,
+    /// Subject (who): user name or sensor instance.
+    #[arg(long)]
+    pub sub: String,
+    /// Tenant id (all roles but platform_operator).
+    #[arg(long)]
+    pub tenant: Option<Uuid>,
+    /// Central node (PCN or SCN) the person signs in at.
+    #[arg(long)]
+    pub node: Option<Uuid>,
+    /// Sensor id (role sensor).
+    #[arg(long)]
+    pub sensor: Option<Uuid>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OpenapiArgs {
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}

@@ -1,0 +1,120 @@
+//! `mailsensor dev`: the whole product on one machine with zero set-up.
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use uuid::Uuid;
+
+use crate::auth::{AuthConfig, Claims, KeySet, Role};
+use crate::cli::DevArgs;
+use crate::server::{self, ServerParts};
+use crate::store::{self, Actor, TenantScope};
+
+const DEMO_TENANT: &str = "Demo";
+
+/// The demo objects `dev` creates once and finds again on every later run.
+pub struct Demo {
+    pub tenant: Uuid,
+    pub pcn: Uuid,
+    pub scn: Uuid,
+    pub pcn_sensor: Uuid,
+    pub scn_sensor: Uuid,
+}
+
+/// The development HS256 secret: generated at first run, kept in the data folder so tokens
+/// printed by an earlier run stay valid. Never used outside `dev`.
+fn dev_secret(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("hs256.secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        let secret = secret.trim().to_owned();
+        if secret.len() >= 32 {
+            return Ok(secret);
+        }
+    }
+    let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    Ok(secret)
+}
+
+pub async fn seed(db: &sea_orm::DatabaseConnection) -> anyhow::Result<Demo> {
+    let actor = Actor {
+        sub: "mailsensor-dev".into(),
+        role: Role::PlatformOperator.as_str().into(),
+        node: None,
+        request_id: "dev-seed".into(),
+    };
+    let tenant = match store::tenants::find_by_name(db, DEMO_TENANT).await? {
+        Some(t) => t,
+        None => store::tenants::create(db, DEMO_TENANT, "Demo PCN", &actor).await?.0,
+    };
+    let scope = TenantScope::whole_tenant(tenant.id);
+    let nodes = store::nodes::list(db, scope, store::PageRequest { after: None, limit: 500 }).await?.items;
+    let pcn = nodes.iter().find(|n| n.kind == store::nodes::PCN).context("demo tenant has no PCN")?.id;
+    let scn = match nodes.iter().find(|n| n.kind == store::nodes::SCN) {
+        Some(n) => n.id,
+        None => store::nodes::create_scn(db, tenant.id, "Demo SCN", &actor).await?.id,
+    };
+    let sensors = store::sensors::list(db, scope, None, store::PageRequest { after: None, limit: 500 }).await?.items;
+    let sensor_on = async |node: Uuid, name: &str| -> anyhow::Result<Uuid> {
+        match sensors.iter().find(|s| s.node_id == node) {
+            Some(s) => Ok(s.id),
+            None => Ok(store::sensors::create(db, scope, name, node, &actor).await?.id),
+        }
+    };
+    let pcn_sensor = sensor_on(pcn, "demo-pcn-sensor").await?;
+    let scn_sensor = sensor_on(scn, "demo-scn-sensor").await?;
+    Ok(Demo { tenant: tenant.id, pcn, scn, pcn_sensor, scn_sensor })
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let secret = dev_secret(&args.data_dir)?;
+    let keys = Arc::new(KeySet::from_config(&AuthConfig {
+        issuer: "mailsensor".into(),
+        audience: "mailsensor-api".into(),
+        hs256_secret: Some(secret),
+        ..Default::default()
+    })?);
+    let db_path = args.data_dir.join("mailsensor.sqlite");
+    let db = store::connect(&format!("sqlite://{}", db_path.display()), 4).await?;
+    store::migrate(&db).await.context("applying migrations")?;
+    let demo = seed(&db).await?;
+
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    let token = |sub: &str, role: Role, node: Option<Uuid>| {
+        keys.mint(&Claims {
+            sub: sub.into(),
+            role,
+            tenant: (role != Role::PlatformOperator).then_some(demo.tenant),
+            node,
+            sensor: None,
+            iss: keys.issuer().into(),
+            aud: keys.audience().into(),
+            exp: now + args.token_ttl,
+            iat: now,
+        })
+    };
+    let listener = TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let admin = token("alice", Role::Administrator, Some(demo.pcn))?;
+    println!("\nmailsensor dev is running (data in {}).\n", args.data_dir.display());
+    println!("Swagger UI:   {base}/docs/");
+    println!("OpenAPI:      {base}/openapi.json\n");
+    println!("Demo tenant {}: PCN {}, SCN {}", demo.tenant, demo.pcn, demo.scn);
+    println!("Sensors: {} (on the PCN), {} (on the SCN)\n", demo.pcn_sensor, demo.scn_sensor);
+    println!("Tokens (valid {} h; paste into Swagger UI's Authorize):", args.token_ttl / 3600);
+    println!("  export ADMIN_PCN={admin}");
+    println!("  export ADMIN_SCN={}", token("bob", Role::Administrator, Some(demo.scn))?);
+    println!("  export AUDITOR={}", token("carol", Role::SecurityAuditor, Some(demo.pcn))?);
+    println!("  export OFFICER={}", token("dave", Role::SecurityOfficer, Some(demo.pcn))?);
+    println!("  export OPERATOR={}\n", token("olga", Role::PlatformOperator, None)?);
+    println!("Try:");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $ADMIN_PCN\" {base}/v1/tenants/{}/sensors/{}/smtp-integration\n",
+        demo.tenant, demo.pcn_sensor
+    );
+    let parts = ServerParts { db, keys, max_message_bytes: args.max_message_bytes, workers: Some(2) };
+    server::start(listener, parts)?.await?;
+    Ok(())
+}

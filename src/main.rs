@@ -1,0 +1,70 @@
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use mailsensor::auth::{Claims, KeySet};
+use mailsensor::cli::{Cli, Command};
+use mailsensor::server::{self, ServerParts};
+use mailsensor::{api, dev, store};
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILSENSOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Openapi(args) => {
+            let json = api::openapi_json();
+            match args.output {
+                Some(path) => std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{json}"),
+            }
+        }
+        Command::Token(args) => {
+            let keys = KeySet::from_config(&args.auth.config())?;
+            let now = chrono::Utc::now().timestamp().max(0) as u64;
+            let claims = Claims {
+                sub: args.sub,
+                role: args.role,
+                tenant: args.tenant,
+                node: args.node,
+                sensor: args.sensor,
+                iss: keys.issuer().to_owned(),
+                aud: keys.audience().to_owned(),
+                exp: now + args.ttl,
+                iat: now,
+            };
+            println!("{}", keys.mint(&claims)?);
+        }
+        Command::Migrate(args) => {
+            init_tracing();
+            let db = store::connect(&args.database.database_url, 2).await?;
+            store::migrate(&db).await.context("applying migrations")?;
+            tracing::info!("migrations applied");
+        }
+        Command::Serve(args) => {
+            init_tracing();
+            let keys = Arc::new(KeySet::from_config(&args.auth.config())?);
+            let db = store::connect(&args.database.database_url, args.database.database_max_connections)
+                .await
+                .context("connecting to the database")?;
+            if !args.no_migrate {
+                store::migrate(&db).await.context("applying migrations")?;
+            }
+            let listener = TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+            tracing::info!(address = %args.listen, "control plane listening");
+            let parts = ServerParts { db, keys, max_message_bytes: args.max_message_bytes, workers: args.http_workers };
+            server::start(listener, parts)?.await?;
+        }
+        Command::Dev(args) => {
+            init_tracing();
+            dev::run(args).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! sea-orm entities, one per table. Relations are not declared: every query is written tenant-scoped
+//! in `store/` and joins nothing implicitly.
+pub mod audit_event;
+pub mod node;
+pub mod sensor;
+pub mod smtp_settings;
+pub mod tenant;

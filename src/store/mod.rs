@@ -1,0 +1,17 @@
+//! Persistence: sea-orm entities and tenant-scoped queries. All SQL of the control plane lives here.
+pub mod audit;
+mod db;
+pub mod entity;
+mod error;
+pub mod nodes;
+mod page;
+mod scope;
+pub mod sensors;
+pub mod settings;
+pub mod tenants;
+
+pub use audit::Actor;
+pub use db::{connect, is_ready, migrate};
+pub use error::StoreError;
+pub use page::{Page, PageRequest};
+pub use scope::TenantScope;

@@ -1,0 +1,121 @@
+//! Central nodes: one PCN per tenant (created with it) and any number of SCNs.
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::audit::{self, Actor, Change};
+use super::entity::{node, sensor};
+use super::{Page, PageRequest, StoreError, TenantScope};
+
+pub const PCN: &str = "pcn";
+pub const SCN: &str = "scn";
+
+fn scoped(scope: TenantScope) -> sea_orm::Select<node::Entity> {
+    let mut query = node::Entity::find().filter(node::Column::TenantId.eq(scope.tenant));
+    if let Some(node) = scope.node {
+        query = query.filter(node::Column::Id.eq(node));
+    }
+    query
+}
+
+pub async fn get(db: &DatabaseConnection, scope: TenantScope, id: Uuid) -> Result<node::Model, StoreError> {
+    scoped(scope).filter(node::Column::Id.eq(id)).one(db).await?.ok_or(StoreError::NotFound("node"))
+}
+
+/// The node a signed-in member's token names, looked up within its tenant.
+pub async fn of_member(db: &DatabaseConnection, tenant: Uuid, node: Uuid) -> Result<Option<node::Model>, StoreError> {
+    Ok(node::Entity::find().filter(node::Column::TenantId.eq(tenant)).filter(node::Column::Id.eq(node)).one(db).await?)
+}
+
+pub async fn list(
+    db: &DatabaseConnection,
+    scope: TenantScope,
+    page: PageRequest,
+) -> Result<Page<node::Model>, StoreError> {
+    let mut query = scoped(scope);
+    if let Some(after) = page.after {
+        query = query.filter(node::Column::Id.gt(after));
+    }
+    let rows = query.order_by_asc(node::Column::Id).limit(page.limit + 1).all(db).await?;
+    Ok(Page::from_rows(rows, page, |n| n.id))
+}
+
+pub async fn create_scn(
+    db: &DatabaseConnection,
+    tenant: Uuid,
+    name: &str,
+    actor: &Actor,
+) -> Result<node::Model, StoreError> {
+    let txn = db.begin().await?;
+    let node = node::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(tenant),
+        kind: Set(SCN.to_owned()),
+        name: Set(name.to_owned()),
+        created_at: Set(Utc::now()),
+    }
+    .insert(&txn)
+    .await?;
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            tenant,
+            action: "node.create",
+            target_type: "node",
+            target_id: node.id,
+            sensor_id: None,
+            before: None,
+            after: Some(json!({"kind": node.kind, "name": node.name})),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(node)
+}
+
+pub async fn delete_scn(
+    db: &DatabaseConnection,
+    scope: TenantScope,
+    id: Uuid,
+    actor: &Actor,
+) -> Result<(), StoreError> {
+    let txn = db.begin().await?;
+    let node = scoped(scope).filter(node::Column::Id.eq(id)).one(&txn).await?.ok_or(StoreError::NotFound("node"))?;
+    if node.kind == PCN {
+        return Err(StoreError::Conflict(
+            "a tenant's PCN cannot be deleted on its own; delete the tenant instead".into(),
+        ));
+    }
+    let attached = sensor::Entity::find()
+        .filter(sensor::Column::TenantId.eq(scope.tenant))
+        .filter(sensor::Column::NodeId.eq(id))
+        .count(&txn)
+        .await?;
+    if attached > 0 {
+        return Err(StoreError::Conflict(format!(
+            "{attached} sensor(s) are attached to this SCN; re-attach or delete them first"
+        )));
+    }
+    node::Entity::delete_by_id(id).exec(&txn).await?;
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            tenant: scope.tenant,
+            action: "node.delete",
+            target_type: "node",
+            target_id: id,
+            sensor_id: None,
+            before: Some(json!({"kind": node.kind, "name": node.name})),
+            after: None,
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Sensors, each attached to one central node and owning one SMTP integration settings row.
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::audit::{self, Actor, Change};
+use super::entity::{node, sensor};
+use super::{Page, PageRequest, StoreError, TenantScope, settings};
+use crate::policy::{SmtpSettings, Violation};
+
+pub(super) fn scoped(scope: TenantScope) -> sea_orm::Select<sensor::Entity> {
+    let mut query = sensor::Entity::find().filter(sensor::Column::TenantId.eq(scope.tenant));
+    if let Some(node) = scope.node {
+        query = query.filter(sensor::Column::NodeId.eq(node));
+    }
+    if let Some(id) = scope.sensor {
+        query = query.filter(sensor::Column::Id.eq(id));
+    }
+    query
+}
+
+pub async fn get(db: &impl ConnectionTrait, scope: TenantScope, id: Uuid) -> Result<sensor::Model, StoreError> {
+    scoped(scope).filter(sensor::Column::Id.eq(id)).one(db).await?.ok_or(StoreError::NotFound("sensor"))
+}
+
+pub async fn list(
+    db: &DatabaseConnection,
+    scope: TenantScope,
+    node_filter: Option<Uuid>,
+    page: PageRequest,
+) -> Result<Page<sensor::Model>, StoreError> {
+    let mut query = scoped(scope);
+    if let Some(node) = node_filter {
+        query = query.filter(sensor::Column::NodeId.eq(node));
+    }
+    if let Some(after) = page.after {
+        query = query.filter(sensor::Column::Id.gt(after));
+    }
+    let rows = query.order_by_asc(sensor::Column::Id).limit(page.limit + 1).all(db).await?;
+    Ok(Page::from_rows(rows, page, |s| s.id))
+}
+
+/// A node named in a request body must be inside the caller's scope; one outside reads as absent.
+async fn node_in_scope(conn: &impl ConnectionTrait, scope: TenantScope, node_id: Uuid) -> Result<(), StoreError> {
+    let mut query =
+        node::Entity::find().filter(node::Column::TenantId.eq(scope.tenant)).filter(node::Column::Id.eq(node_id));
+    if let Some(own) = scope.node {
+        query = query.filter(node::Column::Id.eq(own));
+    }
+    match query.one(conn).await? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Invalid(vec![Violation::new(
+            "/node_id",
+            format!("no node {node_id} in this tenant that you may attach sensors to"),
+        )])),
+    }
+}
+
+fn sensor_json(s: &sensor::Model) -> serde_json::Value {
+    json!({"name": s.name, "node_id": s.node_id})
+}
+
+pub async fn create(
+    db: &DatabaseConnection,
+    scope: TenantScope,
+    name: &str,
+    node_id: Uuid,
+    actor: &Actor,
+) -> Result<sensor::Model, StoreError> {
+    let txn = db.begin().await?;
+    node_in_scope(&txn, scope, node_id).await?;
+    let now = Utc::now();
+    let sensor = sensor::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(scope.tenant),
+        node_id: Set(node_id),
+        name: Set(name.to_owned()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    settings::insert_defaults(&txn, &sensor, &actor.sub).await?;
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            tenant: scope.tenant,
+            action: "sensor.create",
+            target_type: "sensor",
+            target_id: sensor.id,
+            sensor_id: Some(sensor.id),
+            before: None,
+            after: Some(json!({
+                "name": sensor.name,
+                "node_id": sensor.node_id,
+                "smtp_integration": settings::settings_json(&SmtpSettings::default()),
+            })),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(sensor)
+}
+
+/// Rename and/or re-attach to another node in scope.
+pub async fn update(
+    db: &DatabaseConnection,
+    scope: TenantScope,
+    id: Uuid,
+    name: Option<&str>,
+    node_id: Option<Uuid>,
+    actor: &Actor,
+) -> Result<sensor::Model, StoreError> {
+    let txn = db.begin().await?;
+    let before = get(&txn, scope, id).await?;
+    if let Some(node_id) = node_id {
+        node_in_scope(&txn, scope, node_id).await?;
+    }
+    let mut active: sensor::ActiveModel = before.clone().into();
+    if let Some(name) = name {
+        active.name = Set(name.to_owned());
+    }
+    if let Some(node_id) = node_id {
+        active.node_id = Set(node_id);
+    }
+    active.updated_at = Set(Utc::now());
+    let after = active.update(&txn).await?;
+    let action = match (before.name != after.name, before.node_id != after.node_id) {
+        (_, true) => "sensor.reattach",
+        _ => "sensor.rename",
+    };
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            tenant: scope.tenant,
+            action,
+            target_type: "sensor",
+            target_id: id,
+            sensor_id: Some(id),
+            before: Some(sensor_json(&before)),
+            after: Some(sensor_json(&after)),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(after)
+}
+
+pub async fn delete(db: &DatabaseConnection, scope: TenantScope, id: Uuid, actor: &Actor) -> Result<(), StoreError> {
+    let txn = db.begin().await?;
+    let before = get(&txn, scope, id).await?;
+    sensor::Entity::delete_by_id(id).exec(&txn).await?;
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            tenant: scope.tenant,
+            action: "sensor.delete",
+            target_type: "sensor",
+            target_id: id,
+            sensor_id: Some(id),
+            before: Some(sensor_json(&before)),
+            after: None,
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! SMTP integration settings: one row per sensor, versioned by `revision` (the ETag).
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    TransactionTrait, prelude::Expr,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::audit::{self, Actor, Change};
+use super::entity::{sensor, smtp_settings};
+use super::{StoreError, TenantScope, sensors};
+use crate::policy::{ClientRules, DomainRules, SizeLimit, SizeUnit, SmtpSettings};
+
+/// Settings as stored, with their version.
+#[derive(Debug, Clone)]
+pub struct SettingsRecord {
+    pub sensor_id: Uuid,
+    pub settings: SmtpSettings,
+    pub revision: i64,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: String,
+}
+
+impl SettingsRecord {
+    pub fn etag(&self) -> String {
+        etag(self.revision)
+    }
+}
+
+pub fn etag(revision: i64) -> String {
+    format!("\"{revision}\"")
+}
+
+fn unit_str(unit: SizeUnit) -> &'static str {
+    match unit {
+        SizeUnit::KB => "KB",
+        SizeUnit::MB => "MB",
+        SizeUnit::GB => "GB",
+    }
+}
+
+/// The settings document as the API shows it and the audit trail records it.
+pub fn size_limit_json(limit: SizeLimit) -> Value {
+    match limit {
+        SizeLimit::Unlimited => json!({"unlimited": true}),
+        SizeLimit::Limited { value, unit } => json!({"unlimited": false, "value": value, "unit": unit_str(unit)}),
+    }
+}
+
+pub fn settings_json(s: &SmtpSettings) -> Value {
+    json!({
+        "enabled": s.enabled,
+        "destination_domains": s.destination_domains.entries(),
+        "clients": s.clients.entries(),
+        "message_size_limit": size_limit_json(s.message_size_limit),
+    })
+}
+
+fn corrupt(what: &str, sensor: Uuid) -> StoreError {
+    StoreError::Db(DbErr::Custom(format!("stored {what} of sensor {sensor} no longer parse")))
+}
+
+fn entries(value: &Value) -> Option<Vec<String>> {
+    serde_json::from_value(value.clone()).ok()
+}
+
+fn from_row(row: smtp_settings::Model) -> Result<SettingsRecord, StoreError> {
+    let domains = entries(&row.destination_domains)
+        .and_then(|e| DomainRules::parse(&e).ok())
+        .ok_or_else(|| corrupt("destination domains", row.sensor_id))?;
+    let clients = entries(&row.clients)
+        .and_then(|e| ClientRules::parse(&e).ok())
+        .ok_or_else(|| corrupt("clients", row.sensor_id))?;
+    let size = if row.size_unlimited {
+        SizeLimit::Unlimited
+    } else {
+        let unit = match row.size_unit.as_deref() {
+            Some("KB") => SizeUnit::KB,
+            Some("MB") => SizeUnit::MB,
+            Some("GB") => SizeUnit::GB,
+            _ => return Err(corrupt("size unit", row.sensor_id)),
+        };
+        let value = row.size_value.and_then(|v| u64::try_from(v).ok()).ok_or_else(|| corrupt("size", row.sensor_id))?;
+        SizeLimit::Limited { value, unit }
+    };
+    Ok(SettingsRecord {
+        sensor_id: row.sensor_id,
+        settings: SmtpSettings {
+            enabled: row.enabled,
+            destination_domains: domains,
+            clients,
+            message_size_limit: size,
+        },
+        revision: row.revision,
+        updated_at: row.updated_at,
+        updated_by: row.updated_by,
+    })
+}
+
+fn size_columns(limit: SizeLimit) -> (bool, Option<i64>, Option<String>) {
+    match limit {
+        SizeLimit::Unlimited => (true, None, None),
+        SizeLimit::Limited { value, unit } => {
+            (false, Some(i64::try_from(value).unwrap_or(i64::MAX)), Some(unit_str(unit).to_owned()))
+        }
+    }
+}
+
+pub(super) async fn insert_defaults(
+    conn: &impl ConnectionTrait,
+    sensor: &sensor::Model,
+    actor: &str,
+) -> Result<(), StoreError> {
+    let defaults = SmtpSettings::default();
+    let (unlimited, value, unit) = size_columns(defaults.message_size_limit);
+    smtp_settings::Entity::insert(smtp_settings::ActiveModel {
+        sensor_id: Set(sensor.id),
+        tenant_id: Set(sensor.tenant_id),
+        enabled: Set(defaults.enabled),
+        destination_domains: Set(json!(defaults.destination_domains.entries())),
+        clients: Set(json!(defaults.clients.entries())),
+        size_unlimited: Set(unlimited),
+        size_value: Set(value),
+        size_unit: Set(unit),
+        revision: Set(1),
+        updated_at: Set(sensor.created_at),
+        updated_by: Set(actor.to_owned()),
+    })
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
+async fn read(conn: &impl ConnectionTrait, scope: TenantScope, sensor_id: Uuid) -> Result<SettingsRecord, StoreError> {
+    // Scope is decided by the sensor row (node attachment), the settings row follows it.
+    sensors::get(conn, scope, sensor_id).await?;
+    let row = smtp_settings::Entity::find()
+        .filter(smtp_settings::Column::TenantId.eq(scope.tenant))
+        .filter(smtp_settings::Column::SensorId.eq(sensor_id))
+        .one(conn)
+        .await?
+        .ok_or(StoreError::NotFound("sensor"))?;
+    from_row(row)
+}
+
+pub async fn get(db: &DatabaseConnection, scope: TenantScope, sensor_id: Uuid) -> Result<SettingsRecord, StoreError> {
+    read(db, scope, sensor_id).await
+}
+
+/// Replaces the settings. `expected`: the revision the caller read (If-Match); a write based on
+/// anything older is refused as stale, so two administrators never overwrite each other unseen.
+pub async fn replace(
+    db: &DatabaseConnection,
+    scope: TenantScope,
+    sensor_id: Uuid,
+    new: &SmtpSettings,
+    expected: Option<i64>,
+    actor: &Actor,
+) -> Result<SettingsRecord, StoreError> {
+    let txn = db.begin().await?;
+    let current = read(&txn, scope, sensor_id).await?;
+    if let Some(expected) = expected
+        && expected != current.revision
+    {
+        return Err(StoreError::Stale { current_etag: current.etag() });
+    }
+    let (unlimited, value, unit) = size_columns(new.message_size_limit);
+    let now = Utc::now();
+    let revision = current.revision + 1;
+    // Conditional on the revision read above: a concurrent writer makes this touch no row.
+    let updated = smtp_settings::Entity::update_many()
+        .col_expr(smtp_settings::Column::Enabled, Expr::value(new.enabled))
+        .col_expr(smtp_settings::Column::DestinationDomains, Expr::value(json!(new.destination_domains.entries())))
+        .col_expr(smtp_settings::Column::Clients, Expr::value(json!(new.clients.entries())))
+        .col_expr(smtp_settings::Column::SizeUnlimited, Expr::value(unlimited))
+        .col_expr(smtp_settings::Column::SizeValue, Expr::value(value))
+        .col_expr(smtp_settings::Column::SizeUnit, Expr::value(unit))
+        .col_expr(smtp_settings::Column::Revision, Expr::value(revision))
+        .col_expr(smtp_settings::Column::UpdatedAt, Expr::value(now))
+        .col_expr(smtp_settings::Column::UpdatedBy, Expr::value(actor.sub.clone()))
+        .filter(smtp_settings::Column::TenantId.eq(scope.tenant))
+        .filter(smtp_settings::Column::SensorId.eq(sensor_id))
+        .filter(smtp_settings::Column::Revision.eq(current.revision))
+        .exec(&txn)
+        .await?;
+    if updated.rows_affected != 1 {
+        return Err(StoreError::Stale { current_etag: etag(current.revision + 1) });
+    }
+    audit::record(
+        &txn,
+        actor,
+        Change {
+            tenant: scope.tenant,
+            action: "smtp_integration.update",
+            target_type: "sensor",
+            target_id: sensor_id,
+            sensor_id: Some(sensor_id),
+            before: Some(settings_json(&current.settings)),
+            after: Some(settings_json(new)),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(SettingsRecord { sensor_id, settings: new.clone(), revision, updated_at: now, updated_by: actor.sub.clone() })
+}
