@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# Benchmark of the SMTP integration settings API (GET and PUT of
+# /v1/tenants/{t}/sensors/{s}/smtp-integration) against PostgreSQL, with pgbench -S
+# on the same PostgreSQL server as a reference. A benchmark, not a test: it fails only
+# when it cannot set up or run, and it reports whatever the server answered.
+#
+# Usage (from anywhere; the script works from the repository root):
+#     bench/settings-api.sh
+#     DURATION=10 BENCH_NOTE="another cargo build was running" bench/settings-api.sh
+#
+# Environment:
+#   DURATION          seconds per run (GET, PUT, pgbench -S); "20" or "20s". Default 20.
+#   CONNECTIONS       concurrent connections / pgbench clients. Default 50.
+#   THREADS           wrk threads and pgbench -j. Default 2.
+#   PGBENCH_SCALE     pgbench -i -s. Default 10.
+#   CARGO_TARGET_DIR  where the release binary is built. Default target/bench (relative to the
+#                     repository root), kept apart from the dev build so the two never fight
+#                     over the cargo lock or evict each other's artefacts. The binary used is
+#                     $CARGO_TARGET_DIR/release/mailsensor.
+#   PGHOST/PGPORT/PGUSER  PostgreSQL to use. Default 127.0.0.1 / 5432 / postgres (trust auth).
+#   BENCH_PORT        API port. Default: a free port picked at run time (18181 if none found).
+#   MAILSENSOR_DATABASE_MAX_CONNECTIONS, MAILSENSOR_HTTP_WORKERS  passed to the server if set
+#                     (server defaults: 20 pooled connections, one HTTP worker per CPU).
+#   BENCH_NOTE        free text printed in the summary (e.g. "other builds running").
+#
+# Needs: cargo, curl, jq, wrk, psql, pgbench. wrk, curl and jq are apt-get installed when
+# missing (as root). The databases mailsensor_bench and mailsensor_bench_pgbench are dropped
+# and re-created at start and dropped again at exit. The JWT secret is random per run and
+# never written anywhere but the server's environment.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
+cd "$REPO"
+
+DURATION=${DURATION:-20}
+DURATION=${DURATION%s}
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || { echo "DURATION must be a whole number of seconds, got '$DURATION'" >&2; exit 2; }
+CONNECTIONS=${CONNECTIONS:-50}
+THREADS=${THREADS:-2}
+PGBENCH_SCALE=${PGBENCH_SCALE:-10}
+export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
+DB=mailsensor_bench
+PGBENCH_DB=mailsensor_bench_pgbench
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/bench}
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '[bench] FAILED: %s\n' "$*" >&2; exit 1; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/mailsensor-bench.XXXXXX")
+SERVER_LOG=$WORK/server.log
+SERVER_PID=
+DBS_CREATED=0
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID"
+        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
+        kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID"
+        wait "$SERVER_PID" 2>/dev/null
+    fi
+    if [[ $rc -ne 0 && -s $SERVER_LOG ]]; then
+        echo "---- last 40 lines of the server log ($SERVER_LOG) ----" >&2
+        tail -n 40 "$SERVER_LOG" >&2
+    fi
+    if [[ $DBS_CREATED -eq 1 ]]; then
+        "$PSQL" -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" \
+            -c "DROP DATABASE IF EXISTS $PGBENCH_DB WITH (FORCE)" >/dev/null 2>&1 \
+            || echo "[bench] warning: could not drop $DB / $PGBENCH_DB" >&2
+    fi
+    rm -rf "$WORK"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- tools
+APT_UPDATED=0
+apt_install() {
+    [[ $(id -u) -eq 0 ]] || die "$1 is missing; install it (apt-get install $1) or run as root"
+    log "installing $1 with apt-get"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >"$WORK/apt.log" 2>&1; then
+        if [[ $APT_UPDATED -eq 0 ]]; then
+            APT_UPDATED=1
+            apt-get update -q >>"$WORK/apt.log" 2>&1 || true
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >>"$WORK/apt.log" 2>&1 \
+            || { cat "$WORK/apt.log" >&2; die "apt-get install $1 failed"; }
+    fi
+}
+# A PostgreSQL client program: on PATH, else the newest /usr/lib/postgresql/*/bin one.
+pg_tool() {
+    if command -v "$1" >/dev/null 2>&1 && "$1" --version >/dev/null 2>&1; then
+        command -v "$1"
+        return
+    fi
+    local found
+    found=$(ls -1 /usr/lib/postgresql/*/bin/"$1" 2>/dev/null | sort -V | tail -n 1)
+    [[ -n $found ]] && echo "$found"
+}
+
+for tool in wrk curl jq; do
+    command -v "$tool" >/dev/null 2>&1 || apt_install "$tool"
+done
+command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH"
+PSQL=$(pg_tool psql) || true
+[[ -n $PSQL ]] || { apt_install postgresql-client; PSQL=$(pg_tool psql) || die "psql not found"; }
+PGBENCH=$(pg_tool pgbench) || true
+# pgbench ships with the PostgreSQL server package on Debian; installing that would set up
+# a second cluster, so ask instead.
+[[ -n $PGBENCH ]] || die "pgbench not found (on PATH or /usr/lib/postgresql/*/bin); install the PostgreSQL package that ships it"
+
+"$PSQL" -d postgres -Atqc 'select 1' >/dev/null 2>&1 \
+    || die "cannot reach PostgreSQL as $PGUSER@$PGHOST:$PGPORT (trust auth expected)"
+
+# ---------------------------------------------------------------- build
+log "building the release binary (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+cargo build --release --bin mailsensor >&2 || die "cargo build --release failed"
+BIN=$CARGO_TARGET_DIR/release/mailsensor
+[[ -x $BIN ]] || die "no binary at $BIN"
+
+# ---------------------------------------------------------------- databases
+log "re-creating databases $DB and $PGBENCH_DB"
+DBS_CREATED=1
+"$PSQL" -q -v ON_ERROR_STOP=1 -d postgres \
+    -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "DROP DATABASE IF EXISTS $PGBENCH_DB WITH (FORCE)" \
+    -c "CREATE DATABASE $DB" -c "CREATE DATABASE $PGBENCH_DB" >/dev/null \
+    || die "could not create the bench databases"
+
+# ---------------------------------------------------------------- server
+if [[ -n ${BENCH_PORT:-} ]]; then
+    PORT=$BENCH_PORT
+else
+    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null) \
+        || PORT=18181
+fi
+BASE=http://127.0.0.1:$PORT
+
+export MAILSENSOR_DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB"
+MAILSENSOR_JWT_HS256_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+export MAILSENSOR_JWT_HS256_SECRET
+[[ ${#MAILSENSOR_JWT_HS256_SECRET} -eq 64 ]] || die "could not generate a secret"
+export MAILSENSOR_LOG=warn
+unset MAILSENSOR_JWT_PUBLIC_KEYS MAILSENSOR_JWT_SIGNING_KEY MAILSENSOR_LISTEN
+
+log "starting mailsensor serve on $BASE"
+"$BIN" serve --listen "127.0.0.1:$PORT" >"$SERVER_LOG" 2>&1 &
+SERVER_PID=$!
+for i in $(seq 300); do
+    kill -0 "$SERVER_PID" 2>/dev/null || die "mailsensor serve exited during start-up"
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "$BASE/readyz" || true) == 200 ]] && break
+    [[ $i -eq 300 ]] && die "/readyz not 200 after 60 s"
+    sleep 0.2
+done
+log "server ready (pid $SERVER_PID)"
+
+# ---------------------------------------------------------------- fixtures
+token() { "$BIN" token --ttl 7200 "$@" || die "mailsensor token $* failed"; }
+
+# api METHOD PATH TOKEN EXPECTED_STATUS [BODY]: prints the response body; dies on any other status.
+api() {
+    local method=$1 path=$2 tok=$3 want=$4 body=${5:-} status
+    local args=(-sS -o "$WORK/resp" -w '%{http_code}' -X "$method" -H "Authorization: Bearer $tok")
+    [[ -n $body ]] && args+=(-H 'Content-Type: application/json' --data-binary "$body")
+    status=$(curl "${args[@]}" "$BASE$path") || die "$method $path: curl failed"
+    if [[ $status != "$want" ]]; then
+        echo "response body:" >&2
+        cat "$WORK/resp" >&2
+        echo >&2
+        die "$method $path: HTTP $status, expected $want"
+    fi
+    cat "$WORK/resp"
+}
+
+OPERATOR=$(token --role platform_operator --sub bench-operator)
+TENANT_JSON=$(api POST /v1/tenants "$OPERATOR" 201 "{\"name\":\"bench-$(date +%s)-$$\"}")
+TENANT=$(jq -er .id <<<"$TENANT_JSON") || die "no id in $TENANT_JSON"
+PCN=$(jq -er .pcn.id <<<"$TENANT_JSON") || die "no pcn.id in $TENANT_JSON"
+ADMIN=$(token --role administrator --tenant "$TENANT" --node "$PCN" --sub bench)
+SENSOR_JSON=$(api POST "/v1/tenants/$TENANT/sensors" "$ADMIN" 201 "{\"name\":\"bench\",\"node_id\":\"$PCN\"}")
+SENSOR=$(jq -er .id <<<"$SENSOR_JSON") || die "no id in $SENSOR_JSON"
+SETTINGS_PATH=/v1/tenants/$TENANT/sensors/$SENSOR/smtp-integration
+
+# Realistic settings: 50 destination domains (48 + 2 exclusions below listed parents),
+# 20 client entries (18 networks + 2 excluded hosts), 25 MB size limit.
+BODY_FILE=$WORK/settings.json
+jq -nc '
+  ([range(1; 49) | "mail-\(.).example.com"] + ["!hr.mail-1.example.com", "!legal.mail-2.example.com"]) as $domains
+  | ([range(0; 16) | "10.\(.).0.0/16"] + ["192.0.2.0/24", "2001:db8::/32", "!10.0.0.25", "!192.0.2.7"]) as $clients
+  | {enabled: true, destination_domains: $domains, clients: $clients,
+     message_size_limit: {unlimited: false, value: 25, unit: "MB"}}' >"$BODY_FILE"
+[[ $(jq '.destination_domains | length' "$BODY_FILE") -eq 50 && $(jq '.clients | length' "$BODY_FILE") -eq 20 ]] \
+    || die "settings body is not 50 domains / 20 clients"
+
+PUT_JSON=$(api PUT "$SETTINGS_PATH" "$ADMIN" 200 "$(cat "$BODY_FILE")")
+jq -e '.enabled == true and (.destination_domains | length) == 50 and (.clients | length) == 20
+       and .max_message_bytes == 26214400' <<<"$PUT_JSON" >/dev/null \
+    || die "PUT answered 200 but the settings differ: $PUT_JSON"
+GET_JSON=$(api GET "$SETTINGS_PATH" "$ADMIN" 200)
+REV_BEFORE_PUT=$(jq -er .revision <<<"$GET_JSON")
+log "tenant $TENANT, PCN $PCN, sensor $SENSOR; settings at revision $REV_BEFORE_PUT ($(wc -c <"$BODY_FILE") byte PUT body, $(printf %s "$GET_JSON" | wc -c) byte GET body)"
+
+# ---------------------------------------------------------------- runs
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+result_field() { sed -n "s/.*BENCH_RESULT.* $2=\([^ ]*\).*/\1/p" "$1" | tail -n 1; }
+
+run_wrk() { # NAME SCRIPT
+    local name=$1 script=$2 out=$WORK/wrk-$1.txt
+    log "wrk $name: -t$THREADS -c$CONNECTIONS -d${DURATION}s"
+    BENCH_BODY_FILE=$BODY_FILE wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency --timeout 10s \
+        -s "$script" -H "Authorization: Bearer $ADMIN" "$BASE$SETTINGS_PATH" >"$out" 2>&1 \
+        || { cat "$out" >&2; die "wrk $name failed"; }
+    echo "---------------- wrk $name ----------------"
+    cat "$out"
+    grep -q BENCH_RESULT "$out" || die "wrk $name printed no result line"
+    kill -0 "$SERVER_PID" 2>/dev/null || die "mailsensor serve died during the $name run"
+}
+
+run_wrk GET "$BENCH_DIR/get-settings.lua"
+run_wrk PUT "$BENCH_DIR/put-settings.lua"
+REV_AFTER_PUT=$(api GET "$SETTINGS_PATH" "$ADMIN" 200 | jq -er .revision)
+
+log "pgbench -i -s $PGBENCH_SCALE into $PGBENCH_DB"
+"$PGBENCH" -i -q -s "$PGBENCH_SCALE" "$PGBENCH_DB" >"$WORK/pgbench-init.txt" 2>&1 \
+    || { cat "$WORK/pgbench-init.txt" >&2; die "pgbench -i failed"; }
+log "pgbench -S -c $CONNECTIONS -j $THREADS -T $DURATION"
+"$PGBENCH" -S -c "$CONNECTIONS" -j "$THREADS" -T "$DURATION" "$PGBENCH_DB" >"$WORK/pgbench.txt" 2>&1 \
+    || { cat "$WORK/pgbench.txt" >&2; die "pgbench -S failed"; }
+echo "---------------- pgbench -S ----------------"
+cat "$WORK/pgbench.txt"
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------- summary
+PG_TPS=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$WORK/pgbench.txt")
+[[ -n $PG_TPS ]] || PG_TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench.txt" | tail -n 1)
+PG_LAT=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$WORK/pgbench.txt")
+PG_FAILED=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$WORK/pgbench.txt")
+
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -n $(git status --porcelain --untracked-files=no -- src migration Cargo.toml Cargo.lock 2>/dev/null) ]] \
+    && COMMIT="$COMMIT (+ uncommitted changes in the working tree, which is what was built)"
+WARN_LINES=$(grep -c . "$SERVER_LOG" || true)
+PUT_2XX=$(( $(result_field "$WORK/wrk-PUT.txt" requests) - $(result_field "$WORK/wrk-PUT.txt" non2xx) ))
+
+row() { # NAME FILE
+    printf '  %-26s %10s %9s %9s %9s %8s\n' "$1" "$(result_field "$2" rps)" "$(result_field "$2" p50_ms)" \
+        "$(result_field "$2" p99_ms)" "$(result_field "$2" requests)" "$(result_field "$2" non2xx)"
+}
+
+cat <<EOF
+
+================ mailsensor settings API benchmark ================
+  commit      $COMMIT
+  date        $(date -u +%Y-%m-%dT%H:%M:%SZ)
+  nproc       $(nproc)    load avg (1/5/15 min) at start: $LOAD_START, at end: $LOAD_END
+  setup       ${DURATION} s per run, $CONNECTIONS connections, wrk -t$THREADS, pgbench -j $THREADS; loopback; one PostgreSQL ($("$PSQL" -d postgres -Atqc 'show server_version'))
+              server: release build, HTTP workers ${MAILSENSOR_HTTP_WORKERS:-default (nproc)}, DB pool ${MAILSENSOR_DATABASE_MAX_CONNECTIONS:-20 (default)}; the server, wrk and PostgreSQL share the same cores
+              settings: 50 domains (2 '!'), 20 client entries (2 '!'), 25 MB; PUT without If-Match
+EOF
+[[ -n ${BENCH_NOTE:-} ]] && echo "  note        $BENCH_NOTE"
+printf '\n  %-26s %10s %9s %9s %9s %8s\n' "" "req/s" "p50 ms" "p99 ms" "requests" "non-2xx"
+row "GET smtp-integration" "$WORK/wrk-GET.txt"
+row "PUT smtp-integration" "$WORK/wrk-PUT.txt"
+printf '\n  %-26s %10s %9s\n' "" "tps" "avg ms"
+printf '  %-26s %10s %9s\n' "pgbench -S (scale $PGBENCH_SCALE)" "${PG_TPS:-?}" "${PG_LAT:-?}"
+echo
+echo "  PUT statuses: $(result_field "$WORK/wrk-PUT.txt" statuses); revision $REV_BEFORE_PUT -> $REV_AFTER_PUT (+$((REV_AFTER_PUT - REV_BEFORE_PUT)); wrk counted $PUT_2XX 2xx, requests still in flight when wrk stopped are not counted)"
+for f in GET PUT; do
+    errs="connect $(result_field "$WORK/wrk-$f.txt" connect_err), read $(result_field "$WORK/wrk-$f.txt" read_err), write $(result_field "$WORK/wrk-$f.txt" write_err), timeout $(result_field "$WORK/wrk-$f.txt" timeouts)"
+    [[ $errs == "connect 0, read 0, write 0, timeout 0" ]] || echo "  wrk $f socket errors: $errs"
+done
+[[ -n $PG_FAILED && $PG_FAILED != 0 ]] && echo "  pgbench failed transactions: $PG_FAILED"
+echo "  server log (MAILSENSOR_LOG=warn): $WARN_LINES line(s)"
+if [[ $WARN_LINES -gt 0 ]]; then
+    sed 's/^/    | /' "$SERVER_LOG" | head -n 20
+    [[ $WARN_LINES -gt 20 ]] && echo "    | ... ($((WARN_LINES - 20)) more)"
+fi
+echo "===================================================================="

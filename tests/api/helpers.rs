@@ -1,0 +1,330 @@
+//! Test harness: the real server on a random loopback port, against a fresh database per test
+//! (PostgreSQL cloned from a migrated template, or a new SQLite file), called over HTTP.
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use mailsensor::auth::{AuthConfig, Claims, KeySet, KeySpec, Role};
+use mailsensor::server::{self, ServerParts};
+use mailsensor::store;
+use migration::{Migrator, MigratorTrait};
+use reqwest::{Method, StatusCode};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const ISSUER: &str = "mailsensor-test";
+pub const AUDIENCE: &str = "mailsensor-api-test";
+/// TEST ONLY: protects nothing outside these tests.
+pub const TEST_HS256_SECRET: &str = "test-only-secret-0123456789abcdef0123456789abcdef";
+pub const PLATFORM_CAP: u64 = 100 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+pub fn key_spec(kid: &str, alg: &str, file: &str) -> KeySpec {
+    format!("{kid}={alg}:{}", fixture(&format!("keys/{file}")).display()).parse().expect("valid key spec")
+}
+
+/// The verification keys the test server trusts.
+pub fn server_auth() -> AuthConfig {
+    AuthConfig {
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        hs256_secret: Some(TEST_HS256_SECRET.into()),
+        public_keys: vec![
+            key_spec("rsa-1", "RS256", "rsa-public.pem"),
+            key_spec("ec-1", "ES256", "ec-public.pem"),
+            key_spec("ed-1", "EdDSA", "ed-public.pem"),
+        ],
+        signing_key: None,
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var("MAILSENSOR_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{db}")
+}
+
+async fn admin_connection() -> DatabaseConnection {
+    let url = admin_url();
+    Database::connect(&url).await.unwrap_or_else(|e| {
+        panic!(
+            "cannot reach PostgreSQL at {url}: {e}\n\
+             Start it (e.g. `pg_ctlcluster --skip-systemctl-redirect 15 main start`) or point \
+             MAILSENSOR_TEST_DATABASE_URL at a server where this user may CREATE DATABASE."
+        )
+    })
+}
+
+/// A migrated template database, built once per migration set and cloned for each test.
+fn postgres_template() -> &'static str {
+    static TEMPLATE: OnceLock<String> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        // Its own thread and runtime: the template outlives any one test's runtime.
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+                let names: Vec<String> = Migrator::migrations().iter().map(|m| m.name().to_owned()).collect();
+                let hash = names
+                    .join(",")
+                    .bytes()
+                    .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+                let template = format!("mailsensor_tpl_{hash:016x}");
+                let admin = admin_connection().await;
+                admin.execute_unprepared("SELECT pg_advisory_lock(7301)").await.unwrap();
+                let exists = admin
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        admin.get_database_backend(),
+                        format!("SELECT 1 FROM pg_database WHERE datname = '{template}'"),
+                    ))
+                    .await
+                    .unwrap()
+                    .is_some();
+                if !exists {
+                    let building = format!("{template}_building");
+                    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {building}")).await.unwrap();
+                    admin.execute_unprepared(&format!("CREATE DATABASE {building}")).await.unwrap();
+                    let db = Database::connect(with_database(&admin_url(), &building)).await.unwrap();
+                    Migrator::up(&db, None).await.expect("migrations apply on PostgreSQL");
+                    db.close().await.unwrap();
+                    admin.execute_unprepared(&format!("ALTER DATABASE {building} RENAME TO {template}")).await.unwrap();
+                }
+                admin.execute_unprepared("SELECT pg_advisory_unlock(7301)").await.unwrap();
+                template
+            })
+        })
+        .join()
+        .expect("template thread")
+    })
+}
+
+/// A fresh, migrated, empty database URL for one test.
+pub async fn fresh_database(backend: Backend) -> String {
+    match backend {
+        Backend::Postgres => {
+            let template = postgres_template();
+            let name = format!("mailsensor_test_{}", Uuid::new_v4().simple());
+            let admin = admin_connection().await;
+            admin.execute_unprepared(&format!("CREATE DATABASE {name} TEMPLATE {template}")).await.unwrap();
+            admin.close().await.unwrap();
+            with_database(&admin_url(), &name)
+        }
+        Backend::Sqlite => {
+            let path = std::env::temp_dir().join(format!("mailsensor-test-{}.sqlite", Uuid::new_v4().simple()));
+            let url = format!("sqlite://{}", path.display());
+            let db = store::connect(&url, 1).await.unwrap();
+            store::migrate(&db).await.expect("migrations apply on SQLite");
+            db.close().await.unwrap();
+            url
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub backend: Backend,
+    pub db: DatabaseConnection,
+    pub http: reqwest::Client,
+    pub keys: Arc<KeySet>,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let url = fresh_database(backend).await;
+    let db = store::connect(&url, 5).await.unwrap();
+    let keys = Arc::new(KeySet::from_config(&server_auth()).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let parts = ServerParts { db: db.clone(), keys: keys.clone(), max_message_bytes: PLATFORM_CAP, workers: Some(1) };
+    tokio::spawn(server::start(listener, parts).unwrap());
+    TestApp { base, backend, db, http: reqwest::Client::new(), keys }
+}
+
+pub fn now() -> u64 {
+    chrono::Utc::now().timestamp() as u64
+}
+
+pub fn claims(sub: &str, role: Role, tenant: Option<Uuid>, node: Option<Uuid>, sensor: Option<Uuid>) -> Claims {
+    Claims {
+        sub: sub.into(),
+        role,
+        tenant,
+        node,
+        sensor,
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+        exp: now() + 600,
+        iat: now(),
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The pointers of a 422's `errors`, in order.
+    pub fn pointers(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|e| e.iter().filter_map(|e| e["pointer"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl TestApp {
+    pub fn token(&self, claims: &Claims) -> String {
+        self.keys.mint(claims).unwrap()
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("server answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body =
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::GET, path, Some(token), None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(token), Some(body), &[]).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::PUT, path, Some(token), Some(body), &[]).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(token), Some(body), &[]).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(token), None, &[]).await
+    }
+}
+
+/// One tenant as the tests see it: its nodes, a sensor on each, and a token per role and node.
+pub struct TenantFixture {
+    pub id: Uuid,
+    pub pcn: Uuid,
+    pub scn: Uuid,
+    pub pcn_sensor: Uuid,
+    pub scn_sensor: Uuid,
+}
+
+impl TenantFixture {
+    pub fn sensor_path(&self, sensor: Uuid) -> String {
+        format!("/v1/tenants/{}/sensors/{sensor}", self.id)
+    }
+
+    pub fn settings_path(&self, sensor: Uuid) -> String {
+        format!("{}/smtp-integration", self.sensor_path(sensor))
+    }
+}
+
+/// Two tenants (A and B), each with a PCN, an SCN and a sensor on each, created through the API.
+pub struct World {
+    pub app: TestApp,
+    pub operator: String,
+    pub a: TenantFixture,
+    pub b: TenantFixture,
+}
+
+impl World {
+    pub fn member(&self, tenant: &TenantFixture, role: Role, node: Uuid) -> String {
+        self.app.token(&claims(&format!("{role:?}@{node}"), role, Some(tenant.id), Some(node), None))
+    }
+
+    pub fn admin_pcn(&self) -> String {
+        self.member(&self.a, Role::Administrator, self.a.pcn)
+    }
+
+    pub fn sensor_token(&self, tenant: &TenantFixture, sensor: Uuid) -> String {
+        self.app.token(&claims("worker", Role::Sensor, Some(tenant.id), None, Some(sensor)))
+    }
+}
+
+pub async fn create_tenant(app: &TestApp, operator: &str, name: &str) -> TenantFixture {
+    let created = app.post("/v1/tenants", operator, json!({"name": name})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let id: Uuid = serde_json::from_value(created.body["id"].clone()).unwrap();
+    let pcn: Uuid = serde_json::from_value(created.body["pcn"]["id"].clone()).unwrap();
+    let scn = app.post(&format!("/v1/tenants/{id}/nodes"), operator, json!({"name": "SCN"})).await;
+    assert_eq!(scn.status, StatusCode::CREATED, "{:?}", scn.body);
+    let scn: Uuid = serde_json::from_value(scn.body["id"].clone()).unwrap();
+    let admin = app.token(&claims("setup", Role::Administrator, Some(id), Some(pcn), None));
+    let sensor = async |name: &str, node: Uuid| -> Uuid {
+        let r = app.post(&format!("/v1/tenants/{id}/sensors"), &admin, json!({"name": name, "node_id": node})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        serde_json::from_value(r.body["id"].clone()).unwrap()
+    };
+    let pcn_sensor = sensor("pcn-sensor", pcn).await;
+    let scn_sensor = sensor("scn-sensor", scn).await;
+    TenantFixture { id, pcn, scn, pcn_sensor, scn_sensor }
+}
+
+pub async fn world(backend: Backend) -> World {
+    let app = spawn_app(backend).await;
+    let operator = app.token(&claims("olga", Role::PlatformOperator, None, None, None));
+    let a = create_tenant(&app, &operator, "Tenant A").await;
+    let b = create_tenant(&app, &operator, "Tenant B").await;
+    World { app, operator, a, b }
+}
+
+/// Runs a test body once against PostgreSQL and once against SQLite.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+        }
+    )* };
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real server over HTTP, on PostgreSQL and on SQLite.
+mod helpers;
+
+mod audit;
+mod openapi;
+mod roles;
+mod settings;
+mod tenancy;
+mod tokens;
+mod vectors;
