@@ -34,7 +34,7 @@ pub async fn record(conn: &impl ConnectionTrait, actor: &Actor, change: Change<'
     audit_event::Entity::insert(audit_event::ActiveModel {
         id: Set(Uuid::now_v7()),
         tenant_id: Set(change.tenant),
-        occurred_at: Set(Utc::now()),
+        occurred_at: Set(super::now()),
         actor_sub: Set(actor.sub.clone()),
         actor_role: Set(actor.role.clone()),
         actor_node: Set(actor.node),

@@ -15,3 +15,10 @@ pub use db::{connect, is_ready, migrate};
 pub use error::StoreError;
 pub use page::{Page, PageRequest};
 pub use scope::TenantScope;
+
+/// The current time at the precision every backend stores (PostgreSQL keeps microseconds), so a
+/// value returned from a write equals the value read back later.
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}

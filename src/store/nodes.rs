@@ -1,5 +1,4 @@
 //! Central nodes: one PCN per tenant (created with it) and any number of SCNs.
-use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
@@ -56,7 +55,7 @@ pub async fn create_scn(
         tenant_id: Set(tenant),
         kind: Set(SCN.to_owned()),
         name: Set(name.to_owned()),
-        created_at: Set(Utc::now()),
+        created_at: Set(super::now()),
     }
     .insert(&txn)
     .await?;

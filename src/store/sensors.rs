@@ -1,5 +1,4 @@
 //! Sensors, each attached to one central node and owning one SMTP integration settings row.
-use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
@@ -73,7 +72,7 @@ pub async fn create(
 ) -> Result<sensor::Model, StoreError> {
     let txn = db.begin().await?;
     node_in_scope(&txn, scope, node_id).await?;
-    let now = Utc::now();
+    let now = super::now();
     let sensor = sensor::ActiveModel {
         id: Set(Uuid::now_v7()),
         tenant_id: Set(scope.tenant),
@@ -128,7 +127,7 @@ pub async fn update(
     if let Some(node_id) = node_id {
         active.node_id = Set(node_id);
     }
-    active.updated_at = Set(Utc::now());
+    active.updated_at = Set(super::now());
     let after = active.update(&txn).await?;
     let action = match (before.name != after.name, before.node_id != after.node_id) {
         (_, true) => "sensor.reattach",

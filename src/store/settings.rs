@@ -166,7 +166,7 @@ pub async fn replace(
         return Err(StoreError::Stale { current_etag: current.etag() });
     }
     let (unlimited, value, unit) = size_columns(new.message_size_limit);
-    let now = Utc::now();
+    let now = super::now();
     let revision = current.revision + 1;
     // Conditional on the revision read above: a concurrent writer makes this touch no row.
     let updated = smtp_settings::Entity::update_many()

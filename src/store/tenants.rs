@@ -1,5 +1,4 @@
 //! Tenants and their PCN: the platform operator's business.
-use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, TransactionTrait,
@@ -18,7 +17,7 @@ pub async fn create(
     actor: &Actor,
 ) -> Result<(tenant::Model, node::Model), StoreError> {
     let txn = db.begin().await?;
-    let now = Utc::now();
+    let now = super::now();
     let tenant = tenant::ActiveModel {
         id: Set(Uuid::now_v7()),
         name: Set(name.to_owned()),
@@ -89,7 +88,7 @@ pub async fn rename(db: &DatabaseConnection, id: Uuid, name: &str, actor: &Actor
     let before = tenant::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound("tenant"))?;
     let mut active: tenant::ActiveModel = before.clone().into();
     active.name = Set(name.to_owned());
-    active.updated_at = Set(Utc::now());
+    active.updated_at = Set(super::now());
     let after = active.update(&txn).await?;
     audit::record(
         &txn,
