@@ -151,6 +151,9 @@ pub async fn update_sensor(
     let mut f = Fields::new(body);
     let name = f.optional_name("name");
     let node_id = f.optional::<Uuid>("node_id");
+    if name.is_none() && node_id.is_none() && !f.has_error_at("name") && !f.has_error_at("node_id") {
+        f.error("", "give `name`, `node_id` or both");
+    }
     f.finish(Some(()))?;
     let sensor = store::sensors::update(&state.db, scope, id, name.as_deref(), node_id, &caller.actor()).await?;
     Ok(web::Json(sensor.into()))

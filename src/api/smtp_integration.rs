@@ -135,12 +135,11 @@ pub struct SmtpIntegrationPatch {
 const READ_ONLY: &[&str] = &["max_message_bytes", "revision", "updated_at", "updated_by"];
 
 fn size_draft(limit: SizeLimit) -> SizeLimitDraft {
-    match MessageSizeLimit::from(limit) {
-        MessageSizeLimit { unlimited, value, unit } => SizeLimitDraft {
-            unlimited: Some(unlimited),
-            value: value.and_then(|v| i64::try_from(v).ok()),
-            unit: unit.map(|u| format!("{u:?}")),
-        },
+    let MessageSizeLimit { unlimited, value, unit } = limit.into();
+    SizeLimitDraft {
+        unlimited: Some(unlimited),
+        value: value.and_then(|v| i64::try_from(v).ok()),
+        unit: unit.map(|u| format!("{u:?}")),
     }
 }
 
@@ -440,7 +439,15 @@ fn rule_name(value: impl Serialize) -> String {
     }
 }
 
-fn parse_probe(body: JsonObject) -> Result<(IpAddr, Vec<String>, Option<u64>, Option<IpNet>), ApiError> {
+/// An evaluate request, checked.
+struct ProbeInput {
+    client_ip: IpAddr,
+    recipients: Vec<String>,
+    size: Option<u64>,
+    sensor_network: Option<IpNet>,
+}
+
+fn parse_probe(body: JsonObject) -> Result<ProbeInput, ApiError> {
     let mut f = Fields::new(body);
     let ip_text: Option<String> = f.required("client_ip");
     let client_ip = ip_text.and_then(|t| match t.trim().parse::<IpAddr>() {
@@ -464,8 +471,8 @@ fn parse_probe(body: JsonObject) -> Result<(IpAddr, Vec<String>, Option<u64>, Op
             }
         }
     });
-    let ip = f.finish(client_ip)?;
-    Ok((ip, recipients, size, sensor_network))
+    let client_ip = f.finish(client_ip)?;
+    Ok(ProbeInput { client_ip, recipients, size, sensor_network })
 }
 
 /// Explain what a worker would do with a connection and envelope under the current settings: the decision at each stage, the entry or blank-field rule that decided, and the exact SMTP reply.
@@ -489,7 +496,7 @@ pub async fn evaluate(
 ) -> Result<web::Json<Evaluation>, ApiError> {
     let (tenant, sensor) = path.into_inner();
     let (_, record) = load(&state, &caller, tenant, sensor, Permission::ReadSettings).await?;
-    let (client_ip, recipients, size, sensor_network) = parse_probe(body)?;
+    let ProbeInput { client_ip, recipients, size, sensor_network } = parse_probe(body)?;
     let settings = &record.settings;
     let subnet_rule_applies =
         settings.enabled && !settings.clients.has_positive_entry() && settings.destination_domains.is_empty();

@@ -134,7 +134,6 @@ pub async fn fresh_database(backend: Backend) -> String {
 
 pub struct TestApp {
     pub base: String,
-    pub backend: Backend,
     pub db: DatabaseConnection,
     pub http: reqwest::Client,
     pub keys: Arc<KeySet>,
@@ -148,7 +147,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let parts = ServerParts { db: db.clone(), keys: keys.clone(), max_message_bytes: PLATFORM_CAP, workers: Some(1) };
     tokio::spawn(server::start(listener, parts).unwrap());
-    TestApp { base, backend, db, http: reqwest::Client::new(), keys }
+    TestApp { base, db, http: reqwest::Client::new(), keys }
 }
 
 pub fn now() -> u64 {

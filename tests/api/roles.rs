@@ -124,7 +124,7 @@ fn rows(w: &World) -> Vec<Row> {
             Method::GET,
             fixed(format!("/v1/tenants/{t}/nodes/{pcn}")),
             None,
-            [403, 200, 404, 200, 404, 200, 200, 404, 403, 404],
+            [200, 200, 404, 200, 404, 200, 200, 404, 403, 404],
         ),
         row(
             "read SCN",
