@@ -7,8 +7,8 @@ function done(summary, latency, requests)
   local seconds = summary.duration / 1e6
   local e = summary.errors
   io.write(string.format(
-    "BENCH_RESULT rps=%.1f p50_ms=%.3f p99_ms=%.3f mean_ms=%.3f requests=%d non2xx=%d connect_err=%d read_err=%d write_err=%d timeouts=%d\n",
-    summary.requests / seconds,
+    "BENCH_RESULT seconds=%.3f rps=%.1f ok_rps=%.1f p50_ms=%.3f p99_ms=%.3f mean_ms=%.3f requests=%d non2xx=%d connect_err=%d read_err=%d write_err=%d timeouts=%d\n",
+    seconds, summary.requests / seconds, (summary.requests - summary.errors.status) / seconds,
     latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.mean / 1000,
     summary.requests, e.status, e.connect, e.read, e.write, e.timeout))
 end

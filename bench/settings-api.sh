@@ -7,6 +7,7 @@
 # Usage (from anywhere; the script works from the repository root):
 #     bench/settings-api.sh
 #     DURATION=10 BENCH_NOTE="another cargo build was running" bench/settings-api.sh
+#     BENCH_REV=HEAD bench/settings-api.sh     # the last commit, not the (mid-edit) working tree
 #
 # Environment:
 #   DURATION          seconds per run (GET, PUT, pgbench -S); "20" or "20s". Default 20.
@@ -17,6 +18,8 @@
 #                     repository root), kept apart from the dev build so the two never fight
 #                     over the cargo lock or evict each other's artefacts. The binary used is
 #                     $CARGO_TARGET_DIR/release/mailsensor.
+#   BENCH_REV         build this commit (e.g. HEAD) from a `git archive` snapshot instead of the
+#                     working tree; use it while someone is mid-edit. Same CARGO_TARGET_DIR.
 #   PGHOST/PGPORT/PGUSER  PostgreSQL to use. Default 127.0.0.1 / 5432 / postgres (trust auth).
 #   BENCH_PORT        API port. Default: a free port picked at run time (18181 if none found).
 #   MAILSENSOR_DATABASE_MAX_CONNECTIONS, MAILSENSOR_HTTP_WORKERS  passed to the server if set
@@ -117,15 +120,29 @@ PGBENCH=$(pg_tool pgbench) || true
     || die "cannot reach PostgreSQL as $PGUSER@$PGHOST:$PGPORT (trust auth expected)"
 
 # ---------------------------------------------------------------- build
-log "building the release binary (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-cargo build --release --bin mailsensor >&2 || die "cargo build --release failed"
+[[ $CARGO_TARGET_DIR == /* ]] || CARGO_TARGET_DIR=$REPO/$CARGO_TARGET_DIR
+if [[ -n ${BENCH_REV:-} ]]; then
+    # Build a committed revision from a read-only snapshot (git archive), unaffected by
+    # whatever is being edited in the working tree.
+    BUILT_REV=$(git rev-parse --short --verify "$BENCH_REV^{commit}") || die "BENCH_REV=$BENCH_REV is not a commit"
+    # A fixed path (and git archive's commit-time mtimes) lets cargo reuse the last build.
+    BUILD_DIR=$CARGO_TARGET_DIR/bench-src
+    rm -rf "$BUILD_DIR" && mkdir -p "$BUILD_DIR"
+    git archive --format=tar "$BUILT_REV" | tar -x -C "$BUILD_DIR" || die "git archive $BUILT_REV failed"
+else
+    BUILT_REV=
+    BUILD_DIR=$REPO
+fi
+log "building the release binary from ${BUILT_REV:-the working tree} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+(cd "$BUILD_DIR" && cargo build --release --bin mailsensor) >&2 \
+    || die "cargo build --release failed${BUILT_REV:+ for $BUILT_REV}${BUILT_REV:- (working tree; BENCH_REV=HEAD builds the last commit instead)}"
 BIN=$CARGO_TARGET_DIR/release/mailsensor
 [[ -x $BIN ]] || die "no binary at $BIN"
 
 # ---------------------------------------------------------------- databases
 log "re-creating databases $DB and $PGBENCH_DB"
 DBS_CREATED=1
-"$PSQL" -q -v ON_ERROR_STOP=1 -d postgres \
+"$PSQL" -q -v ON_ERROR_STOP=1 -d postgres -c 'SET client_min_messages = warning' \
     -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "DROP DATABASE IF EXISTS $PGBENCH_DB WITH (FORCE)" \
     -c "CREATE DATABASE $DB" -c "CREATE DATABASE $PGBENCH_DB" >/dev/null \
     || die "could not create the bench databases"
@@ -143,7 +160,7 @@ export MAILSENSOR_DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB"
 MAILSENSOR_JWT_HS256_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 export MAILSENSOR_JWT_HS256_SECRET
 [[ ${#MAILSENSOR_JWT_HS256_SECRET} -eq 64 ]] || die "could not generate a secret"
-export MAILSENSOR_LOG=warn
+export MAILSENSOR_LOG=warn NO_COLOR=1
 unset MAILSENSOR_JWT_PUBLIC_KEYS MAILSENSOR_JWT_SIGNING_KEY MAILSENSOR_LISTEN
 
 log "starting mailsensor serve on $BASE"
@@ -236,18 +253,25 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---------------------------------------------------------------- summary
 PG_TPS=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$WORK/pgbench.txt")
 [[ -n $PG_TPS ]] || PG_TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench.txt" | tail -n 1)
+[[ -n $PG_TPS ]] && PG_TPS=$(printf '%.1f' "$PG_TPS")
 PG_LAT=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$WORK/pgbench.txt")
 PG_FAILED=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$WORK/pgbench.txt")
 
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[[ -n $(git status --porcelain --untracked-files=no -- src migration Cargo.toml Cargo.lock 2>/dev/null) ]] \
-    && COMMIT="$COMMIT (+ uncommitted changes in the working tree, which is what was built)"
-WARN_LINES=$(grep -c . "$SERVER_LOG" || true)
+if [[ -n $BUILT_REV ]]; then
+    COMMIT="$BUILT_REV (BENCH_REV=$BENCH_REV, built from git archive; HEAD is $COMMIT)"
+elif [[ -n $(git status --porcelain -- src migration Cargo.toml Cargo.lock 2>/dev/null) ]]; then
+    COMMIT="$COMMIT + uncommitted changes in src/, migration/ or Cargo.* (the working tree is what was built)"
+fi
+# Server log without colour codes (in case NO_COLOR is not honoured).
+sed -E 's/\x1b\[[0-9;]*m//g' "$SERVER_LOG" >"$WORK/server-plain.log"
+WARN_LINES=$(grep -c . "$WORK/server-plain.log" || true)
 PUT_2XX=$(( $(result_field "$WORK/wrk-PUT.txt" requests) - $(result_field "$WORK/wrk-PUT.txt" non2xx) ))
 
 row() { # NAME FILE
-    printf '  %-26s %10s %9s %9s %9s %8s\n' "$1" "$(result_field "$2" rps)" "$(result_field "$2" p50_ms)" \
-        "$(result_field "$2" p99_ms)" "$(result_field "$2" requests)" "$(result_field "$2" non2xx)"
+    printf '  %-26s %10s %9s %9s %9s %9s %8s\n' "$1" "$(result_field "$2" rps)" "$(result_field "$2" p50_ms)" \
+        "$(result_field "$2" p99_ms)" "$(result_field "$2" requests)" "$(result_field "$2" non2xx)" \
+        "$(result_field "$2" ok_rps)"
 }
 
 cat <<EOF
@@ -261,21 +285,29 @@ cat <<EOF
               settings: 50 domains (2 '!'), 20 client entries (2 '!'), 25 MB; PUT without If-Match
 EOF
 [[ -n ${BENCH_NOTE:-} ]] && echo "  note        $BENCH_NOTE"
-printf '\n  %-26s %10s %9s %9s %9s %8s\n' "" "req/s" "p50 ms" "p99 ms" "requests" "non-2xx"
+printf '\n  %-26s %10s %9s %9s %9s %9s %8s\n' "" "req/s" "p50 ms" "p99 ms" "requests" "non-2xx" "2xx/s"
 row "GET smtp-integration" "$WORK/wrk-GET.txt"
 row "PUT smtp-integration" "$WORK/wrk-PUT.txt"
 printf '\n  %-26s %10s %9s\n' "" "tps" "avg ms"
 printf '  %-26s %10s %9s\n' "pgbench -S (scale $PGBENCH_SCALE)" "${PG_TPS:-?}" "${PG_LAT:-?}"
 echo
-echo "  PUT statuses: $(result_field "$WORK/wrk-PUT.txt" statuses); revision $REV_BEFORE_PUT -> $REV_AFTER_PUT (+$((REV_AFTER_PUT - REV_BEFORE_PUT)); wrk counted $PUT_2XX 2xx, requests still in flight when wrk stopped are not counted)"
+PUT_STATUSES=$(result_field "$WORK/wrk-PUT.txt" statuses)
+echo "  (req/s, p50 and p99 count every response, non-2xx included; 2xx/s counts only successful ones)"
+echo "  PUT statuses: $PUT_STATUSES; revision $REV_BEFORE_PUT -> $REV_AFTER_PUT (+$((REV_AFTER_PUT - REV_BEFORE_PUT)); wrk counted $PUT_2XX 2xx, requests still in flight when wrk stopped are not counted)"
 for f in GET PUT; do
     errs="connect $(result_field "$WORK/wrk-$f.txt" connect_err), read $(result_field "$WORK/wrk-$f.txt" read_err), write $(result_field "$WORK/wrk-$f.txt" write_err), timeout $(result_field "$WORK/wrk-$f.txt" timeouts)"
     [[ $errs == "connect 0, read 0, write 0, timeout 0" ]] || echo "  wrk $f socket errors: $errs"
 done
+[[ ,$PUT_STATUSES, == *,412:* ]] \
+    && echo "  !! PUT answered 412 Precondition Failed although no If-Match was sent (${PUT_STATUSES})"
+[[ ,$PUT_STATUSES, =~ ,5[0-9][0-9]: ]] && echo "  !! PUT answered 5xx: $PUT_STATUSES"
 [[ -n $PG_FAILED && $PG_FAILED != 0 ]] && echo "  pgbench failed transactions: $PG_FAILED"
 echo "  server log (MAILSENSOR_LOG=warn): $WARN_LINES line(s)"
 if [[ $WARN_LINES -gt 0 ]]; then
-    sed 's/^/    | /' "$SERVER_LOG" | head -n 20
-    [[ $WARN_LINES -gt 20 ]] && echo "    | ... ($((WARN_LINES - 20)) more)"
+    # Grouped: timestamp dropped, numbers replaced by N, most frequent first.
+    sed -E 's/^[0-9T:.Z-]+ +//; s/[0-9]+/N/g' "$WORK/server-plain.log" | sort | uniq -c | sort -rn >"$WORK/server-grouped.log"
+    head -n 10 "$WORK/server-grouped.log" | sed 's/^/    | /'
+    echo "    first: $(head -n 1 "$WORK/server-plain.log")"
+    echo "    last:  $(tail -n 1 "$WORK/server-plain.log")"
 fi
 echo "===================================================================="

@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per CPU).
     #[arg(long, env = "MAILSENSOR_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
+    /// How long the revision log keeps changes for resuming workers, in hours; a worker whose
+    /// resume token is older gets a fresh snapshot.
+    #[arg(long, env = "MAILSENSOR_REVISION_RETENTION_HOURS", default_value_t = 7 * 24)]
+    pub revision_retention_hours: u64,
 }
 
 #[derive(Debug, Clone, Args)]

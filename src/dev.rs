@@ -114,7 +114,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "  curl -s -H \"Authorization: Bearer $ADMIN_PCN\" {base}/v1/tenants/{}/sensors/{}/smtp-integration\n",
         demo.tenant, demo.pcn_sensor
     );
-    let parts = ServerParts { db, keys, max_message_bytes: args.max_message_bytes, workers: Some(2) };
-    server::start(listener, parts)?.await?;
+    let mut parts = ServerParts::new(db, keys, args.max_message_bytes);
+    parts.workers = Some(2);
+    server::start(listener, parts).await?.server.await?;
     Ok(())
 }

@@ -8,3 +8,4 @@ pub mod dev;
 pub mod policy;
 pub mod server;
 pub mod store;
+pub mod stream;

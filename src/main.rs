@@ -58,8 +58,10 @@ async fn main() -> anyhow::Result<()> {
             }
             let listener = TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
             tracing::info!(address = %args.listen, "control plane listening");
-            let parts = ServerParts { db, keys, max_message_bytes: args.max_message_bytes, workers: args.http_workers };
-            server::start(listener, parts)?.await?;
+            let mut parts = ServerParts::new(db, keys, args.max_message_bytes);
+            parts.workers = args.http_workers;
+            parts.feed.retention = std::time::Duration::from_secs(args.revision_retention_hours * 3600);
+            server::start(listener, parts).await?.server.await?;
         }
         Command::Dev(args) => {
             init_tracing();

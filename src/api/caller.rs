@@ -96,6 +96,22 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// For the worker endpoints: the tenant of `sensor` when the caller is that sensor's own
+    /// token. Anyone else gets 403 if the sensor is in their scope, 404 if not.
+    pub async fn own_sensor(&self, state: &AppState, sensor: Uuid) -> Result<Uuid, ApiError> {
+        match &self.principal {
+            Principal::Sensor { tenant, sensor: own, .. } if *own == sensor => Ok(*tenant),
+            Principal::Member { tenant, .. } => {
+                let scope = self.scope(state, *tenant).await?;
+                store::sensors::get(&state.db, scope, sensor).await?;
+                Err(ApiError::forbidden(self.role(), "use a sensor's worker endpoints"))
+            }
+            _ => Err(ApiError::NotFound("sensor")),
+        }
+    }
+}
+
 fn bearer(req: &HttpRequest) -> Result<String, TokenError> {
     let value = req.headers().get(header::AUTHORIZATION).ok_or(TokenError::Missing)?;
     let value = value.to_str().map_err(|_| TokenError::Malformed)?;

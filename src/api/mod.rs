@@ -2,6 +2,8 @@
 mod audit;
 mod body;
 mod caller;
+mod config_stream;
+
 pub mod error;
 mod health;
 mod nodes;
@@ -9,7 +11,7 @@ mod pagination;
 pub mod request_id;
 mod responses;
 mod sensors;
-mod smtp_integration;
+pub mod smtp_integration;
 mod tenants;
 mod views;
 
@@ -29,6 +31,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::KeySet;
+use crate::stream::ChangeFeed;
 use error::ApiError;
 
 /// What every request handler can reach.
@@ -38,6 +41,8 @@ pub struct AppState {
     /// Platform hard cap on message size (`MAILSENSOR_MAX_MESSAGE_BYTES`).
     pub max_message_bytes: u64,
     pub metrics: Option<PrometheusHandle>,
+    pub feed: Arc<ChangeFeed>,
+    pub bookmark_interval: std::time::Duration,
 }
 
 #[derive(OpenApi)]
@@ -61,6 +66,7 @@ Errors are RFC 9457 problem documents; a 422 lists every bad field.",
         (name = "sensors", description = "Sensors attached to central nodes"),
         (name = "smtp-integration", description = "Per-sensor SMTP integration settings and the policy explainer"),
         (name = "audit", description = "Who changed what"),
+        (name = "config-stream", description = "Sensor workers: the change stream of their settings, acknowledgements, the fleet view"),
         (name = "operations", description = "Health, readiness and metrics")
     )
 )]
@@ -100,6 +106,13 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(smtp_integration::put_settings)
         .service(smtp_integration::patch_settings)
         .service(smtp_integration::evaluate)
+        .service(smtp_integration::list_revisions)
+        .service(smtp_integration::get_revision)
+        .service(smtp_integration::restore_revision)
+        .service(config_stream::config_stream)
+        .service(config_stream::config_poll)
+        .service(config_stream::report_worker)
+        .service(config_stream::list_workers)
         .service(audit::list_audit_events);
 }
 
@@ -126,6 +139,24 @@ async fn record_metrics(
         .increment(1);
     metrics::histogram!("mailsensor_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+/// A successful write may have appended a revision: wake this replica's log tailer now instead
+/// of at its next poll (on SQLite this is the only wake-up; PostgreSQL also has NOTIFY).
+async fn nudge_feed(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let writes = !matches!(*req.method(), actix_web::http::Method::GET | actix_web::http::Method::HEAD);
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let response = next.call(req).await?;
+    if writes
+        && response.status().is_success()
+        && let Some(state) = state
+    {
+        state.feed.nudge();
+    }
     Ok(response)
 }
 
@@ -157,6 +188,7 @@ pub fn app(
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec))
         .service(web::redirect("/docs", "/docs/"))
         .default_service(web::to(|| async { HttpResponse::from_error(not_found_problem("resource")) }))
+        .wrap(from_fn(nudge_feed))
         .wrap(from_fn(record_metrics))
         .wrap(from_fn(request_id::assign))
         .wrap(tracing_actix_web::TracingLogger::default())

@@ -41,6 +41,21 @@ impl PageParams {
         PageRequest { after, limit }
     }
 
+    /// For lists keyed by a revision number (newest first): the limit and the revision to go below.
+    pub fn revision_page(&self) -> Result<(u64, Option<i64>), ApiError> {
+        let mut errors = Vec::new();
+        let limit = PageParams { limit: self.limit.clone(), cursor: None }.parse(&mut errors).limit;
+        let before = match self.cursor.as_deref().map(str::parse::<i64>) {
+            None => None,
+            Some(Ok(n)) if n > 0 => Some(n),
+            Some(_) => {
+                errors.push(FieldError::parameter("cursor", "is not a cursor this API returned"));
+                None
+            }
+        };
+        if errors.is_empty() { Ok((limit, before)) } else { Err(ApiError::Validation(errors)) }
+    }
+
     pub fn page(&self) -> Result<PageRequest, ApiError> {
         let mut errors = Vec::new();
         let page = self.parse(&mut errors);

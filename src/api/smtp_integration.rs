@@ -1,11 +1,13 @@
 //! A sensor's SMTP integration settings: read, replace, patch, and the policy explainer.
 use std::net::IpAddr;
 
+use std::time::Duration;
+
 use actix_web::{HttpRequest, HttpResponse, get, http::header, patch, post, put, web};
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
@@ -16,7 +18,7 @@ use super::responses::*;
 use crate::policy::{self, SettingsDraft, SizeLimit, SizeLimitDraft, SizeUnit, SmtpSettings};
 use crate::store::{self, TenantScope, settings::SettingsRecord};
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum SizeUnitName {
     /// 1,024 bytes
     KB,
@@ -27,7 +29,7 @@ pub enum SizeUnitName {
 }
 
 /// `{"unlimited": true}` (up to the platform cap), or `{"unlimited": false, "value": N, "unit": "MB"}`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageSizeLimit {
     pub unlimited: bool,
@@ -85,6 +87,25 @@ pub struct SmtpIntegration {
     pub updated_at: DateTime<Utc>,
     #[schema(read_only)]
     pub updated_by: String,
+    /// Present when the write asked to wait (`?wait=applied`): how far the change has reached the sensor's workers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(read_only)]
+    pub rollout: Option<Rollout>,
+}
+
+/// How many live workers of the sensor have applied a revision.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Rollout {
+    /// The settings revision waited for.
+    pub settings_revision: i64,
+    /// Live workers (heard from within the last 30 s).
+    pub workers: usize,
+    /// Of those, how many report this revision (or a later one) applied.
+    pub applied: usize,
+    /// Instance ids of live workers that had not applied it when the wait ended.
+    pub pending: Vec<String>,
+    /// Every live worker applied it before the timeout.
+    pub complete: bool,
 }
 
 impl SmtpIntegration {
@@ -99,6 +120,7 @@ impl SmtpIntegration {
             revision: record.revision,
             updated_at: record.updated_at,
             updated_by: record.updated_by.clone(),
+            rollout: None,
         }
     }
 }
@@ -132,7 +154,89 @@ pub struct SmtpIntegrationPatch {
     pub message_size_limit: Option<MessageSizeLimit>,
 }
 
-const READ_ONLY: &[&str] = &["max_message_bytes", "revision", "updated_at", "updated_by"];
+const READ_ONLY: &[&str] = &["max_message_bytes", "revision", "updated_at", "updated_by", "rollout"];
+
+/// `?wait=applied&timeout=5`: answer only once every live worker has applied the write, or the timeout passed.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitParams {
+    /// `applied`: wait until every live worker of the sensor has applied the new revision.
+    #[param(example = "applied")]
+    pub wait: Option<String>,
+    /// Seconds to wait at most, 1–60 (default 10); `5s` is accepted too.
+    #[param(example = "5")]
+    pub timeout: Option<String>,
+}
+
+impl WaitParams {
+    fn parse(&self) -> Result<Option<Duration>, ApiError> {
+        let mut errors = Vec::new();
+        let wait = match self.wait.as_deref() {
+            None => false,
+            Some("applied") => true,
+            Some(_) => {
+                errors.push(FieldError::parameter("wait", "the only value is `applied`"));
+                false
+            }
+        };
+        let timeout = match self.timeout.as_deref().map(|t| t.trim_end_matches('s').parse::<u64>()) {
+            None => Duration::from_secs(10),
+            Some(Ok(n)) if (1..=60).contains(&n) => Duration::from_secs(n),
+            Some(_) => {
+                errors.push(FieldError::parameter("timeout", "must be 1 to 60 seconds"));
+                Duration::ZERO
+            }
+        };
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        Ok(wait.then_some(timeout))
+    }
+}
+
+/// Polls the fleet until every live worker reports `revision` applied, or `timeout` passes.
+async fn wait_applied(
+    state: &AppState,
+    scope: TenantScope,
+    sensor: Uuid,
+    revision: i64,
+    timeout: Duration,
+) -> Result<Rollout, ApiError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let workers = store::workers::list(&state.db, scope, sensor).await?;
+        let live: Vec<_> = workers.iter().filter(|w| super::config_stream::is_live(w)).collect();
+        let pending: Vec<String> = live
+            .iter()
+            .filter(|w| w.applied_settings_revision.unwrap_or(0) < revision)
+            .map(|w| w.instance_id.clone())
+            .collect();
+        if pending.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(Rollout {
+                settings_revision: revision,
+                workers: live.len(),
+                applied: live.len() - pending.len(),
+                complete: pending.is_empty(),
+                pending,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Answers a settings write, after waiting for the workers when asked to.
+async fn written(
+    state: &AppState,
+    scope: TenantScope,
+    record: SettingsRecord,
+    wait: Option<Duration>,
+) -> Result<HttpResponse, ApiError> {
+    let mut body = SmtpIntegration::new(&record, state.max_message_bytes);
+    if let Some(timeout) = wait {
+        body.rollout = Some(wait_applied(state, scope, record.sensor_id, record.revision, timeout).await?);
+    }
+    Ok(HttpResponse::Ok().insert_header((header::ETAG, record.etag())).json(body))
+}
 
 fn size_draft(limit: SizeLimit) -> SizeLimitDraft {
     let MessageSizeLimit { unlimited, value, unit } = limit.into();
@@ -265,6 +369,7 @@ pub async fn get_settings(
     params(
         ("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path),
         ("If-Match" = Option<String>, Header, description = "ETag from a previous read; the write fails with 412 if the settings changed since"),
+        WaitParams,
     ),
     request_body = SmtpIntegrationInput,
     responses(
@@ -281,14 +386,16 @@ pub async fn put_settings(
     caller: Caller,
     req: HttpRequest,
     path: web::Path<(Uuid, Uuid)>,
+    wait: web::Query<WaitParams>,
     body: JsonObject,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, sensor) = path.into_inner();
+    let wait = wait.parse()?;
     let (scope, current) = load(&state, &caller, tenant, sensor, Permission::WriteSettings).await?;
     let expected = if_match(&req, current.revision);
     let new = parse_settings(body, None, state.max_message_bytes)?;
-    let record = store::settings::replace(&state.db, scope, sensor, &new, expected, &caller.actor()).await?;
-    Ok(respond(&record, state.max_message_bytes))
+    let record = store::settings::replace(&state.db, scope, sensor, &new, expected, None, &caller.actor()).await?;
+    written(&state, scope, record, wait).await
 }
 
 /// Change some of a sensor's SMTP integration settings (JSON merge patch).
@@ -297,6 +404,7 @@ pub async fn put_settings(
     params(
         ("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path),
         ("If-Match" = Option<String>, Header, description = "ETag from a previous read; the write fails with 412 if the settings changed since"),
+        WaitParams,
     ),
     request_body(content = SmtpIntegrationPatch, content_type = "application/merge-patch+json"),
     responses(
@@ -313,9 +421,11 @@ pub async fn patch_settings(
     caller: Caller,
     req: HttpRequest,
     path: web::Path<(Uuid, Uuid)>,
+    wait: web::Query<WaitParams>,
     body: JsonObject,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, sensor) = path.into_inner();
+    let wait = wait.parse()?;
     let mut attempts = 0;
     loop {
         let (scope, current) = load(&state, &caller, tenant, sensor, Permission::WriteSettings).await?;
@@ -328,12 +438,13 @@ pub async fn patch_settings(
             sensor,
             &new,
             expected.or(Some(current.revision)),
+            None,
             &caller.actor(),
         )
         .await
         {
             Err(store::StoreError::Stale { .. }) if expected.is_none() && attempts < 3 => attempts += 1,
-            result => return Ok(respond(&result?, state.max_message_bytes)),
+            result => return written(&state, scope, result?, wait).await,
         }
     }
 }
@@ -535,4 +646,121 @@ pub async fn evaluate(
             reply: (&s.reply).into(),
         }),
     }))
+}
+
+/// One revision of a sensor's settings history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SettingsRevision {
+    pub revision: i64,
+    pub enabled: bool,
+    pub destination_domains: Vec<String>,
+    pub clients: Vec<String>,
+    pub message_size_limit: MessageSizeLimit,
+    pub max_message_bytes: u64,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    /// The revision this one restored, if it was written by a restore.
+    pub restored_from: Option<i64>,
+}
+
+impl SettingsRevision {
+    fn new(e: store::settings::HistoryEntry, cap: u64) -> Self {
+        SettingsRevision {
+            revision: e.revision,
+            enabled: e.settings.enabled,
+            destination_domains: e.settings.destination_domains.entries().to_vec(),
+            clients: e.settings.clients.entries().to_vec(),
+            message_size_limit: e.settings.message_size_limit.into(),
+            max_message_bytes: e.settings.max_message_bytes(cap),
+            created_at: e.created_at,
+            created_by: e.created_by,
+            restored_from: e.restored_from,
+        }
+    }
+}
+
+/// List a sensor's settings revisions, newest first.
+#[utoipa::path(
+    tag = "smtp-integration",
+    params(("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path), super::pagination::PageParams),
+    responses(
+        (status = 200, body = super::pagination::Page<SettingsRevision>), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound), (status = 422, response = Unprocessable),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/v1/tenants/{tenant_id}/sensors/{sensor_id}/smtp-integration/revisions")]
+pub async fn list_revisions(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(Uuid, Uuid)>,
+    query: web::Query<super::pagination::PageParams>,
+) -> Result<web::Json<super::pagination::Page<SettingsRevision>>, ApiError> {
+    let (tenant, sensor) = path.into_inner();
+    let (scope, _) = load(&state, &caller, tenant, sensor, Permission::ReadSettings).await?;
+    let (limit, before) = query.revision_page()?;
+    let (entries, next) = store::settings::history(&state.db, scope, sensor, before, limit).await?;
+    Ok(web::Json(super::pagination::Page {
+        items: entries.into_iter().map(|e| SettingsRevision::new(e, state.max_message_bytes)).collect(),
+        next_cursor: next.map(|n| n.to_string()),
+    }))
+}
+
+/// Read one revision of a sensor's settings.
+#[utoipa::path(
+    tag = "smtp-integration",
+    params(("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path), ("revision" = i64, Path)),
+    responses(
+        (status = 200, body = SettingsRevision), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/v1/tenants/{tenant_id}/sensors/{sensor_id}/smtp-integration/revisions/{revision}")]
+pub async fn get_revision(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(Uuid, Uuid, i64)>,
+) -> Result<web::Json<SettingsRevision>, ApiError> {
+    let (tenant, sensor, revision) = path.into_inner();
+    let (scope, _) = load(&state, &caller, tenant, sensor, Permission::ReadSettings).await?;
+    let entry = store::settings::history_entry_at(&state.db, scope, sensor, revision).await?;
+    Ok(web::Json(SettingsRevision::new(entry, state.max_message_bytes)))
+}
+
+/// Restore an earlier revision: writes a new revision with that content (audited, streamed to workers).
+#[utoipa::path(
+    tag = "smtp-integration",
+    params(
+        ("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path), ("revision" = i64, Path),
+        ("If-Match" = Option<String>, Header, description = "ETag of the current settings; 412 if they changed since"),
+        WaitParams,
+    ),
+    responses(
+        (status = 200, body = SmtpIntegration, headers(("ETag" = String, description = "New revision"))),
+        (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 412, response = PreconditionFailed), (status = 422, response = Unprocessable),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v1/tenants/{tenant_id}/sensors/{sensor_id}/smtp-integration/revisions/{revision}/restore")]
+pub async fn restore_revision(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(Uuid, Uuid, i64)>,
+    wait: web::Query<WaitParams>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, sensor, revision) = path.into_inner();
+    let (scope, current) = load(&state, &caller, tenant, sensor, Permission::WriteSettings).await?;
+    let wait = wait.parse()?;
+    let old = store::settings::history_entry_at(&state.db, scope, sensor, revision).await?;
+    // The platform cap may have dropped since: the old content must still be valid today.
+    let draft = old.settings.to_draft();
+    let settings = SmtpSettings::parse(&draft, state.max_message_bytes).map_err(ApiError::validation)?;
+    let expected = if_match(&req, current.revision);
+    let record =
+        store::settings::replace(&state.db, scope, sensor, &settings, expected, Some(revision), &caller.actor())
+            .await?;
+    written(&state, scope, record, wait).await
 }

@@ -5,10 +5,12 @@ pub mod entity;
 mod error;
 pub mod nodes;
 mod page;
+pub mod revisions;
 mod scope;
 pub mod sensors;
 pub mod settings;
 pub mod tenants;
+pub mod workers;
 
 pub use audit::Actor;
 pub use db::{connect, is_ready, migrate};

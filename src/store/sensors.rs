@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
 use super::entity::{node, sensor};
+use super::revisions::{self, ChangeKind};
 use super::{Page, PageRequest, StoreError, TenantScope, settings};
 use crate::policy::{SmtpSettings, Violation};
 
@@ -129,10 +130,14 @@ pub async fn update(
     }
     active.updated_at = Set(super::now());
     let after = active.update(&txn).await?;
-    let action = match (before.name != after.name, before.node_id != after.node_id) {
-        (_, true) => "sensor.reattach",
-        _ => "sensor.rename",
-    };
+    let reattached = before.node_id != after.node_id;
+    if reattached {
+        // Workers hear of the new attachment; the settings themselves are unchanged.
+        let current = settings::read(&txn, scope, id).await?;
+        let payload = settings::change_payload_on(&current.settings, current.revision, after.node_id);
+        revisions::append(&txn, scope.tenant, id, ChangeKind::Upsert, payload).await?;
+    }
+    let action = if reattached { "sensor.reattach" } else { "sensor.rename" };
     audit::record(
         &txn,
         actor,
@@ -155,6 +160,7 @@ pub async fn delete(db: &DatabaseConnection, scope: TenantScope, id: Uuid, actor
     let txn = db.begin().await?;
     let before = get(&txn, scope, id).await?;
     sensor::Entity::delete_by_id(id).exec(&txn).await?;
+    revisions::append(&txn, scope.tenant, id, ChangeKind::Delete, json!({})).await?;
     audit::record(
         &txn,
         actor,

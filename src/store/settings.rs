@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
-use super::entity::{sensor, smtp_settings};
+use super::entity::{sensor, settings_revision, smtp_settings};
+use super::revisions::{self, ChangeKind};
 use super::{StoreError, TenantScope, sensors};
 use crate::policy::{ClientRules, DomainRules, SizeLimit, SizeUnit, SmtpSettings};
 
@@ -16,6 +17,8 @@ use crate::policy::{ClientRules, DomainRules, SizeLimit, SizeUnit, SmtpSettings}
 #[derive(Debug, Clone)]
 pub struct SettingsRecord {
     pub sensor_id: Uuid,
+    /// The node the sensor is attached to.
+    pub node_id: Uuid,
     pub settings: SmtpSettings,
     pub revision: i64,
     pub updated_at: DateTime<Utc>,
@@ -57,12 +60,71 @@ pub fn settings_json(s: &SmtpSettings) -> Value {
     })
 }
 
+/// What the revision log carries for a sensor's settings: the document and its revision.
+pub fn change_payload(s: &SmtpSettings, revision: i64) -> Value {
+    let mut doc = settings_json(s);
+    doc["revision"] = json!(revision);
+    doc
+}
+
+/// The same, naming the node the sensor is attached to.
+pub fn change_payload_on(s: &SmtpSettings, revision: i64, node: Uuid) -> Value {
+    let mut doc = change_payload(s, revision);
+    doc["node_id"] = json!(node);
+    doc
+}
+
+/// One settings revision as written: what, whose, when and by whom.
+pub(super) struct Written<'a> {
+    pub tenant: Uuid,
+    pub sensor: Uuid,
+    pub node: Uuid,
+    pub settings: &'a SmtpSettings,
+    pub revision: i64,
+    pub at: DateTime<Utc>,
+    pub by: &'a str,
+    pub restored_from: Option<i64>,
+}
+
+/// Records a revision in the sensor's history and in the revision log, inside the caller's
+/// transaction.
+pub(super) async fn record_revision(conn: &impl ConnectionTrait, w: Written<'_>) -> Result<(), StoreError> {
+    settings_revision::Entity::insert(settings_revision::ActiveModel {
+        tenant_id: Set(w.tenant),
+        sensor_id: Set(w.sensor),
+        revision: Set(w.revision),
+        settings: Set(settings_json(w.settings)),
+        created_at: Set(w.at),
+        created_by: Set(w.by.to_owned()),
+        restored_from: Set(w.restored_from),
+    })
+    .exec_without_returning(conn)
+    .await?;
+    let payload = change_payload_on(w.settings, w.revision, w.node);
+    revisions::append(conn, w.tenant, w.sensor, ChangeKind::Upsert, payload).await?;
+    Ok(())
+}
+
 fn corrupt(what: &str, sensor: Uuid) -> StoreError {
     StoreError::Db(DbErr::Custom(format!("stored {what} of sensor {sensor} no longer parse")))
 }
 
 fn entries(value: &Value) -> Option<Vec<String>> {
     serde_json::from_value(value.clone()).ok()
+}
+
+/// Reads a stored settings document (`settings_json` form) back.
+pub fn settings_from_json(doc: &Value) -> Option<SmtpSettings> {
+    let domains = DomainRules::parse(&entries(&doc["destination_domains"])?).ok()?;
+    let clients = ClientRules::parse(&entries(&doc["clients"])?).ok()?;
+    let size = &doc["message_size_limit"];
+    let message_size_limit = if size["unlimited"].as_bool()? {
+        SizeLimit::Unlimited
+    } else {
+        let unit = SizeUnit::from_name(size["unit"].as_str()?)?;
+        SizeLimit::Limited { value: size["value"].as_u64()?, unit }
+    };
+    Some(SmtpSettings { enabled: doc["enabled"].as_bool()?, destination_domains: domains, clients, message_size_limit })
 }
 
 fn from_row(row: smtp_settings::Model) -> Result<SettingsRecord, StoreError> {
@@ -86,6 +148,7 @@ fn from_row(row: smtp_settings::Model) -> Result<SettingsRecord, StoreError> {
     };
     Ok(SettingsRecord {
         sensor_id: row.sensor_id,
+        node_id: Uuid::nil(),
         settings: SmtpSettings {
             enabled: row.enabled,
             destination_domains: domains,
@@ -129,19 +192,33 @@ pub(super) async fn insert_defaults(
     })
     .exec_without_returning(conn)
     .await?;
-    Ok(())
+    let written = Written {
+        tenant: sensor.tenant_id,
+        sensor: sensor.id,
+        node: sensor.node_id,
+        settings: &defaults,
+        revision: 1,
+        at: sensor.created_at,
+        by: actor,
+        restored_from: None,
+    };
+    record_revision(conn, written).await
 }
 
-async fn read(conn: &impl ConnectionTrait, scope: TenantScope, sensor_id: Uuid) -> Result<SettingsRecord, StoreError> {
+pub async fn read(
+    conn: &impl ConnectionTrait,
+    scope: TenantScope,
+    sensor_id: Uuid,
+) -> Result<SettingsRecord, StoreError> {
     // Scope is decided by the sensor row (node attachment), the settings row follows it.
-    sensors::get(conn, scope, sensor_id).await?;
+    let sensor = sensors::get(conn, scope, sensor_id).await?;
     let row = smtp_settings::Entity::find()
         .filter(smtp_settings::Column::TenantId.eq(scope.tenant))
         .filter(smtp_settings::Column::SensorId.eq(sensor_id))
         .one(conn)
         .await?
         .ok_or(StoreError::NotFound("sensor"))?;
-    from_row(row)
+    Ok(SettingsRecord { node_id: sensor.node_id, ..from_row(row)? })
 }
 
 pub async fn get(db: &DatabaseConnection, scope: TenantScope, sensor_id: Uuid) -> Result<SettingsRecord, StoreError> {
@@ -156,6 +233,7 @@ pub async fn replace(
     sensor_id: Uuid,
     new: &SmtpSettings,
     expected: Option<i64>,
+    restored_from: Option<i64>,
     actor: &Actor,
 ) -> Result<SettingsRecord, StoreError> {
     let txn = db.begin().await?;
@@ -187,12 +265,23 @@ pub async fn replace(
     if updated.rows_affected != 1 {
         return Err(StoreError::Stale { current_etag: etag(current.revision + 1) });
     }
+    let written = Written {
+        tenant: scope.tenant,
+        sensor: sensor_id,
+        node: current.node_id,
+        settings: new,
+        revision,
+        at: now,
+        by: &actor.sub,
+        restored_from,
+    };
+    record_revision(&txn, written).await?;
     audit::record(
         &txn,
         actor,
         Change {
             tenant: scope.tenant,
-            action: "smtp_integration.update",
+            action: if restored_from.is_some() { "smtp_integration.restore" } else { "smtp_integration.update" },
             target_type: "sensor",
             target_id: sensor_id,
             sensor_id: Some(sensor_id),
@@ -202,5 +291,73 @@ pub async fn replace(
     )
     .await?;
     txn.commit().await?;
-    Ok(SettingsRecord { sensor_id, settings: new.clone(), revision, updated_at: now, updated_by: actor.sub.clone() })
+    Ok(SettingsRecord {
+        sensor_id,
+        node_id: current.node_id,
+        settings: new.clone(),
+        revision,
+        updated_at: now,
+        updated_by: actor.sub.clone(),
+    })
+}
+
+/// One entry of a sensor's settings history.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub revision: i64,
+    pub settings: SmtpSettings,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub restored_from: Option<i64>,
+}
+
+fn history_entry(m: settings_revision::Model) -> Result<HistoryEntry, StoreError> {
+    let settings = settings_from_json(&m.settings).ok_or_else(|| corrupt("settings history", m.sensor_id))?;
+    Ok(HistoryEntry {
+        revision: m.revision,
+        settings,
+        created_at: m.created_at,
+        created_by: m.created_by,
+        restored_from: m.restored_from,
+    })
+}
+
+/// Newest first; `before` is the revision the previous page ended at.
+pub async fn history(
+    db: &DatabaseConnection,
+    scope: TenantScope,
+    sensor_id: Uuid,
+    before: Option<i64>,
+    limit: u64,
+) -> Result<(Vec<HistoryEntry>, Option<i64>), StoreError> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    sensors::get(db, scope, sensor_id).await?;
+    let mut query = settings_revision::Entity::find()
+        .filter(settings_revision::Column::TenantId.eq(scope.tenant))
+        .filter(settings_revision::Column::SensorId.eq(sensor_id));
+    if let Some(before) = before {
+        query = query.filter(settings_revision::Column::Revision.lt(before));
+    }
+    let mut rows = query.order_by_desc(settings_revision::Column::Revision).limit(limit + 1).all(db).await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next = if more { rows.last().map(|r| r.revision) } else { None };
+    Ok((rows.into_iter().map(history_entry).collect::<Result<_, _>>()?, next))
+}
+
+pub async fn history_entry_at(
+    db: &DatabaseConnection,
+    scope: TenantScope,
+    sensor_id: Uuid,
+    revision: i64,
+) -> Result<HistoryEntry, StoreError> {
+    sensors::get(db, scope, sensor_id).await?;
+    let row = settings_revision::Entity::find()
+        .filter(settings_revision::Column::TenantId.eq(scope.tenant))
+        .filter(settings_revision::Column::SensorId.eq(sensor_id))
+        .filter(settings_revision::Column::Revision.eq(revision))
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound("revision"))?;
+    history_entry(row)
 }

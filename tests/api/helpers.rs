@@ -134,20 +134,49 @@ pub async fn fresh_database(backend: Backend) -> String {
 
 pub struct TestApp {
     pub base: String,
+    pub url: String,
     pub db: DatabaseConnection,
     pub http: reqwest::Client,
     pub keys: Arc<KeySet>,
+    pub feed: Arc<mailsensor::stream::ChangeFeed>,
+    handle: actix_web::dev::ServerHandle,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
     let url = fresh_database(backend).await;
-    let db = store::connect(&url, 5).await.unwrap();
+    start_on(&url, "127.0.0.1:0").await
+}
+
+/// Another API replica on the same database (or the same one restarted, given its address).
+pub async fn start_on(url: &str, address: &str) -> TestApp {
+    start_with(url, address, mailsensor::stream::FeedOptions::default()).await
+}
+
+pub async fn start_with(url: &str, address: &str, feed: mailsensor::stream::FeedOptions) -> TestApp {
+    let db = store::connect(url, 5).await.unwrap();
     let keys = Arc::new(KeySet::from_config(&server_auth()).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = TcpListener::bind(address).unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let parts = ServerParts { db: db.clone(), keys: keys.clone(), max_message_bytes: PLATFORM_CAP, workers: Some(1) };
-    tokio::spawn(server::start(listener, parts).unwrap());
-    TestApp { base, db, http: reqwest::Client::new(), keys }
+    let mut parts = ServerParts::new(db.clone(), keys.clone(), PLATFORM_CAP);
+    parts.workers = Some(1);
+    parts.feed = feed;
+    parts.bookmark_interval = std::time::Duration::from_millis(500);
+    let running = server::start(listener, parts).await.unwrap();
+    let handle = running.server.handle();
+    tokio::spawn(running.server);
+    TestApp { base, url: url.to_owned(), db, http: reqwest::Client::new(), keys, feed: running.feed, handle }
+}
+
+impl TestApp {
+    /// Stops serving and tailing, as a crashed or restarted replica would.
+    pub async fn stop(&self) {
+        self.feed.shutdown();
+        self.handle.stop(false).await;
+    }
+
+    pub fn address(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
 }
 
 pub fn now() -> u64 {

@@ -5,6 +5,7 @@ mod audit;
 mod openapi;
 mod roles;
 mod settings;
+mod stream;
 mod tenancy;
 mod tokens;
 mod vectors;

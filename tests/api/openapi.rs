@@ -53,7 +53,12 @@ async fn every_documented_operation_is_served() {
     let spec: serde_json::Value = serde_json::from_str(&mailsensor::api::openapi_json()).unwrap();
     let id = uuid::Uuid::now_v7().to_string();
     for (path, item) in spec["paths"].as_object().unwrap() {
-        let concrete = path.replace("{tenant_id}", &id).replace("{sensor_id}", &id).replace("{node_id}", &id);
+        let concrete = path
+            .replace("{tenant_id}", &id)
+            .replace("{sensor_id}", &id)
+            .replace("{node_id}", &id)
+            .replace("{revision}", "1")
+            .replace("{instance_id}", "w-1");
         for method in item.as_object().unwrap().keys() {
             let method: Method = method.to_uppercase().parse().unwrap();
             let r = app.call(method.clone(), &concrete, None, None, &[]).await;

@@ -2,6 +2,9 @@
 //! in `store/` and joins nothing implicitly.
 pub mod audit_event;
 pub mod node;
+pub mod revision_log;
 pub mod sensor;
+pub mod sensor_worker;
+pub mod settings_revision;
 pub mod smtp_settings;
 pub mod tenant;

@@ -1,0 +1,165 @@
+//! The revision log: every change a sensor worker must hear about, numbered by one head row.
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::StoreError;
+use super::entity::revision_log;
+
+/// PostgreSQL channel whose notifications (payload: the revision) wake every replica's tailer.
+pub const NOTIFY_CHANNEL: &str = "mailsensor_revisions";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Upsert,
+    Delete,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Upsert => "upsert",
+            ChangeKind::Delete => "delete",
+        }
+    }
+}
+
+/// One committed revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub rev: i64,
+    pub tenant_id: Uuid,
+    pub sensor_id: Uuid,
+    pub kind: ChangeKind,
+    /// For an upsert: the settings document with its per-sensor `revision`.
+    pub payload: Value,
+}
+
+impl From<revision_log::Model> for Change {
+    fn from(m: revision_log::Model) -> Self {
+        Change {
+            rev: m.rev,
+            tenant_id: m.tenant_id,
+            sensor_id: m.sensor_id,
+            kind: if m.kind == "delete" { ChangeKind::Delete } else { ChangeKind::Upsert },
+            payload: m.payload,
+        }
+    }
+}
+
+/// The head row: latest revision, the database's epoch, and the oldest revision still retained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub rev: i64,
+    pub epoch: String,
+    pub oldest_retained: i64,
+}
+
+fn statement(conn: &impl ConnectionTrait, sql: &str) -> Statement {
+    Statement::from_string(conn.get_database_backend(), sql.to_owned())
+}
+
+/// Appends a change inside the caller's transaction and returns its revision. The head row's
+/// lock orders concurrent writers, so revisions are gapless and become visible in order.
+pub async fn append(
+    txn: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    sensor_id: Uuid,
+    kind: ChangeKind,
+    payload: Value,
+) -> Result<i64, StoreError> {
+    let row = txn
+        .query_one_raw(statement(txn, "UPDATE revision_head SET rev = rev + 1 WHERE id = 1 RETURNING rev"))
+        .await?
+        .ok_or_else(|| StoreError::Db(DbErr::Custom("revision_head row is missing".into())))?;
+    let rev: i64 = row.try_get("", "rev")?;
+    revision_log::Entity::insert(revision_log::ActiveModel {
+        rev: Set(rev),
+        tenant_id: Set(tenant_id),
+        sensor_id: Set(sensor_id),
+        kind: Set(kind.as_str().to_owned()),
+        payload: Set(payload),
+        committed_at: Set(super::now()),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        // Delivered at commit, and only then; the tailer re-reads the table regardless.
+        txn.execute_unprepared(&format!("SELECT pg_notify('{NOTIFY_CHANNEL}', '{rev}')")).await?;
+    }
+    Ok(rev)
+}
+
+pub async fn head(conn: &impl ConnectionTrait) -> Result<Head, StoreError> {
+    let row = conn
+        .query_one_raw(statement(conn, "SELECT rev, epoch, oldest_retained FROM revision_head WHERE id = 1"))
+        .await?
+        .ok_or_else(|| StoreError::Db(DbErr::Custom("revision_head row is missing".into())))?;
+    Ok(Head {
+        rev: row.try_get("", "rev")?,
+        epoch: row.try_get("", "epoch")?,
+        oldest_retained: row.try_get("", "oldest_retained")?,
+    })
+}
+
+/// Changes of every sensor after `after`, oldest first.
+pub async fn after(db: &DatabaseConnection, after: i64, limit: u64) -> Result<Vec<Change>, StoreError> {
+    let rows = revision_log::Entity::find()
+        .filter(revision_log::Column::Rev.gt(after))
+        .order_by_asc(revision_log::Column::Rev)
+        .limit(limit)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(Change::from).collect())
+}
+
+/// One sensor's changes in `(after, upto]`, oldest first.
+pub async fn for_sensor(
+    db: &DatabaseConnection,
+    sensor: Uuid,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<Change>, StoreError> {
+    let rows = revision_log::Entity::find()
+        .filter(revision_log::Column::SensorId.eq(sensor))
+        .filter(revision_log::Column::Rev.gt(after))
+        .filter(revision_log::Column::Rev.lte(upto))
+        .order_by_asc(revision_log::Column::Rev)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(Change::from).collect())
+}
+
+/// Drops log rows committed before `cutoff` and records the oldest revision kept, so a resume
+/// token older than that gets a fresh snapshot instead of a replay with a hole in it.
+pub async fn compact(db: &DatabaseConnection, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+    let txn = db.begin().await?;
+    // Lock the head first: writers append under the same lock, so nothing commits in between.
+    let head = txn
+        .query_one_raw(statement(&txn, "UPDATE revision_head SET rev = rev WHERE id = 1 RETURNING rev"))
+        .await?
+        .ok_or_else(|| StoreError::Db(DbErr::Custom("revision_head row is missing".into())))?;
+    let head_rev: i64 = head.try_get("", "rev")?;
+    let deleted = revision_log::Entity::delete_many()
+        .filter(revision_log::Column::CommittedAt.lt(cutoff))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    let oldest = revision_log::Entity::find().order_by_asc(revision_log::Column::Rev).one(&txn).await?;
+    let oldest_retained = oldest.map(|m| m.rev).unwrap_or(head_rev + 1);
+    txn.execute_raw(Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        match txn.get_database_backend() {
+            DatabaseBackend::Postgres => "UPDATE revision_head SET oldest_retained = $1 WHERE id = 1",
+            _ => "UPDATE revision_head SET oldest_retained = ? WHERE id = 1",
+        },
+        [oldest_retained.into()],
+    ))
+    .await?;
+    txn.commit().await?;
+    Ok(deleted)
+}

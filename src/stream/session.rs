@@ -1,0 +1,280 @@
+//! One subscriber's view of the stream: where it starts (reset + snapshot, or a replay from its
+//! resume token) and, from there on, every change of its sensor, without gap or duplicate.
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::{AccessMode, DatabaseConnection, IsolationLevel, TransactionTrait};
+use serde_json::{Value, json};
+use tokio::sync::broadcast::{self, error::RecvError};
+use uuid::Uuid;
+
+use super::ChangeFeed;
+use super::wire::{Reset, SensorConfig, SensorDeleted};
+use crate::api::smtp_integration::MessageSizeLimit;
+use crate::store::revisions::{Change, ChangeKind};
+use crate::store::{self, StoreError, TenantScope};
+
+/// How long a resume token newer than this replica has seen may wait for the replica to catch up.
+pub const LAGGING_REPLICA_WAIT: Duration = Duration::from_secs(3);
+
+/// `<epoch>:<rev>`: everything up to `rev` of that database epoch has been delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub epoch: String,
+    pub rev: i64,
+}
+
+impl Token {
+    pub fn parse(s: &str) -> Option<Token> {
+        let (epoch, rev) = s.trim().rsplit_once(':')?;
+        let rev = rev.parse::<i64>().ok().filter(|r| *r >= 0)?;
+        (!epoch.is_empty()).then(|| Token { epoch: epoch.to_owned(), rev })
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.epoch, self.rev)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Reset,
+    Snapshot,
+    Synced,
+    Upsert,
+    Delete,
+    Bookmark,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Reset => "reset",
+            EventKind::Snapshot => "snapshot",
+            EventKind::Synced => "synced",
+            EventKind::Upsert => "upsert",
+            EventKind::Delete => "delete",
+            EventKind::Bookmark => "bookmark",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub id: Option<Token>,
+    pub data: Value,
+}
+
+impl Event {
+    /// Server-Sent Events framing.
+    pub fn to_sse(&self) -> String {
+        let mut out = format!("event: {}\n", self.kind.as_str());
+        if let Some(id) = &self.id {
+            out.push_str(&format!("id: {id}\n"));
+        }
+        out.push_str(&format!("data: {}\n\n", self.data));
+        out
+    }
+
+    pub fn to_wire(&self) -> super::wire::StreamEvent {
+        super::wire::StreamEvent {
+            event: self.kind.as_str().to_owned(),
+            id: self.id.as_ref().map(Token::to_string),
+            data: self.data.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("sensor not found")]
+    NotFound,
+    #[error("this replica has not yet seen revision {0}; retry")]
+    Lagging(i64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Subscription {
+    sensor: Uuid,
+    epoch: String,
+    cap: u64,
+    receiver: broadcast::Receiver<Arc<Change>>,
+    /// Highest revision consumed: everything up to it that concerns this sensor was queued.
+    position: i64,
+    queued: VecDeque<Event>,
+    ended: bool,
+}
+
+/// Why a subscription ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Fell more than the buffer behind; the subscriber should reconnect and resume.
+    TooSlow,
+    /// The sensor was deleted (the `delete` event was delivered) or the feed stopped.
+    Closed,
+}
+
+fn config(tenant: Uuid, sensor: Uuid, node: Uuid, doc: &Value, cap: u64) -> Option<SensorConfig> {
+    let settings = store::settings::settings_from_json(doc)?;
+    Some(SensorConfig {
+        sensor_id: sensor,
+        tenant_id: tenant,
+        node_id: node,
+        settings_revision: doc["revision"].as_i64()?,
+        enabled: settings.enabled,
+        destination_domains: settings.destination_domains.entries().to_vec(),
+        clients: settings.clients.entries().to_vec(),
+        message_size_limit: MessageSizeLimit::from(settings.message_size_limit),
+        max_message_bytes: settings.max_message_bytes(cap),
+    })
+}
+
+impl Subscription {
+    fn change_event(&self, change: &Change) -> Event {
+        let id = Some(Token { epoch: self.epoch.clone(), rev: change.rev });
+        match change.kind {
+            ChangeKind::Delete => Event {
+                kind: EventKind::Delete,
+                id,
+                data: serde_json::to_value(SensorDeleted { sensor_id: change.sensor_id }).unwrap_or_default(),
+            },
+            ChangeKind::Upsert => {
+                let node = change.payload["node_id"].as_str().and_then(|n| n.parse().ok()).unwrap_or_default();
+                let data = config(change.tenant_id, change.sensor_id, node, &change.payload, self.cap)
+                    .and_then(|c| serde_json::to_value(c).ok())
+                    .unwrap_or_else(|| json!({"sensor_id": change.sensor_id}));
+                Event { kind: EventKind::Upsert, id, data }
+            }
+        }
+    }
+
+    pub fn position(&self) -> Token {
+        Token { epoch: self.epoch.clone(), rev: self.position }
+    }
+
+    /// The next event, or why there will be none.
+    pub async fn next(&mut self) -> Result<Event, Ended> {
+        loop {
+            if let Some(event) = self.queued.pop_front() {
+                if event.kind == EventKind::Delete {
+                    self.ended = true;
+                }
+                return Ok(event);
+            }
+            if self.ended {
+                return Err(Ended::Closed);
+            }
+            match self.receiver.recv().await {
+                Ok(change) if change.rev <= self.position => continue,
+                Ok(change) => {
+                    self.position = change.rev;
+                    if change.sensor_id == self.sensor {
+                        let event = self.change_event(&change);
+                        self.queued.push_back(event);
+                    }
+                }
+                Err(RecvError::Lagged(_)) => return Err(Ended::TooSlow),
+                Err(RecvError::Closed) => return Err(Ended::Closed),
+            }
+        }
+    }
+
+    /// An event if one is ready now (long-poll draining).
+    pub async fn next_ready(&mut self) -> Option<Event> {
+        tokio::time::timeout(Duration::from_millis(1), self.next()).await.ok().and_then(Result::ok)
+    }
+}
+
+/// Opens a subscription for `sensor` (in `tenant`) from `last_event_id`.
+pub async fn open(
+    feed: &ChangeFeed,
+    tenant: Uuid,
+    sensor: Uuid,
+    last_event_id: Option<&str>,
+    cap: u64,
+) -> Result<Subscription, SessionError> {
+    let db = feed.db();
+    // Subscribe before reading anything, so no change can fall between the read and the stream.
+    let receiver = feed.subscribe();
+    let head = store::revisions::head(db).await?;
+    let token = last_event_id.and_then(Token::parse);
+    let reset_reason = match &token {
+        None if last_event_id.is_some() => Some("the resume token is not one this API issued"),
+        None => Some("no resume token"),
+        Some(t) if t.epoch != head.epoch => Some("the database epoch changed (restored from a backup?)"),
+        Some(t) if t.rev + 1 < head.oldest_retained => Some("the resume token is older than the retained history"),
+        Some(_) => None,
+    };
+    let mut sub = Subscription {
+        sensor,
+        epoch: head.epoch.clone(),
+        cap,
+        receiver,
+        position: 0,
+        queued: VecDeque::new(),
+        ended: false,
+    };
+    match (reset_reason, token) {
+        (Some(reason), _) => {
+            let (rev, snapshot) = snapshot(db, tenant, sensor, cap).await?;
+            sub.position = rev;
+            sub.queued.push_back(Event {
+                kind: EventKind::Reset,
+                id: None,
+                data: serde_json::to_value(Reset { reason: reason.to_owned() }).unwrap_or_default(),
+            });
+            sub.queued.push_back(Event {
+                kind: EventKind::Snapshot,
+                id: None,
+                data: serde_json::to_value(snapshot).unwrap_or_default(),
+            });
+            sub.queued.push_back(Event { kind: EventKind::Synced, id: Some(sub.position()), data: json!({}) });
+        }
+        (None, Some(token)) => {
+            if token.rev > feed.seen() && !feed.wait_seen(token.rev, LAGGING_REPLICA_WAIT).await {
+                return Err(SessionError::Lagging(token.rev));
+            }
+            // The sensor must still be this tenant's, unless its deletion is what we replay.
+            let upto = feed.seen();
+            let replay = store::revisions::for_sensor(db, sensor, token.rev, upto).await?;
+            let exists = store::sensors::get(db, TenantScope::whole_tenant(tenant), sensor).await.is_ok();
+            if !exists && !replay.iter().any(|c| c.kind == ChangeKind::Delete) {
+                return Err(SessionError::NotFound);
+            }
+            sub.position = upto;
+            for change in replay.iter().filter(|c| c.tenant_id == tenant) {
+                let event = sub.change_event(change);
+                sub.queued.push_back(event);
+            }
+        }
+        (None, None) => unreachable!("no token always resets"),
+    }
+    Ok(sub)
+}
+
+/// The sensor's current settings and the revision they are current at, read in one snapshot.
+async fn snapshot(
+    db: &DatabaseConnection,
+    tenant: Uuid,
+    sensor: Uuid,
+    cap: u64,
+) -> Result<(i64, SensorConfig), SessionError> {
+    let txn = db
+        .begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly))
+        .await
+        .map_err(StoreError::from)?;
+    let head = store::revisions::head(&txn).await?;
+    let scope = TenantScope::whole_tenant(tenant);
+    let sensor_row = store::sensors::get(&txn, scope, sensor).await.map_err(|_| SessionError::NotFound)?;
+    let record = store::settings::read(&txn, scope, sensor).await?;
+    txn.commit().await.map_err(StoreError::from)?;
+    let doc = store::settings::change_payload(&record.settings, record.revision);
+    let config = config(tenant, sensor, sensor_row.node_id, &doc, cap)
+        .ok_or_else(|| StoreError::Db(sea_orm::DbErr::Custom("stored settings no longer parse".into())))?;
+    Ok((head.rev, config))
+}
