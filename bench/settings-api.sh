@@ -19,7 +19,8 @@
 #                     over the cargo lock or evict each other's artefacts. The binary used is
 #                     $CARGO_TARGET_DIR/release/mailsensor.
 #   BENCH_REV         build this commit (e.g. HEAD) from a `git archive` snapshot instead of the
-#                     working tree; use it while someone is mid-edit. Same CARGO_TARGET_DIR.
+#                     working tree; use it while someone is mid-edit. Built in
+#                     $CARGO_TARGET_DIR/rev (the first such build compiles every dependency).
 #   PGHOST/PGPORT/PGUSER  PostgreSQL to use. Default 127.0.0.1 / 5432 / postgres (trust auth).
 #   BENCH_PORT        API port. Default: a free port picked at run time (18181 if none found).
 #   MAILSENSOR_DATABASE_MAX_CONNECTIONS, MAILSENSOR_HTTP_WORKERS  passed to the server if set
@@ -125,10 +126,18 @@ if [[ -n ${BENCH_REV:-} ]]; then
     # Build a committed revision from a read-only snapshot (git archive), unaffected by
     # whatever is being edited in the working tree.
     BUILT_REV=$(git rev-parse --short --verify "$BENCH_REV^{commit}") || die "BENCH_REV=$BENCH_REV is not a commit"
-    # A fixed path (and git archive's commit-time mtimes) lets cargo reuse the last build.
-    BUILD_DIR=$CARGO_TARGET_DIR/bench-src
+    # Its own target dir: cargo decides freshness by mtime, and a working-tree build and a
+    # snapshot build sharing one target dir could each take the other's output as fresh.
+    CARGO_TARGET_DIR=$CARGO_TARGET_DIR/rev
+    BUILD_DIR=$CARGO_TARGET_DIR/src
     rm -rf "$BUILD_DIR" && mkdir -p "$BUILD_DIR"
     git archive --format=tar "$BUILT_REV" | tar -x -C "$BUILD_DIR" || die "git archive $BUILT_REV failed"
+    # git archive sets every mtime to the commit time; for a different (maybe older) commit
+    # than the last build, make the sources newer than any output so cargo rebuilds them.
+    if [[ $(cat "$CARGO_TARGET_DIR/built-rev" 2>/dev/null) != "$BUILT_REV" ]]; then
+        find "$BUILD_DIR" -type f -exec touch {} +
+    fi
+    rm -f "$CARGO_TARGET_DIR/built-rev"
 else
     BUILT_REV=
     BUILD_DIR=$REPO
@@ -136,6 +145,7 @@ fi
 log "building the release binary from ${BUILT_REV:-the working tree} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 (cd "$BUILD_DIR" && cargo build --release --bin mailsensor) >&2 \
     || die "cargo build --release failed${BUILT_REV:+ for $BUILT_REV}${BUILT_REV:- (working tree; BENCH_REV=HEAD builds the last commit instead)}"
+[[ -n $BUILT_REV ]] && echo "$BUILT_REV" >"$CARGO_TARGET_DIR/built-rev"
 BIN=$CARGO_TARGET_DIR/release/mailsensor
 [[ -x $BIN ]] || die "no binary at $BIN"
 

@@ -29,6 +29,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Print the OpenAPI 3.1 document.
     Openapi(OpenapiArgs),
+    /// Run a sensor worker: SMTP in, settings from the config stream, messages to the API.
+    Sensor(SensorArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -111,6 +113,9 @@ pub struct DevArgs {
     /// Lifetime of the printed tokens, in seconds.
     #[arg(long, env = "MAILSENSOR_DEV_TOKEN_TTL", default_value_t = 12 * 3600)]
     pub token_ttl: u64,
+    /// SMTP address of the in-process sensor worker for the demo sensor on the PCN.
+    #[arg(long, env = "MAILSENSOR_SMTP_LISTEN", default_value = "127.0.0.1:2525")]
+    pub smtp_listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -141,6 +146,53 @@ pub struct TokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     pub ttl: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SensorArgs {
+    /// Base URL of the control plane API.
+    #[arg(long, env = "MAILSENSOR_API_URL")]
+    pub api: String,
+    /// A `sensor` token for this sensor (`mailsensor token --role sensor --tenant T --sensor S`).
+    #[arg(long, env = "MAILSENSOR_SENSOR_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The sensor to serve (default: the token's `sensor` claim).
+    #[arg(long, env = "MAILSENSOR_SENSOR_ID")]
+    pub sensor_id: Option<Uuid>,
+    /// SMTP listen address.
+    #[arg(long, env = "MAILSENSOR_SMTP_LISTEN", default_value = "0.0.0.0:25")]
+    pub listen: SocketAddr,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "MAILSENSOR_ADMIN_LISTEN", default_value = "0.0.0.0:8025")]
+    pub admin_listen: SocketAddr,
+    /// PEM certificate chain for STARTTLS (with --tls-key); without both, STARTTLS is not offered.
+    #[arg(long, env = "MAILSENSOR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for STARTTLS.
+    #[arg(long, env = "MAILSENSOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Name in the greeting and EHLO reply (default: the machine's host name).
+    #[arg(long, env = "MAILSENSOR_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// This worker's id in the fleet view (default: host name plus a random suffix).
+    #[arg(long, env = "MAILSENSOR_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Network used by the "same subnet as the sensor" rule instead of the receiving interface's
+    /// (e.g. behind NAT), as a CIDR.
+    #[arg(long, env = "MAILSENSOR_SENSOR_NETWORK")]
+    pub sensor_network: Option<ipnet::IpNet>,
+    /// Most SMTP sessions at once.
+    #[arg(long, env = "MAILSENSOR_MAX_SESSIONS", default_value_t = 1000)]
+    pub max_sessions: usize,
+    /// Most SMTP sessions at once from one client address.
+    #[arg(long, env = "MAILSENSOR_MAX_SESSIONS_PER_IP", default_value_t = 50)]
+    pub max_sessions_per_ip: usize,
+    /// Seconds a client may stay silent before the session is closed.
+    #[arg(long, env = "MAILSENSOR_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    pub idle_timeout_secs: u64,
+    /// Seconds in-flight sessions get to finish after SIGTERM.
+    #[arg(long, env = "MAILSENSOR_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]

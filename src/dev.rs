@@ -62,7 +62,14 @@ pub async fn seed(db: &sea_orm::DatabaseConnection) -> anyhow::Result<Demo> {
             None => Ok(store::sensors::create(db, scope, name, node, &actor).await?.id),
         }
     };
+    let fresh = !sensors.iter().any(|s| s.node_id == pcn);
     let pcn_sensor = sensor_on(pcn, "demo-pcn-sensor").await?;
+    if fresh {
+        // The demo worker should accept mail from this machine out of the box: enabled, both lists
+        // blank, so the "same subnet as the worker" rule lets loopback clients in.
+        let enabled = crate::policy::SmtpSettings { enabled: true, ..Default::default() };
+        store::settings::replace(db, scope, pcn_sensor, &enabled, None, None, &actor).await?;
+    }
     let scn_sensor = sensor_on(scn, "demo-scn-sensor").await?;
     Ok(Demo { tenant: tenant.id, pcn, scn, pcn_sensor, scn_sensor })
 }
@@ -114,8 +121,38 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "  curl -s -H \"Authorization: Bearer $ADMIN_PCN\" {base}/v1/tenants/{}/sensors/{}/smtp-integration\n",
         demo.tenant, demo.pcn_sensor
     );
+    let sensor_token = keys.mint(&Claims {
+        sub: "demo-worker".into(),
+        role: Role::Sensor,
+        tenant: Some(demo.tenant),
+        node: None,
+        sensor: Some(demo.pcn_sensor),
+        iss: keys.issuer().into(),
+        aud: keys.audience().into(),
+        exp: now + 30 * 24 * 3600,
+        iat: now,
+    })?;
     let mut parts = ServerParts::new(db, keys, args.max_message_bytes);
     parts.workers = Some(2);
-    server::start(listener, parts).await?.server.await?;
+    let running = server::start(listener, parts).await?;
+    let api = tokio::spawn(running.server);
+    let worker = crate::sensor::start(crate::sensor::WorkerConfig {
+        api: base.clone(),
+        token: sensor_token,
+        sensor_id: demo.pcn_sensor,
+        listen: args.smtp_listen,
+        admin_listen: None,
+        tls: None,
+        hostname: "localhost".into(),
+        instance_id: "dev-worker".into(),
+        sensor_network: None,
+        limits: Default::default(),
+    })
+    .await?;
+    println!("SMTP worker for the demo sensor on the PCN: {} (accepts mail from this machine)", worker.smtp_addr);
+    println!("  swaks --server {} --to someone@example.com --from me@example.org", worker.smtp_addr);
+    println!("  curl -s -H \"Authorization: Bearer $OFFICER\" {base}/v1/tenants/{}/messages\n", demo.tenant);
+    api.await??;
+    worker.shutdown().await;
     Ok(())
 }

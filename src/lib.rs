@@ -6,6 +6,8 @@ pub mod auth;
 pub mod cli;
 pub mod dev;
 pub mod policy;
+pub mod scan;
+pub mod sensor;
 pub mod server;
 pub mod store;
 pub mod stream;

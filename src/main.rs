@@ -4,7 +4,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use mailsensor::auth::{Claims, KeySet};
+use mailsensor::cli::SensorArgs;
 use mailsensor::cli::{Cli, Command};
+use mailsensor::sensor::{self, WorkerConfig, WorkerLimits};
 use mailsensor::server::{self, ServerParts};
 use mailsensor::{api, dev, store};
 
@@ -67,6 +69,60 @@ async fn main() -> anyhow::Result<()> {
             init_tracing();
             dev::run(args).await?;
         }
+        Command::Sensor(args) => {
+            init_tracing();
+            let worker = sensor::start(worker_config(args)?).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            worker.shutdown().await;
+        }
     }
     Ok(())
+}
+
+fn worker_config(args: SensorArgs) -> anyhow::Result<WorkerConfig> {
+    let sensor_id = match args.sensor_id {
+        Some(id) => id,
+        None => WorkerConfig::sensor_of(&args.token)?,
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(sensor::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let hostname = args.hostname.unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "mailsensor".into())
+    });
+    let instance_id =
+        args.instance_id.unwrap_or_else(|| format!("{hostname}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    Ok(WorkerConfig {
+        api: args.api,
+        token: args.token,
+        sensor_id,
+        listen: args.listen,
+        admin_listen: Some(args.admin_listen),
+        tls,
+        hostname,
+        instance_id,
+        sensor_network: args.sensor_network,
+        limits: WorkerLimits {
+            max_sessions: args.max_sessions,
+            max_sessions_per_ip: args.max_sessions_per_ip,
+            idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs),
+            shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
+            ..WorkerLimits::default()
+        },
+    })
+}
+
+/// SIGTERM (orchestrators) or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
 }

@@ -56,6 +56,7 @@ pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<
         metrics: prometheus(),
         feed: feed.clone(),
         bookmark_interval: parts.bookmark_interval,
+        scans: Arc::new(tokio::sync::Semaphore::new(2)),
     });
     let spec = api::openapi();
     let mut server = HttpServer::new(move || api::app(state.clone(), spec.clone())).listen(listener)?;

@@ -3,12 +3,17 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261128_000001_tenancy;
 mod m20261128_000002_revisions;
+mod m20261128_000003_messages;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261128_000001_tenancy::Migration), Box::new(m20261128_000002_revisions::Migration)]
+        vec![
+            Box::new(m20261128_000001_tenancy::Migration),
+            Box::new(m20261128_000002_revisions::Migration),
+            Box::new(m20261128_000003_messages::Migration),
+        ]
     }
 }

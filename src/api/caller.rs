@@ -25,6 +25,7 @@ pub enum Permission {
     ReadSettings,
     WriteSettings,
     ReadAudit,
+    ReadMessages,
 }
 
 impl Permission {
@@ -38,6 +39,7 @@ impl Permission {
             Permission::ReadSettings => "read SMTP integration settings",
             Permission::WriteSettings => "change SMTP integration settings",
             Permission::ReadAudit => "read audit events",
+            Permission::ReadMessages => "read received messages",
         }
     }
 }
@@ -74,6 +76,10 @@ impl Caller {
             ReadSensors => !matches!(role, Role::PlatformOperator | Role::Sensor),
             ManageSensors | WriteSettings => role == Role::Administrator,
             ReadSettings | ReadAudit => matches!(role, Role::Administrator | Role::SecurityAuditor),
+            ReadMessages => matches!(
+                role,
+                Role::Administrator | Role::SecurityAuditor | Role::SeniorSecurityOfficer | Role::SecurityOfficer
+            ),
         };
         if allowed { Ok(()) } else { Err(ApiError::forbidden(role, what.describe())) }
     }

@@ -6,6 +6,7 @@ mod config_stream;
 
 pub mod error;
 mod health;
+pub mod messages;
 mod nodes;
 mod pagination;
 pub mod request_id;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     pub feed: Arc<ChangeFeed>,
     pub bookmark_interval: std::time::Duration,
+    /// Bounds how many messages are parsed at once (each may be up to the platform cap in memory).
+    pub scans: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(OpenApi)]
@@ -66,6 +69,7 @@ Errors are RFC 9457 problem documents; a 422 lists every bad field.",
         (name = "sensors", description = "Sensors attached to central nodes"),
         (name = "smtp-integration", description = "Per-sensor SMTP integration settings and the policy explainer"),
         (name = "audit", description = "Who changed what"),
+        (name = "messages", description = "Messages received by sensors, with scan verdicts; and the workers' hand-off"),
         (name = "config-stream", description = "Sensor workers: the change stream of their settings, acknowledgements, the fleet view"),
         (name = "operations", description = "Health, readiness and metrics")
     )
@@ -113,6 +117,10 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(config_stream::config_poll)
         .service(config_stream::report_worker)
         .service(config_stream::list_workers)
+        .service(messages::hand_off)
+        .service(messages::list_messages)
+        .service(messages::get_message)
+        .service(messages::get_raw)
         .service(audit::list_audit_events);
 }
 

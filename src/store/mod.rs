@@ -3,6 +3,7 @@ pub mod audit;
 mod db;
 pub mod entity;
 mod error;
+pub mod messages;
 pub mod nodes;
 mod page;
 pub mod revisions;

@@ -210,14 +210,27 @@ pub async fn read(
     scope: TenantScope,
     sensor_id: Uuid,
 ) -> Result<SettingsRecord, StoreError> {
+    read_locking(conn, scope, sensor_id, false).await
+}
+
+/// `lock`: hold the settings row until the transaction ends, so concurrent writers queue up
+/// instead of failing (PostgreSQL; SQLite serialises writers anyway).
+async fn read_locking(
+    conn: &impl ConnectionTrait,
+    scope: TenantScope,
+    sensor_id: Uuid,
+    lock: bool,
+) -> Result<SettingsRecord, StoreError> {
+    use sea_orm::QuerySelect;
     // Scope is decided by the sensor row (node attachment), the settings row follows it.
     let sensor = sensors::get(conn, scope, sensor_id).await?;
-    let row = smtp_settings::Entity::find()
+    let mut query = smtp_settings::Entity::find()
         .filter(smtp_settings::Column::TenantId.eq(scope.tenant))
-        .filter(smtp_settings::Column::SensorId.eq(sensor_id))
-        .one(conn)
-        .await?
-        .ok_or(StoreError::NotFound("sensor"))?;
+        .filter(smtp_settings::Column::SensorId.eq(sensor_id));
+    if lock && conn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    let row = query.one(conn).await?.ok_or(StoreError::NotFound("sensor"))?;
     Ok(SettingsRecord { node_id: sensor.node_id, ..from_row(row)? })
 }
 
@@ -237,7 +250,7 @@ pub async fn replace(
     actor: &Actor,
 ) -> Result<SettingsRecord, StoreError> {
     let txn = db.begin().await?;
-    let current = read(&txn, scope, sensor_id).await?;
+    let current = read_locking(&txn, scope, sensor_id, true).await?;
     if let Some(expected) = expected
         && expected != current.revision
     {
@@ -263,7 +276,10 @@ pub async fn replace(
         .exec(&txn)
         .await?;
     if updated.rows_affected != 1 {
-        return Err(StoreError::Stale { current_etag: etag(current.revision + 1) });
+        // Only reachable without the row lock: report what is really current now.
+        txn.rollback().await?;
+        let now_current = read(db, scope, sensor_id).await?;
+        return Err(StoreError::Stale { current_etag: now_current.etag() });
     }
     let written = Written {
         tenant: scope.tenant,

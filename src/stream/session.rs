@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::{AccessMode, DatabaseConnection, IsolationLevel, TransactionTrait};
+use sea_orm::{AccessMode, DatabaseBackend, DatabaseConnection, IsolationLevel, TransactionTrait};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::{self, error::RecvError};
 use uuid::Uuid;
@@ -264,10 +264,15 @@ async fn snapshot(
     sensor: Uuid,
     cap: u64,
 ) -> Result<(i64, SensorConfig), SessionError> {
-    let txn = db
-        .begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly))
-        .await
-        .map_err(StoreError::from)?;
+    // One consistent snapshot on PostgreSQL; SQLite transactions are serialised anyway (and it
+    // rejects isolation settings).
+    let txn = match db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            db.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await
+        }
+        _ => db.begin().await,
+    }
+    .map_err(StoreError::from)?;
     let head = store::revisions::head(&txn).await?;
     let scope = TenantScope::whole_tenant(tenant);
     let sensor_row = store::sensors::get(&txn, scope, sensor).await.map_err(|_| SessionError::NotFound)?;

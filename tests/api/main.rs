@@ -5,6 +5,7 @@ mod audit;
 mod openapi;
 mod roles;
 mod settings;
+mod smtp;
 mod stream;
 mod tenancy;
 mod tokens;

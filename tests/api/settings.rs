@@ -272,7 +272,28 @@ async fn evaluate_inputs(backend: Backend) {
     assert_eq!(r.body["connect"]["rule"], "disabled");
 }
 
+/// Concurrent writers without If-Match all succeed, one after the other; none is lost.
+async fn concurrent_writes_queue_up(backend: Backend) {
+    let w = world(backend).await;
+    let admin = w.admin_pcn();
+    let path = w.a.settings_path(w.a.pcn_sensor);
+    let writes = (0..16).map(|i| {
+        let (http, url, admin) = (w.app.http.clone(), format!("{}{path}", w.app.base), admin.clone());
+        tokio::spawn(async move {
+            let mut b = body();
+            b["destination_domains"] = json!([format!("d{i}.example")]);
+            http.put(url).bearer_auth(admin).json(&b).send().await.unwrap().status().as_u16()
+        })
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(writes).await.into_iter().map(Result::unwrap).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(w.app.get(&path, &admin).await.body["revision"], 17);
+    let history = w.app.get(&format!("{path}/revisions?limit=100"), &admin).await;
+    assert_eq!(history.body["items"].as_array().unwrap().len(), 17);
+}
+
 on_both_backends!(
+    concurrent_writes_queue_up,
     defaults_and_round_trip,
     etag_and_if_match,
     merge_patch,

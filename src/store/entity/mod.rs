@@ -1,6 +1,8 @@
 //! sea-orm entities, one per table. Relations are not declared: every query is written tenant-scoped
 //! in `store/` and joins nothing implicitly.
 pub mod audit_event;
+pub mod message;
+pub mod message_chunk;
 pub mod node;
 pub mod revision_log;
 pub mod sensor;

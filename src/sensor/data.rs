@@ -1,0 +1,107 @@
+//! Reading `DATA`: dot-unstuffed by smtp-proto, checked as it streams, forwarded in chunks.
+//!
+//! Only `<CRLF>.<CRLF>` ends the data, and a message with a bare CR or LF anywhere is refused
+//! whole: that is what defeats SMTP smuggling (a receiver and a later hop disagreeing on where a
+//! message ends).
+use actix_web::web::Bytes;
+use smtp_proto::request::receiver::DataReceiver;
+use tokio::io::AsyncBufReadExt;
+
+use super::handoff::Handoff;
+use super::io::Conn;
+
+/// Forward to the API in pieces of about this size.
+const FORWARD: usize = 64 * 1024;
+/// RFC 5321 §4.5.3.1.6: 998 characters plus CRLF.
+const MAX_TEXT_LINE: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    TooLarge,
+    BareLineEnding,
+    LineTooLong,
+}
+
+#[derive(Debug)]
+pub struct Received {
+    pub size: u64,
+    pub problem: Option<Problem>,
+    /// The API stopped taking the message part-way (it is unreachable or refused it).
+    pub handoff_failed: bool,
+}
+
+#[derive(Default)]
+struct Check {
+    size: u64,
+    prev: u8,
+    line: usize,
+    problem: Option<Problem>,
+}
+
+impl Check {
+    fn inspect(&mut self, chunk: &[u8], max: u64) {
+        self.size += chunk.len() as u64;
+        if self.size > max {
+            self.problem = Some(Problem::TooLarge);
+        }
+        for &b in chunk {
+            let bare = (b == b'\n' && self.prev != b'\r') || (self.prev == b'\r' && b != b'\n');
+            if bare && self.problem.is_none() {
+                self.problem = Some(Problem::BareLineEnding);
+            }
+            if b == b'\n' {
+                self.line = 0;
+            } else {
+                self.line += 1;
+                if self.line > MAX_TEXT_LINE - 2 && self.problem.is_none() {
+                    self.problem = Some(Problem::LineTooLong);
+                }
+            }
+            self.prev = b;
+        }
+    }
+}
+
+/// Reads the message up to `<CRLF>.<CRLF>`, passing it to `handoff` while nothing is wrong.
+/// `None` when the connection ends before the data does.
+pub async fn receive(
+    conn: &mut Conn,
+    max: u64,
+    mut handoff: Option<&mut Handoff>,
+) -> std::io::Result<Option<Received>> {
+    let mut receiver = DataReceiver::new();
+    let mut buf = Vec::with_capacity(FORWARD + 1024);
+    let mut check = Check::default();
+    let mut handoff_failed = false;
+    loop {
+        let available = tokio::time::timeout(conn.idle, conn.reader.fill_buf())
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout in DATA"))??;
+        if available.is_empty() {
+            return Ok(None);
+        }
+        let mut iter = available.iter();
+        let done = receiver.ingest(&mut iter, &mut buf);
+        let consumed = available.len() - iter.as_slice().len();
+        conn.reader.consume(consumed);
+        // Hold the last byte back: the receiver may still take a trailing CR back out of `buf`.
+        let keep = usize::from(!done);
+        if buf.len() > keep && (done || buf.len() >= FORWARD) {
+            let chunk: Vec<u8> = buf.drain(..buf.len() - keep).collect();
+            check.inspect(&chunk, max);
+            if check.problem.is_none()
+                && let Some(h) = handoff.as_deref_mut()
+                && !handoff_failed
+                && !h.send(Bytes::from(chunk)).await
+            {
+                handoff_failed = true;
+            }
+        }
+        if done {
+            if check.prev == b'\r' && check.problem.is_none() {
+                check.problem = Some(Problem::BareLineEnding);
+            }
+            return Ok(Some(Received { size: check.size, problem: check.problem, handoff_failed }));
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Talking to the API: acknowledgements and heartbeats, and streaming accepted messages to it.
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::active::AppliedState;
+use crate::api::messages::HANDOFF_CONTENT_TYPE;
+
+/// At most this many chunks wait for the API per session, which bounds a session's memory.
+const IN_FLIGHT_CHUNKS: usize = 8;
+
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    api: String,
+    token: String,
+    sensor: Uuid,
+    instance: String,
+    listen: String,
+}
+
+pub type Reporter = ApiClient;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    #[error("the API could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the API answered {0}")]
+    Refused(u16),
+    #[error("the API did not answer in time")]
+    TimedOut,
+}
+
+impl ApiClient {
+    pub fn new(api: &str, token: &str, sensor: Uuid, instance: &str, listen: &str) -> Self {
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
+        ApiClient {
+            http,
+            api: api.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            sensor,
+            instance: instance.to_owned(),
+            listen: listen.to_owned(),
+        }
+    }
+
+    /// Acknowledges what is applied; also the heartbeat. Failures are logged and retried next time.
+    pub async fn report(&self, state: &AppliedState) {
+        let body = json!({
+            "applied_token": state.token,
+            "applied_settings_revision": state.settings_revision,
+            "rejected": state.rejected,
+            "version": env!("CARGO_PKG_VERSION"),
+            "listen_address": self.listen,
+        });
+        let url = format!("{}/v1/sensors/{}/workers/{}", self.api, self.sensor, self.instance);
+        let sent =
+            self.http.put(url).bearer_auth(&self.token).json(&body).timeout(Duration::from_secs(10)).send().await;
+        match sent {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => tracing::warn!(status = %r.status(), "acknowledgement refused"),
+            Err(e) => tracing::debug!(error = %e, "acknowledgement not delivered"),
+        }
+    }
+
+    /// Starts streaming one message: `envelope` first, then the chunks passed to [`Handoff::send`].
+    pub fn start_handoff(&self, envelope: &Value, answer_timeout: Duration) -> Handoff {
+        let (tx, rx) = mpsc::channel::<Piece>(IN_FLIGHT_CHUNKS);
+        let mut head = serde_json::to_vec(envelope).unwrap_or_default();
+        head.push(b'\n');
+        let first = Some(Bytes::from(head));
+        // The body ends cleanly only on `Done`; if the session drops the sender instead, the body
+        // fails, so the API never mistakes a broken message for a complete one.
+        let body = futures_util::stream::unfold((first, Some(rx)), |(first, rx)| async move {
+            if let Some(first) = first {
+                return Some((Ok::<_, std::io::Error>(first), (None, rx)));
+            }
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(Piece::Data(bytes)) => Some((Ok(bytes), (None, Some(rx)))),
+                Some(Piece::Done) => None,
+                None => Some((Err(std::io::Error::other("message aborted")), (None, None))),
+            }
+        });
+        let request = self
+            .http
+            .post(format!("{}/v1/sensors/{}/messages", self.api, self.sensor))
+            .bearer_auth(&self.token)
+            .header("content-type", HANDOFF_CONTENT_TYPE)
+            .header("idempotency-key", Uuid::now_v7().to_string())
+            .body(reqwest::Body::wrap_stream(body));
+        let task = tokio::spawn(async move {
+            let response = request.send().await.map_err(|e| HandoffError::Unreachable(e.to_string()))?;
+            let status = response.status();
+            if !(status.as_u16() == 200 || status.as_u16() == 201) {
+                return Err(HandoffError::Refused(status.as_u16()));
+            }
+            let body: Value = response.json().await.map_err(|e| HandoffError::Unreachable(e.to_string()))?;
+            Ok(body["id"].as_str().unwrap_or_default().to_owned())
+        });
+        Handoff { tx: Some(tx), task, answer_timeout }
+    }
+}
+
+enum Piece {
+    Data(Bytes),
+    Done,
+}
+
+/// One message on its way to the API.
+pub struct Handoff {
+    tx: Option<mpsc::Sender<Piece>>,
+    task: JoinHandle<Result<String, HandoffError>>,
+    answer_timeout: Duration,
+}
+
+impl Handoff {
+    /// Passes a chunk on; waits while the API is slower than the client. `false` once the upload
+    /// has failed (the rest of the message is then only read and dropped).
+    pub async fn send(&mut self, bytes: Bytes) -> bool {
+        match &self.tx {
+            Some(tx) => tx.send(Piece::Data(bytes)).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Ends the message and waits for the API: `Ok(id)` means stored.
+    pub async fn finish(mut self) -> Result<String, HandoffError> {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Piece::Done).await;
+        }
+        match tokio::time::timeout(self.answer_timeout, &mut self.task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(HandoffError::Unreachable(e.to_string())),
+            Err(_) => {
+                self.task.abort();
+                Err(HandoffError::TimedOut)
+            }
+        }
+    }
+
+    /// Gives the message up: the API sees the body fail and keeps nothing.
+    pub fn abort(mut self) {
+        self.tx.take();
+        // Let the request observe the failed body, then end.
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async { Err(HandoffError::TimedOut) }));
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        });
+    }
+}

@@ -1,0 +1,15 @@
+//! The sensor worker (data plane): speaks SMTP, enforces the settings it follows on the config
+//! stream with the same `policy` code the API uses, and hands every accepted message to the API.
+//! It keeps nothing on disk: everything it knows comes from the stream, everything it accepts
+//! goes to the API, and `250` is said only once the API has stored the message.
+mod active;
+mod data;
+mod handoff;
+mod io;
+mod limits;
+mod network;
+mod session;
+pub mod tls;
+mod worker;
+
+pub use worker::{RunningWorker, WorkerConfig, WorkerLimits, start};

@@ -1,0 +1,37 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "messages")]
+pub struct Model {
+    /// UUIDv7: ordering by id is ordering by arrival, and it is the pagination cursor.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub sensor_id: Uuid,
+    pub idempotency_key: String,
+    /// "incomplete" while chunks arrive, "stored" once complete and scanned.
+    pub status: String,
+    pub received_at: DateTimeUtc,
+    pub client_ip: String,
+    pub helo: String,
+    pub mail_from: String,
+    pub rcpt_to: Json,
+    pub tls: bool,
+    pub worker: String,
+    pub size: i64,
+    pub sha256: Option<String>,
+    pub md5: Option<String>,
+    pub header_from: Option<String>,
+    pub header_to: Option<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    pub date: Option<String>,
+    pub verdict: Option<String>,
+    pub detections: Json,
+    pub parts: Json,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,218 @@
+//! Received messages. Raw content is stored in chunks as it streams in, so memory stays bounded
+//! whatever the size; a message becomes visible (`stored`) in one transaction, together with its
+//! scan results, only once it is complete.
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, TransactionTrait,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::entity::{message, message_chunk, sensor};
+use super::{Page, PageRequest, StoreError, TenantScope};
+use crate::scan::ScanReport;
+
+pub const INCOMPLETE: &str = "incomplete";
+pub const STORED: &str = "stored";
+
+/// The SMTP envelope as the worker saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub client_ip: String,
+    pub helo: String,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub tls: bool,
+    pub worker: String,
+}
+
+/// Where an upload starts: a new message, or one this idempotency key already stored.
+pub enum Begun {
+    New(Uuid),
+    AlreadyStored(Box<message::Model>),
+}
+
+pub async fn begin(
+    db: &DatabaseConnection,
+    tenant: Uuid,
+    sensor: Uuid,
+    key: &str,
+    envelope: &Envelope,
+) -> Result<Begun, StoreError> {
+    let existing = message::Entity::find()
+        .filter(message::Column::SensorId.eq(sensor))
+        .filter(message::Column::IdempotencyKey.eq(key))
+        .one(db)
+        .await?;
+    match existing {
+        Some(m) if m.status == STORED => return Ok(Begun::AlreadyStored(Box::new(m))),
+        // An earlier attempt with this key broke off: start over.
+        Some(m) => {
+            message::Entity::delete_by_id(m.id).exec(db).await?;
+        }
+        None => {}
+    }
+    let id = Uuid::now_v7();
+    message::Entity::insert(message::ActiveModel {
+        id: Set(id),
+        tenant_id: Set(tenant),
+        sensor_id: Set(sensor),
+        idempotency_key: Set(key.to_owned()),
+        status: Set(INCOMPLETE.to_owned()),
+        received_at: Set(super::now()),
+        client_ip: Set(envelope.client_ip.clone()),
+        helo: Set(envelope.helo.clone()),
+        mail_from: Set(envelope.mail_from.clone()),
+        rcpt_to: Set(json!(envelope.rcpt_to)),
+        tls: Set(envelope.tls),
+        worker: Set(envelope.worker.clone()),
+        size: Set(0),
+        sha256: Set(None),
+        md5: Set(None),
+        header_from: Set(None),
+        header_to: Set(None),
+        subject: Set(None),
+        message_id: Set(None),
+        date: Set(None),
+        verdict: Set(None),
+        detections: Set(json!([])),
+        parts: Set(json!([])),
+    })
+    .exec_without_returning(db)
+    .await
+    .map_err(|e| match StoreError::from(e) {
+        StoreError::Conflict(_) => StoreError::Conflict("this idempotency key is being uploaded right now".into()),
+        other => other,
+    })?;
+    Ok(Begun::New(id))
+}
+
+pub async fn append_chunk(db: &DatabaseConnection, id: Uuid, seq: i32, data: Vec<u8>) -> Result<(), StoreError> {
+    message_chunk::Entity::insert(message_chunk::ActiveModel { message_id: Set(id), seq: Set(seq), data: Set(data) })
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn chunk(db: &DatabaseConnection, id: Uuid, seq: i32) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(message_chunk::Entity::find_by_id((id, seq)).one(db).await?.map(|c| c.data))
+}
+
+/// The whole raw message (for scanning), read chunk by chunk.
+pub async fn read_raw(db: &DatabaseConnection, id: Uuid) -> Result<Vec<u8>, StoreError> {
+    let mut raw = Vec::new();
+    let mut seq = 0;
+    while let Some(data) = chunk(db, id, seq).await? {
+        raw.extend_from_slice(&data);
+        seq += 1;
+    }
+    Ok(raw)
+}
+
+pub async fn abandon(db: &DatabaseConnection, id: Uuid) -> Result<(), StoreError> {
+    message::Entity::delete_by_id(id).exec(db).await?;
+    Ok(())
+}
+
+/// Digest of the raw content, computed while it streamed in.
+pub struct Digest {
+    pub size: u64,
+    pub sha256: String,
+    pub md5: String,
+}
+
+/// Makes the message visible, with its scan results, in one transaction.
+pub async fn finish(
+    db: &DatabaseConnection,
+    id: Uuid,
+    digest: Digest,
+    report: &ScanReport,
+) -> Result<message::Model, StoreError> {
+    let txn = db.begin().await?;
+    let row = message::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound("message"))?;
+    let mut active: message::ActiveModel = row.into();
+    active.status = Set(STORED.to_owned());
+    active.size = Set(i64::try_from(digest.size).unwrap_or(i64::MAX));
+    active.sha256 = Set(Some(digest.sha256));
+    active.md5 = Set(Some(digest.md5));
+    active.header_from = Set(report.headers.from.clone());
+    active.header_to = Set(report.headers.to.clone());
+    active.subject = Set(report.headers.subject.clone());
+    active.message_id = Set(report.headers.message_id.clone());
+    active.date = Set(report.headers.date.clone());
+    active.verdict = Set(Some(report.verdict.as_str().to_owned()));
+    active.detections = Set(serde_json::to_value(&report.detections).unwrap_or_default());
+    active.parts = Set(serde_json::to_value(&report.parts).unwrap_or_default());
+    let stored = sea_orm::ActiveModelTrait::update(active, &txn).await?;
+    txn.commit().await?;
+    Ok(stored)
+}
+
+/// Drops uploads that broke off and were never retried.
+pub async fn purge_incomplete(db: &DatabaseConnection, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+    Ok(message::Entity::delete_many()
+        .filter(message::Column::Status.eq(INCOMPLETE))
+        .filter(message::Column::ReceivedAt.lt(older_than))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
+fn scoped(scope: TenantScope) -> sea_orm::Select<message::Entity> {
+    let mut query = message::Entity::find()
+        .filter(message::Column::TenantId.eq(scope.tenant))
+        .filter(message::Column::Status.eq(STORED));
+    if let Some(node) = scope.node {
+        let attached = sensor::Entity::find()
+            .select_only()
+            .column(sensor::Column::Id)
+            .filter(sensor::Column::TenantId.eq(scope.tenant))
+            .filter(sensor::Column::NodeId.eq(node))
+            .into_query();
+        query = query.filter(Condition::all().add(message::Column::SensorId.in_subquery(attached)));
+    }
+    if let Some(own) = scope.sensor {
+        query = query.filter(message::Column::SensorId.eq(own));
+    }
+    query
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct MessageFilter {
+    pub sensor_id: Option<Uuid>,
+    pub verdict: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+pub async fn list(
+    db: &DatabaseConnection,
+    scope: TenantScope,
+    filter: &MessageFilter,
+    page: PageRequest,
+) -> Result<Page<message::Model>, StoreError> {
+    use message::Column as C;
+    let mut query = scoped(scope);
+    if let Some(sensor) = filter.sensor_id {
+        query = query.filter(C::SensorId.eq(sensor));
+    }
+    if let Some(verdict) = &filter.verdict {
+        query = query.filter(C::Verdict.eq(verdict.as_str()));
+    }
+    if let Some(since) = filter.since {
+        query = query.filter(C::ReceivedAt.gte(since));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(C::ReceivedAt.lt(until));
+    }
+    if let Some(after) = page.after {
+        query = query.filter(C::Id.gt(after));
+    }
+    let rows = query.order_by_asc(C::Id).limit(page.limit + 1).all(db).await?;
+    Ok(Page::from_rows(rows, page, |m| m.id))
+}
+
+pub async fn get(db: &DatabaseConnection, scope: TenantScope, id: Uuid) -> Result<message::Model, StoreError> {
+    scoped(scope).filter(message::Column::Id.eq(id)).one(db).await?.ok_or(StoreError::NotFound("message"))
+}

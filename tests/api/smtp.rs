@@ -1,0 +1,691 @@
+//! The sensor worker on real SMTP: every row of the reply-code table, the clients and blank-field
+//! rules from different loopback source addresses, live settings changes, API outages, size limits,
+//! STARTTLS, smuggling, and what each role may read of the stored messages.
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mail_send::smtp::message::Parameters;
+use mail_send::{SmtpClient, SmtpClientBuilder};
+use mailsensor::auth::Role;
+use mailsensor::sensor::{self, RunningWorker, WorkerConfig, WorkerLimits};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+use crate::helpers::*;
+use crate::on_both_backends;
+
+const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+
+fn worker_config(api: &str, token: String, sensor: Uuid) -> WorkerConfig {
+    WorkerConfig {
+        api: api.to_owned(),
+        token,
+        sensor_id: sensor,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        tls: None,
+        hostname: "sensor.test".into(),
+        instance_id: format!("w-{}", &Uuid::new_v4().simple().to_string()[..8]),
+        sensor_network: None,
+        limits: WorkerLimits {
+            idle_timeout: Duration::from_secs(20),
+            handoff_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+            ..WorkerLimits::default()
+        },
+    }
+}
+
+/// Puts `settings` on the PCN sensor and starts a worker that has applied them.
+async fn mx(w: &World, settings: Value, tweak: impl FnOnce(&mut WorkerConfig)) -> RunningWorker {
+    let sensor = w.a.pcn_sensor;
+    let r = w.app.put(&w.a.settings_path(sensor), &w.admin_pcn(), settings).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let revision = r.body["revision"].as_i64().unwrap();
+    let mut config = worker_config(&w.app.base, w.sensor_token(&w.a, sensor), sensor);
+    tweak(&mut config);
+    let worker = sensor::start(config).await.unwrap();
+    until_worker_has(&worker, revision).await;
+    worker
+}
+
+async fn until_worker_has(worker: &RunningWorker, revision: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while worker.settings_revision() != Some(revision) {
+        assert!(
+            Instant::now() < deadline,
+            "worker did not apply revision {revision}: {:?}",
+            worker.settings_revision()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn settings(domains: &[&str], clients: &[&str], size: Value) -> Value {
+    json!({"enabled": true, "destination_domains": domains, "clients": clients, "message_size_limit": size})
+}
+
+fn unlimited() -> Value {
+    json!({"unlimited": true})
+}
+
+fn from(addr: SocketAddr, source: &str) -> SmtpClientBuilder<String> {
+    SmtpClientBuilder::new(addr.ip().to_string(), addr.port())
+        .unwrap()
+        .local_ip(source.parse::<IpAddr>().unwrap())
+        .helo_host("client.test")
+        .timeout(Duration::from_secs(20))
+}
+
+/// The reply code of a failed step (mail-send reports anything unexpected as an error).
+fn code<T>(result: mail_send::Result<T>) -> u16 {
+    match result {
+        Ok(_) => 250,
+        Err(mail_send::Error::UnexpectedReply(r)) => r.code(),
+        Err(e) => panic!("not an SMTP reply: {e}"),
+    }
+}
+
+/// The reply to one command: its code, and the enhanced code and text as one string.
+async fn cmd(client: &mut SmtpClient<TcpStream>, line: &str) -> (u16, String) {
+    let r = client.cmd(format!("{line}\r\n")).await.unwrap();
+    let [a, b, c] = r.esc;
+    let text = if a == 0 { r.message().to_owned() } else { format!("{a}.{b}.{c} {}", r.message()) };
+    (r.code(), text)
+}
+
+fn message(subject: &str, body: &str) -> String {
+    format!(
+        "From: Alice <alice@example.org>\r\nTo: bob@example.com\r\nSubject: {subject}\r\nMessage-ID: <{}@test>\r\n\r\n{body}\r\n",
+        Uuid::new_v4()
+    )
+}
+
+async fn messages(w: &World) -> Vec<Value> {
+    let r = w.app.get(&format!("/v1/tenants/{}/messages?limit=500", w.a.id), &w.admin_pcn()).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.body["items"].as_array().unwrap().clone()
+}
+
+/// The `<id>` in a `250 2.0.0 <id> stored` reply.
+fn stored_id(text: &str) -> String {
+    text.split(['<', '>']).nth(1).unwrap_or_default().to_owned()
+}
+
+async fn reply_code_table(backend: Backend) {
+    let w = world(backend).await;
+    let sensor = w.a.pcn_sensor;
+
+    // No settings yet: a worker whose API is unreachable has nothing to enforce.
+    let mut lonely = worker_config("http://127.0.0.1:9", w.sensor_token(&w.a, sensor), sensor);
+    lonely.admin_listen = None;
+    let lonely = sensor::start(lonely).await.unwrap();
+    let r = from(lonely.smtp_addr, "127.0.0.1").connect_plain().await;
+    assert_eq!(code(r), 421, "no settings yet");
+    lonely.shutdown().await;
+
+    // Disabled (the defaults of a new sensor).
+    let mut config = worker_config(&w.app.base, w.sensor_token(&w.a, sensor), sensor);
+    config.admin_listen = None;
+    let disabled = sensor::start(config).await.unwrap();
+    until_worker_has(&disabled, 1).await;
+    let r = from(disabled.smtp_addr, "127.0.0.1").connect_plain().await;
+    let Err(mail_send::Error::UnexpectedReply(reply)) = r else { panic!("disabled sensor greeted") };
+    assert_eq!((reply.code(), reply.esc), (421, [4, 3, 2]));
+    disabled.shutdown().await;
+
+    let worker = mx(
+        &w,
+        settings(
+            &["example.com", "!hr.example.com"],
+            &["127.0.0.2", "127.0.0.3"],
+            json!({"unlimited": false, "value": 1, "unit": "KB"}),
+        ),
+        |_| {},
+    )
+    .await;
+    let at = worker.smtp_addr;
+
+    // Client not allowed: 554 instead of 220, then 503 to everything but QUIT.
+    let mut raw = TcpStream::connect_std_from("127.0.0.9", at).await;
+    assert!(read_reply(&mut raw).await.starts_with("554 5.7.1"));
+    raw.write_all(b"EHLO x\r\nMAIL FROM:<a@b.c>\r\nQUIT\r\n").await.unwrap();
+    assert!(read_reply(&mut raw).await.starts_with("503 5.7.1"));
+    assert!(read_reply(&mut raw).await.starts_with("503 5.7.1"));
+    assert!(read_reply(&mut raw).await.starts_with("221"));
+
+    let mut c = from(at, "127.0.0.2").connect_plain().await.unwrap();
+    let ehlo = c.ehlo("client.test").await.unwrap();
+    assert_eq!(ehlo.size, 1024, "EHLO advertises the size limit");
+    assert_eq!(cmd(&mut c, "DATA").await.0, 503, "DATA before MAIL");
+    assert_eq!(cmd(&mut c, "RCPT TO:<x@example.com>").await.0, 503, "RCPT before MAIL");
+    assert_eq!(
+        cmd(&mut c, "MAIL FROM:<a@example.org> SIZE=2048").await,
+        (552, "5.3.4 message size exceeds fixed maximum message size of 1024 bytes".into())
+    );
+    assert_eq!(cmd(&mut c, "MAIL FROM:<a@example.org> SIZE=100").await.0, 250);
+    let (rcpt, text) = cmd(&mut c, "RCPT TO:<x@hr.example.com>").await;
+    assert_eq!((rcpt, text.as_str()), (550, "5.7.1 <x@hr.example.com>: recipient domain not accepted by this sensor"));
+    assert_eq!(cmd(&mut c, "RCPT TO:<x@elsewhere.test>").await.0, 550);
+    assert_eq!(cmd(&mut c, "DATA").await.0, 554, "DATA with no accepted recipient");
+    assert_eq!(cmd(&mut c, "RSET").await.0, 250);
+    assert_eq!(cmd(&mut c, "VRFY bob").await.0, 252);
+    assert_eq!(cmd(&mut c, "NOOP").await.0, 250);
+    assert_eq!(cmd(&mut c, "HELP").await.0, 214);
+    assert_eq!(cmd(&mut c, "STARTTLS").await.0, 502, "no certificate configured");
+    assert_eq!(cmd(&mut c, "BOGUS").await.0, 500);
+
+    // Over the limit while reading DATA: read to the end, then 552; nothing is stored.
+    let before = messages(&w).await.len();
+    c.mail_from("a@example.org", &Parameters::default()).await.unwrap();
+    c.rcpt_to("x@sales.example.com", &Parameters::default()).await.unwrap();
+    let big = message("big", &"y".repeat(2000));
+    let r = c.data(big.as_bytes()).await;
+    let Err(mail_send::Error::UnexpectedReply(reply)) = r else { panic!("oversized message accepted") };
+    assert_eq!((reply.code(), reply.esc), (552, [5, 3, 4]));
+    assert_eq!(messages(&w).await.len(), before, "an oversized message is never stored");
+
+    // Accepted and stored: 250 with the id the API gave it.
+    c.mail_from("a@example.org", &Parameters::default()).await.unwrap();
+    c.rcpt_to("x@sales.example.com", &Parameters::default()).await.unwrap();
+    let reply = c.data(message("small", "hello").as_bytes()).await.unwrap();
+    assert_eq!((reply.code(), reply.esc), (250, [2, 0, 0]));
+    let id = stored_id(reply.message());
+    let stored = w.app.get(&format!("/v1/tenants/{}/messages/{id}", w.a.id), &w.admin_pcn()).await;
+    assert_eq!(stored.status, 200, "250 means stored: {:?}", stored.body);
+    assert_eq!(stored.body["envelope"]["rcpt_to"], json!(["x@sales.example.com"]));
+    assert_eq!(stored.body["envelope"]["client_ip"], "127.0.0.2");
+    assert_eq!(stored.body["headers"]["subject"], "small");
+    c.quit().await.unwrap();
+
+    // Recipients: 100 accepted, the 101st gets 452 4.5.3.
+    let mut c = from(at, "127.0.0.3").connect_plain().await.unwrap();
+    c.ehlo("client.test").await.unwrap();
+    c.mail_from("a@example.org", &Parameters::default()).await.unwrap();
+    for i in 0..100 {
+        assert_eq!(cmd(&mut c, &format!("RCPT TO:<r{i}@example.com>")).await.0, 250);
+    }
+    assert_eq!(cmd(&mut c, "RCPT TO:<r100@example.com>").await, (452, "4.5.3 too many recipients".into()));
+    worker.shutdown().await;
+}
+
+trait ConnectFrom {
+    async fn connect_std_from(source: &str, to: SocketAddr) -> TcpStream;
+}
+
+impl ConnectFrom for TcpStream {
+    async fn connect_std_from(source: &str, to: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source.parse().unwrap(), 0)).unwrap();
+        socket.connect(to).await.unwrap()
+    }
+}
+
+/// One reply (all its lines), as text.
+async fn read_reply(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte)).await.expect("a reply").unwrap();
+        if n == 0 {
+            break;
+        }
+        out.push(byte[0]);
+        if out.ends_with(b"\r\n") {
+            let text = String::from_utf8_lossy(&out).to_string();
+            let last = text.trim_end().rsplit("\r\n").next().unwrap_or("").to_owned();
+            if last.len() < 4 || last.as_bytes()[3] == b' ' {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+async fn blank_field_rules(backend: Backend) {
+    let w = world(backend).await;
+    // Both lists blank: only the worker's own subnet. On loopback that is 127.0.0.0/8…
+    let worker = mx(&w, settings(&[], &[], unlimited()), |_| {}).await;
+    assert!(from(worker.smtp_addr, "127.0.0.9").connect_plain().await.is_ok());
+    worker.shutdown().await;
+    // …and with the network given as 127.0.0.0/30, 127.0.0.9 is outside it.
+    let narrow = |c: &mut WorkerConfig| c.sensor_network = Some("127.0.0.0/30".parse().unwrap());
+    let worker = mx(&w, settings(&[], &[], unlimited()), narrow).await;
+    assert_eq!(code(from(worker.smtp_addr, "127.0.0.9").connect_plain().await), 554);
+    assert!(from(worker.smtp_addr, "127.0.0.2").connect_plain().await.is_ok());
+    worker.shutdown().await;
+    // Domains set, clients blank: any client, even outside the subnet; exclusions still apply.
+    let worker = mx(&w, settings(&["example.com"], &["!127.0.0.5"], unlimited()), narrow).await;
+    assert!(from(worker.smtp_addr, "127.0.0.9").connect_plain().await.is_ok());
+    assert_eq!(code(from(worker.smtp_addr, "127.0.0.5").connect_plain().await), 554);
+    worker.shutdown().await;
+    // Longest prefix wins on real connections too.
+    let worker =
+        mx(&w, settings(&["example.com"], &["127.0.0.0/24", "!127.0.0.16/28", "127.0.0.20"], unlimited()), |_| {})
+            .await;
+    for (source, expected) in [("127.0.0.1", 250), ("127.0.0.17", 554), ("127.0.0.20", 250), ("127.0.1.1", 554)] {
+        assert_eq!(code(from(worker.smtp_addr, source).connect_plain().await), expected, "{source}");
+    }
+    worker.shutdown().await;
+}
+
+async fn settings_change_governs_the_next_session(backend: Backend) {
+    let w = world(backend).await;
+    let worker = mx(&w, settings(&["example.com"], &[], unlimited()), |_| {}).await;
+    let mut open = from(worker.smtp_addr, "127.0.0.1").connect_plain().await.unwrap();
+    open.ehlo("client.test").await.unwrap();
+    let r = w
+        .app
+        .patch(
+            &format!("{}?wait=applied&timeout=10", w.a.settings_path(w.a.pcn_sensor)),
+            &w.admin_pcn(),
+            json!({"destination_domains": ["example.net"]}),
+        )
+        .await;
+    assert_eq!(r.body["rollout"]["complete"], true, "{:?}", r.body);
+    assert_eq!(worker.settings_revision(), r.body["revision"].as_i64());
+    // The open session keeps the settings it started with…
+    open.mail_from("a@example.org", &Parameters::default()).await.unwrap();
+    assert_eq!(cmd(&mut open, "RCPT TO:<x@example.com>").await.0, 250);
+    // …the next session runs the new ones.
+    let mut next = from(worker.smtp_addr, "127.0.0.1").connect_plain().await.unwrap();
+    next.ehlo("client.test").await.unwrap();
+    next.mail_from("a@example.org", &Parameters::default()).await.unwrap();
+    assert_eq!(cmd(&mut next, "RCPT TO:<x@example.com>").await.0, 550);
+    assert_eq!(cmd(&mut next, "RCPT TO:<x@example.net>").await.0, 250);
+    // Disabling closes the door for new sessions.
+    let r = w
+        .app
+        .patch(
+            &format!("{}?wait=applied&timeout=10", w.a.settings_path(w.a.pcn_sensor)),
+            &w.admin_pcn(),
+            json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(r.body["rollout"]["complete"], true);
+    assert_eq!(code(from(worker.smtp_addr, "127.0.0.1").connect_plain().await), 421);
+    worker.shutdown().await;
+}
+
+/// API stopped: 451 and nothing half-stored; the sender's retry after the API is back is stored once.
+async fn api_outage_means_451_and_nothing_lost(backend: Backend) {
+    let w = world(backend).await;
+    let worker = mx(&w, settings(&["example.com"], &[], unlimited()), |_| {}).await;
+    let address = w.app.address().to_owned();
+    let body = message("retry me", "important");
+    w.app.stop().await;
+    let mut c = from(worker.smtp_addr, "127.0.0.1").connect_plain().await.unwrap();
+    c.ehlo("client.test").await.unwrap();
+    c.mail_from("a@example.org", &Parameters::default()).await.unwrap();
+    c.rcpt_to("bob@example.com", &Parameters::default()).await.unwrap();
+    let r = c.data(body.as_bytes()).await;
+    let Err(mail_send::Error::UnexpectedReply(reply)) = r else { panic!("accepted while the API is down") };
+    assert_eq!((reply.code(), reply.esc), (451, [4, 3, 0]));
+    // The sender retries later, the API is back.
+    let api = start_on(&w.app.url, &address).await;
+    c.mail_from("a@example.org", &Parameters::default()).await.unwrap();
+    c.rcpt_to("bob@example.com", &Parameters::default()).await.unwrap();
+    let reply = c.data(body.as_bytes()).await.unwrap();
+    assert_eq!(reply.code(), 250);
+    let all = api.get(&format!("/v1/tenants/{}/messages", w.a.id), &w.admin_pcn()).await;
+    let items = all.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "stored exactly once: {items:?}");
+    assert_eq!(items[0]["headers"]["subject"], "retry me");
+    worker.shutdown().await;
+    api.stop().await;
+}
+
+async fn starttls(backend: Backend) {
+    let w = world(backend).await;
+    let tls = sensor::tls::acceptor(&fixture("tls/cert.pem"), &fixture("tls/key.pem")).unwrap();
+    let worker = mx(&w, settings(&["example.com"], &[], unlimited()), |c| c.tls = Some(tls)).await;
+    let mut plain = from(worker.smtp_addr, "127.0.0.1").connect_plain().await.unwrap();
+    let ehlo = plain.ehlo("client.test").await.unwrap();
+    assert!(ehlo.has_capability(smtp_proto::EXT_START_TLS), "STARTTLS offered");
+    let mut c = from(worker.smtp_addr, "127.0.0.1").allow_invalid_certs().implicit_tls(false).connect().await.unwrap();
+    let reply = c
+        .send(mail_send::smtp::message::Message::new(
+            "a@example.org",
+            ["bob@example.com"],
+            message("tls", "secret").into_bytes(),
+        ))
+        .await;
+    let reply = reply.unwrap();
+    let id = stored_id(reply.message());
+    let stored = w.app.get(&format!("/v1/tenants/{}/messages/{id}", w.a.id), &w.admin_pcn()).await;
+    assert_eq!(stored.body["envelope"]["tls"], true);
+    worker.shutdown().await;
+}
+
+/// Bare LF cannot end a message or smuggle a second one, pipelined commands are answered in order,
+/// over-long lines are refused, and a client cannot open more than its share of sessions.
+async fn protocol_edges(backend: Backend) {
+    let w = world(backend).await;
+    let worker = mx(&w, settings(&["example.com"], &[], unlimited()), |c| c.limits.max_sessions_per_ip = 3).await;
+    let at = worker.smtp_addr;
+    let before = messages(&w).await.len();
+
+    let mut s = TcpStream::connect_std_from("127.0.0.1", at).await;
+    assert!(read_reply(&mut s).await.starts_with("220 sensor.test"));
+    // Pipelined: every reply comes back, in order.
+    s.write_all(b"EHLO smuggler.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        .await
+        .unwrap();
+    assert!(read_reply(&mut s).await.contains("250 HELP"));
+    assert!(read_reply(&mut s).await.starts_with("250 2.1.0"));
+    assert!(read_reply(&mut s).await.starts_with("250 2.1.5"));
+    assert!(read_reply(&mut s).await.starts_with("354"));
+    // A smuggling attempt: "\n.\n" must not end the data, and the message carrying it is refused.
+    s.write_all(b"Subject: one\r\n\r\nfirst\n.\nMAIL FROM:<evil@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\n").await.unwrap();
+    let reply = read_reply(&mut s).await;
+    assert!(reply.starts_with("554 5.5.2"), "{reply}");
+    // The "smuggled" commands were data, not commands: the session is simply ready for more.
+    s.write_all(b"NOOP\r\n").await.unwrap();
+    assert!(read_reply(&mut s).await.starts_with("250"));
+    // Over-long command line.
+    s.write_all(format!("NOOP {}\r\n", "x".repeat(600)).as_bytes()).await.unwrap();
+    assert!(read_reply(&mut s).await.starts_with("500 5.5.2"));
+    // Over-long text line in DATA.
+    s.write_all(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n").await.unwrap();
+    for _ in 0..3 {
+        read_reply(&mut s).await;
+    }
+    s.write_all(format!("Subject: long\r\n\r\n{}\r\n.\r\n", "z".repeat(1200)).as_bytes()).await.unwrap();
+    assert!(read_reply(&mut s).await.starts_with("554 5.5.2"));
+    assert_eq!(messages(&w).await.len(), before, "nothing refused was stored");
+
+    // Per-client session limit: 3 open (this one plus two), the fourth gets 421.
+    let _a = TcpStream::connect_std_from("127.0.0.1", at).await;
+    let _b = TcpStream::connect_std_from("127.0.0.1", at).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut d = TcpStream::connect_std_from("127.0.0.1", at).await;
+    assert!(read_reply(&mut d).await.starts_with("421 4.7.0"));
+    // Another client address is not affected.
+    let mut e = TcpStream::connect_std_from("127.0.0.2", at).await;
+    assert!(read_reply(&mut e).await.starts_with("220"));
+    worker.shutdown().await;
+}
+
+/// A client nobody here wrote: Python's smtplib.
+async fn python_smtplib_client(backend: Backend) {
+    let w = world(backend).await;
+    let worker = mx(
+        &w,
+        settings(&["example.com", "!hr.example.com"], &[], json!({"unlimited": false, "value": 5, "unit": "MB"})),
+        |_| {},
+    )
+    .await;
+    let run = |rcpts: &[&str], body: String| {
+        let mut args = vec![
+            fixture("../clients/smtplib_send.py").display().to_string(),
+            worker.smtp_addr.ip().to_string(),
+            worker.smtp_addr.port().to_string(),
+            "alice@example.org".to_owned(),
+        ];
+        args.extend(rcpts.iter().map(|r| r.to_string()));
+        async move {
+            let mut child = tokio::process::Command::new("python3")
+                .args(&args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3 runs (install it to run this test)");
+            child.stdin.take().unwrap().write_all(body.as_bytes()).await.unwrap();
+            let out = child.wait_with_output().await.unwrap();
+            assert!(out.status.success(), "smtplib failed");
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        }
+    };
+    let result = run(&["bob@example.com", "carol@hr.example.com"], message("via smtplib", "hello from python")).await;
+    assert_eq!(result["ehlo"], 250);
+    assert_eq!(result["size_limit"], 5 * 1024 * 1024);
+    assert!(result["esmtp_features"].as_array().unwrap().contains(&json!("pipelining")));
+    assert_eq!(result["data"], 250);
+    assert_eq!(result["refused"]["carol@hr.example.com"][0], 550);
+    let stored = messages(&w).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["envelope"]["rcpt_to"], json!(["bob@example.com"]));
+    assert_eq!(stored[0]["headers"]["subject"], "via smtplib");
+    worker.shutdown().await;
+}
+
+/// Scanning: an EICAR attachment is found inside the base64 attachment, and the verdict is readable.
+async fn verdicts(backend: Backend) {
+    use base64::Engine;
+    let w = world(backend).await;
+    let worker = mx(&w, settings(&["example.com"], &[], unlimited()), |_| {}).await;
+    let attachment = base64::engine::general_purpose::STANDARD.encode(EICAR);
+    let eicar = format!(
+        "From: a@example.org\r\nTo: b@example.com\r\nSubject: test file\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n\
+         --b1\r\nContent-Type: application/octet-stream; name=\"eicar.com\"\r\nContent-Disposition: attachment; filename=\"eicar.com\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{attachment}\r\n--b1--\r\n"
+    );
+    let mut c = from(worker.smtp_addr, "127.0.0.1").connect_plain().await.unwrap();
+    let reply = c
+        .send(mail_send::smtp::message::Message::new("a@example.org", ["b@example.com"], eicar.into_bytes()))
+        .await
+        .unwrap();
+    let id = stored_id(reply.message());
+    c.send(mail_send::smtp::message::Message::new(
+        "a@example.org",
+        ["b@example.com"],
+        message("fine", "nothing to see").into_bytes(),
+    ))
+    .await
+    .unwrap();
+    let officer = w.member(&w.a, Role::SecurityOfficer, w.a.pcn);
+    let m = w.app.get(&format!("/v1/tenants/{}/messages/{id}", w.a.id), &officer).await;
+    assert_eq!(m.status, 200);
+    assert_eq!(m.body["verdict"], "malicious");
+    assert_eq!(m.body["detections"][0]["kind"], "eicar_test_file");
+    let part = m.body["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "eicar.com")
+        .cloned()
+        .expect("the attachment is listed");
+    assert_eq!(part["size"], 68);
+    assert_eq!(part["is_attachment"], true);
+    assert_eq!(part["sha256"], "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f");
+    let malicious = w.app.get(&format!("/v1/tenants/{}/messages?verdict=malicious", w.a.id), &officer).await;
+    assert_eq!(malicious.body["items"].as_array().unwrap().len(), 1);
+    let clean = w.app.get(&format!("/v1/tenants/{}/messages?verdict=clean", w.a.id), &officer).await;
+    assert_eq!(clean.body["items"][0]["headers"]["subject"], "fine");
+    worker.shutdown().await;
+}
+
+/// Who may read which messages (ARCHITECTURE §3), and the raw download.
+async fn message_access(backend: Backend) {
+    let w = world(backend).await;
+    let handoff = async |tenant: &TenantFixture, sensor: Uuid, key: &str| -> Reply {
+        let token = w.sensor_token(tenant, sensor);
+        let body = format!(
+            "{}\n{}",
+            json!({"client_ip": "192.0.2.1", "helo": "mx.test", "mail_from": "a@example.org", "rcpt_to": ["b@example.com"], "tls": false, "worker": "w1"}),
+            message("handed off", "body")
+        );
+        let r = w
+            .app
+            .http
+            .post(format!("{}/v1/sensors/{sensor}/messages", w.app.base))
+            .bearer_auth(token)
+            .header("content-type", "application/vnd.mailsensor.handoff")
+            .header("idempotency-key", key)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        Reply { status, headers, body: r.json().await.unwrap_or(Value::Null) }
+    };
+    let on_pcn = handoff(&w.a, w.a.pcn_sensor, "k-1").await;
+    assert_eq!(on_pcn.status, 201, "{:?}", on_pcn.body);
+    let pcn_message = on_pcn.body["id"].as_str().unwrap().to_owned();
+    // The same idempotency key again: the stored message, nothing new.
+    let again = handoff(&w.a, w.a.pcn_sensor, "k-1").await;
+    assert_eq!((again.status.as_u16(), again.body["id"].as_str()), (200, Some(pcn_message.as_str())));
+    let on_scn = handoff(&w.a, w.a.scn_sensor, "k-2").await;
+    let scn_message = on_scn.body["id"].as_str().unwrap().to_owned();
+    handoff(&w.b, w.b.pcn_sensor, "k-3").await;
+
+    let t = w.a.id;
+    let who = [
+        ("platform_operator", w.operator.clone(), 403, 0),
+        ("administrator@PCN", w.member(&w.a, Role::Administrator, w.a.pcn), 200, 2),
+        ("administrator@SCN", w.member(&w.a, Role::Administrator, w.a.scn), 404, 1),
+        ("security_auditor@PCN", w.member(&w.a, Role::SecurityAuditor, w.a.pcn), 200, 2),
+        ("senior_security_officer@PCN", w.member(&w.a, Role::SeniorSecurityOfficer, w.a.pcn), 200, 2),
+        ("security_officer@PCN", w.member(&w.a, Role::SecurityOfficer, w.a.pcn), 200, 2),
+        ("security_officer@SCN", w.member(&w.a, Role::SecurityOfficer, w.a.scn), 404, 1),
+        ("sensor", w.sensor_token(&w.a, w.a.pcn_sensor), 403, 0),
+        ("administrator of tenant B", w.member(&w.b, Role::Administrator, w.b.pcn), 404, 0),
+    ];
+    for (name, token, pcn_status, listed) in who {
+        let one = w.app.get(&format!("/v1/tenants/{t}/messages/{pcn_message}"), &token).await;
+        assert_eq!(one.status, pcn_status, "{name} reads the PCN sensor's message");
+        let raw = w.app.get(&format!("/v1/tenants/{t}/messages/{pcn_message}/raw"), &token).await;
+        assert_eq!(raw.status, pcn_status, "{name} downloads it");
+        let list = w.app.get(&format!("/v1/tenants/{t}/messages"), &token).await;
+        if listed > 0 {
+            assert_eq!(list.body["items"].as_array().unwrap().len(), listed, "{name} lists");
+        } else {
+            assert!(list.status == 403 || list.status == 404, "{name} lists: {}", list.status);
+        }
+        let scn = w.app.get(&format!("/v1/tenants/{t}/messages/{scn_message}"), &token).await;
+        assert_eq!(scn.status == 200, listed > 0, "{name} reads the SCN sensor's message");
+    }
+    let raw = w
+        .app
+        .http
+        .get(format!("{}/v1/tenants/{t}/messages/{pcn_message}/raw", w.app.base))
+        .bearer_auth(w.admin_pcn())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.headers()["content-type"], "message/rfc822");
+    assert!(String::from_utf8(raw.bytes().await.unwrap().to_vec()).unwrap().contains("Subject: handed off"));
+    // Hand-off is the sensor's own business.
+    let r = w
+        .app
+        .http
+        .post(format!("{}/v1/sensors/{}/messages", w.app.base, w.a.pcn_sensor))
+        .bearer_auth(w.sensor_token(&w.a, w.a.scn_sensor))
+        .header("content-type", "application/vnd.mailsensor.handoff")
+        .header("idempotency-key", "k-9")
+        .body("{}\nx")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = w
+        .app
+        .call(
+            Method::POST,
+            &format!("/v1/sensors/{}/messages", w.a.pcn_sensor),
+            Some(&w.sensor_token(&w.a, w.a.pcn_sensor)),
+            Some(json!({})),
+            &[("idempotency-key", "k-10")],
+        )
+        .await;
+    assert_eq!(r.status, 415);
+}
+
+/// A 50 MiB message under "unlimited" passes through a worker process whose memory stays small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_mebibytes_through_a_worker_process_with_bounded_memory() {
+    let w = world(Backend::Postgres).await;
+    let r = w
+        .app
+        .put(&w.a.settings_path(w.a.pcn_sensor), &w.admin_pcn(), settings(&["example.com"], &[], unlimited()))
+        .await;
+    assert_eq!(r.status, 200);
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let smtp_port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailsensor"))
+        .args([
+            "sensor",
+            "--listen",
+            &format!("127.0.0.1:{smtp_port}"),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--hostname",
+            "big.test",
+        ])
+        .env("MAILSENSOR_API_URL", &w.app.base)
+        .env("MAILSENSOR_SENSOR_TOKEN", w.sensor_token(&w.a, w.a.pcn_sensor))
+        .env("MAILSENSOR_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let at: SocketAddr = format!("127.0.0.1:{smtp_port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(c) = from(at, "127.0.0.1").connect_plain().await {
+            let _ = c.quit().await;
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker process did not start accepting mail");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789\r\n";
+    let mut body = String::from("From: a@example.org\r\nTo: b@example.com\r\nSubject: big\r\n\r\n");
+    while body.len() < 50 * 1024 * 1024 {
+        body.push_str(line);
+    }
+    let size = body.len();
+    let mut c = from(at, "127.0.0.1").connect_plain().await.unwrap();
+    c.timeout = Duration::from_secs(120);
+    let reply = c
+        .send(mail_send::smtp::message::Message::new("a@example.org", ["b@example.com"], body.into_bytes()))
+        .await
+        .unwrap();
+    let id = stored_id(reply.message());
+    let pid = child.id().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kib: u64 =
+        status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(peak_kib < 40 * 1024, "the worker's peak RSS was {peak_kib} KiB for a {size}-byte message");
+    let stored = w.app.get(&format!("/v1/tenants/{}/messages/{id}", w.a.id), &w.admin_pcn()).await;
+    assert_eq!(stored.body["size"].as_u64(), Some(size as u64 + 2), "stored whole (the final CRLF included)");
+    child.kill().await.unwrap();
+}
+
+/// SIGTERM: the worker stops taking connections but lets an open session finish its message.
+async fn graceful_shutdown(backend: Backend) {
+    let w = world(backend).await;
+    let worker = mx(&w, settings(&["example.com"], &[], unlimited()), |_| {}).await;
+    let at = worker.smtp_addr;
+    let mut c = from(at, "127.0.0.1").connect_plain().await.unwrap();
+    c.ehlo("client.test").await.unwrap();
+    c.mail_from("a@example.org", &Parameters::default()).await.unwrap();
+    c.rcpt_to("b@example.com", &Parameters::default()).await.unwrap();
+    let stopping = tokio::spawn(worker.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(TcpStream::connect(at).await.is_err(), "no new connections once stopping");
+    let reply = c.data(message("last one", "in flight").as_bytes()).await.unwrap();
+    assert_eq!(reply.code(), 250);
+    c.quit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stopping).await.unwrap().unwrap();
+    assert_eq!(messages(&w).await.len(), 1);
+}
+
+on_both_backends!(
+    reply_code_table,
+    blank_field_rules,
+    settings_change_governs_the_next_session,
+    api_outage_means_451_and_nothing_lost,
+    starttls,
+    protocol_edges,
+    python_smtplib_client,
+    verdicts,
+    message_access,
+    graceful_shutdown
+);
