@@ -34,11 +34,24 @@ const DECODE_ALLOWANCE: u64 = 16 << 20;
 const CTE: &[u8] = b"content-transfer-encoding";
 const NEUTERED_CTE: &str = "content-transfer-encodinx";
 
+/// The most structure lines (MIME boundaries, `Content-Type` headers) a message may have before it
+/// is only scanned as raw bytes. `mail-parser` spends up to a few KiB per part, so a message made of
+/// nothing but tiny parts would otherwise cost some thirty times its size in memory.
+pub(crate) const MAX_STRUCTURE_LINES: usize = 50_000;
+
 /// `Err` with the reason when parsing `raw` with `mail-parser` would not be bounded work.
 pub(crate) fn check(raw: &[u8]) -> Result<(), String> {
     if u32::try_from(raw.len()).is_err() {
         // mail-parser keeps offsets as u32.
         return Err("larger than 4 GiB".to_owned());
+    }
+    let structure = raw
+        .split(|b| *b == b'\n')
+        .filter(|line| line.starts_with(b"--") || starts_with_ci(line, b"content-type:"))
+        .take(MAX_STRUCTURE_LINES + 1)
+        .count();
+    if structure > MAX_STRUCTURE_LINES {
+        return Err(format!("more than {MAX_STRUCTURE_LINES} MIME boundaries and part headers"));
     }
     let mentions = Mentions::of(raw);
     if !mentions.message_type || !mentions.transfer_encoding {

@@ -753,3 +753,17 @@ fn converted_text_inside_attached_messages_is_read_from_the_right_buffer() {
         assert_eq!(report.detections[0].description, "Windows PE executable in attachment \"notes.txt\"");
     }
 }
+
+#[test]
+fn a_message_of_countless_tiny_parts_is_scanned_raw() {
+    let mut raw = String::from("Subject: many\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n");
+    for _ in 0..60_000 {
+        raw.push_str("--b\r\n\r\nx\r\n");
+    }
+    raw.push_str("--b--\r\n");
+    let report = scan(raw.as_bytes());
+    assert!(!report.parsed);
+    assert_eq!(report.verdict, Verdict::Suspicious);
+    assert!(report.detections.iter().any(|d| d.kind == "mime_structure_too_complex"));
+    assert_eq!(report.headers.subject.as_deref(), Some("many"));
+}
