@@ -15,7 +15,7 @@ use super::AppState;
 use super::body::{Fields, JsonObject};
 use super::caller::{Caller, Permission};
 use super::error::{ApiError, FieldError};
-use super::pagination::{Page, PageParams};
+use super::pagination::{Page, PageParams, time_param, uuid_param};
 use super::responses::*;
 use crate::scan;
 use crate::store::{
@@ -352,20 +352,9 @@ pub struct MessageQuery {
 
 impl MessageQuery {
     fn filter(&self, errors: &mut Vec<FieldError>) -> MessageFilter {
-        let mut time = |name: &str, value: &Option<String>| {
-            value.as_deref().and_then(|v| match DateTime::parse_from_rfc3339(v) {
-                Ok(t) => Some(t.with_timezone(&Utc)),
-                Err(_) => {
-                    errors.push(FieldError::parameter(name, "must be an RFC 3339 time such as 2026-11-28T10:00:00Z"));
-                    None
-                }
-            })
-        };
-        let since = time("since", &self.since);
-        let until = time("until", &self.until);
-        let sensor_id = self.sensor_id.as_deref().and_then(|s| {
-            Uuid::parse_str(s).map_err(|_| errors.push(FieldError::parameter("sensor_id", "must be a UUID"))).ok()
-        });
+        let since = time_param("since", self.since.as_deref(), errors);
+        let until = time_param("until", self.until.as_deref(), errors);
+        let sensor_id = uuid_param("sensor_id", self.sensor_id.as_deref(), errors);
         let verdict = self.verdict.as_deref().and_then(|v| match scan::Verdict::parse(v) {
             Some(v) => Some(v.as_str().to_owned()),
             None => {

@@ -1,4 +1,5 @@
 //! `?limit=&cursor=` → keyset page; `{items, next_cursor}` back.
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -75,5 +76,29 @@ impl<T: ToSchema> Page<T> {
     pub fn from_store<S>(page: crate::store::Page<S>, f: impl FnMut(S) -> T) -> Self {
         let page = page.map(f);
         Page { items: page.items, next_cursor: page.next_cursor.map(|c| c.to_string()) }
+    }
+}
+
+/// A query parameter that must be an RFC 3339 time; a bad one is added to `errors`.
+pub fn time_param(name: &str, value: Option<&str>, errors: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
+    let value = value?;
+    match DateTime::parse_from_rfc3339(value) {
+        Ok(t) => Some(t.with_timezone(&Utc)),
+        Err(_) => {
+            errors.push(FieldError::parameter(name, "must be an RFC 3339 time such as 2026-11-28T10:00:00Z"));
+            None
+        }
+    }
+}
+
+/// A query parameter that must be a UUID; a bad one is added to `errors`.
+pub fn uuid_param(name: &str, value: Option<&str>, errors: &mut Vec<FieldError>) -> Option<Uuid> {
+    let value = value?;
+    match Uuid::parse_str(value) {
+        Ok(id) => Some(id),
+        Err(_) => {
+            errors.push(FieldError::parameter(name, "must be a UUID"));
+            None
+        }
     }
 }

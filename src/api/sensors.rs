@@ -7,8 +7,8 @@ use uuid::Uuid;
 use super::AppState;
 use super::body::{Fields, JsonObject};
 use super::caller::{Caller, Permission};
-use super::error::{ApiError, FieldError};
-use super::pagination::{Page, PageParams};
+use super::error::ApiError;
+use super::pagination::{Page, PageParams, uuid_param};
 use super::responses::*;
 use super::views::SensorView;
 use crate::store;
@@ -95,9 +95,7 @@ pub async fn list_sensors(
     caller.require(Permission::ReadSensors)?;
     let mut errors = Vec::new();
     let page = query.parse(&mut errors);
-    let node = filter.node_id.as_deref().and_then(|n| {
-        Uuid::parse_str(n).map_err(|_| errors.push(FieldError::parameter("node_id", "must be a UUID"))).ok()
-    });
+    let node = uuid_param("node_id", filter.node_id.as_deref(), &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }

@@ -2,12 +2,12 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait,
+    QueryOrder, QuerySelect,
 };
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::entity::{audit_event, sensor};
+use super::entity::audit_event;
 use super::{Page, PageRequest, StoreError, TenantScope};
 
 /// Who did it, as the audit trail records it.
@@ -69,12 +69,7 @@ pub async fn list(
     let mut query = audit_event::Entity::find().filter(C::TenantId.eq(scope.tenant));
     if let Some(node) = scope.node {
         // An SCN sees what was done at it, to it, and to the sensors attached to it.
-        let attached = sensor::Entity::find()
-            .select_only()
-            .column(sensor::Column::Id)
-            .filter(sensor::Column::TenantId.eq(scope.tenant))
-            .filter(sensor::Column::NodeId.eq(node))
-            .into_query();
+        let attached = super::sensors::attached_to(scope.tenant, node);
         query = query.filter(
             Condition::any()
                 .add(C::ActorNode.eq(node))

@@ -4,12 +4,12 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, TransactionTrait,
+    TransactionTrait,
 };
 use serde_json::json;
 use uuid::Uuid;
 
-use super::entity::{message, message_chunk, sensor};
+use super::entity::{message, message_chunk};
 use super::{Page, PageRequest, StoreError, TenantScope};
 use crate::scan::ScanReport;
 
@@ -164,12 +164,7 @@ fn scoped(scope: TenantScope) -> sea_orm::Select<message::Entity> {
         .filter(message::Column::TenantId.eq(scope.tenant))
         .filter(message::Column::Status.eq(STORED));
     if let Some(node) = scope.node {
-        let attached = sensor::Entity::find()
-            .select_only()
-            .column(sensor::Column::Id)
-            .filter(sensor::Column::TenantId.eq(scope.tenant))
-            .filter(sensor::Column::NodeId.eq(node))
-            .into_query();
+        let attached = super::sensors::attached_to(scope.tenant, node);
         query = query.filter(Condition::all().add(message::Column::SensorId.in_subquery(attached)));
     }
     if let Some(own) = scope.sensor {

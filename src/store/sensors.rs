@@ -23,6 +23,17 @@ pub(super) fn scoped(scope: TenantScope) -> sea_orm::Select<sensor::Entity> {
     query
 }
 
+/// Ids of the sensors attached to `node`, as a subquery for "what an SCN sees".
+pub(super) fn attached_to(tenant: Uuid, node: Uuid) -> sea_orm::sea_query::SelectStatement {
+    use sea_orm::QueryTrait;
+    sensor::Entity::find()
+        .select_only()
+        .column(sensor::Column::Id)
+        .filter(sensor::Column::TenantId.eq(tenant))
+        .filter(sensor::Column::NodeId.eq(node))
+        .into_query()
+}
+
 pub async fn get(db: &impl ConnectionTrait, scope: TenantScope, id: Uuid) -> Result<sensor::Model, StoreError> {
     scoped(scope).filter(sensor::Column::Id.eq(id)).one(db).await?.ok_or(StoreError::NotFound("sensor"))
 }
