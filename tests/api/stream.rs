@@ -528,6 +528,60 @@ async fn revision_history_and_restore(backend: Backend) {
     );
 }
 
+/// A subscriber that stops reading is disconnected once it falls a buffer behind (memory stays
+/// bounded), and resumes from its last event without loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_is_cut_off_and_resumes() {
+    let w = world(Backend::Postgres).await;
+    let small = mailsensor::stream::FeedOptions { subscriber_buffer: 16, ..Default::default() };
+    let app = start_with(&w.app.url, "127.0.0.1:0", small).await;
+    let sensor = w.a.pcn_sensor;
+    let token = w.sensor_token(&w.a, sensor);
+    let mut sse = Sse::open(&app, sensor, &token, None).await;
+    for _ in 0..3 {
+        sse.next().await;
+    }
+    // Large events (10,000 domains each) fill the socket buffers quickly once nobody reads.
+    let domains: Vec<String> = (0..10_000).map(|i| format!("domain-number-{i}.example")).collect();
+    let mut last = 0;
+    for i in 0..60 {
+        let mut list = domains.clone();
+        list[0] = format!("change-{i}.example");
+        let r = app.patch(&w.a.settings_path(sensor), &w.admin_pcn(), json!({"destination_domains": list})).await;
+        assert_eq!(r.status, 200);
+        last = r.body["revision"].as_i64().unwrap();
+    }
+    // Now read: some events, then the server ends the stream instead of buffering without bound.
+    let mut received = Vec::new();
+    let mut last_id = None;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), sse.events.as_mut().unwrap().next())
+            .await
+            .expect("the stream moves")
+        {
+            Some(Ok(e)) if e.event == "upsert" => {
+                received.push(data(&e)["settings_revision"].as_i64().unwrap());
+                last_id = Some(e.id.clone());
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+    assert!(received.len() < 59, "the slow subscriber was cut off ({} events delivered)", received.len());
+    // Resuming delivers the rest, in order, without duplicates.
+    let mut resumed = Sse::open(&app, sensor, &token, last_id.as_deref()).await;
+    loop {
+        let e = resumed.next().await;
+        assert_eq!(e.event, "upsert");
+        received.push(data(&e)["settings_revision"].as_i64().unwrap());
+        if *received.last().unwrap() == last {
+            break;
+        }
+    }
+    let expected: Vec<i64> = (2..=last).collect();
+    assert_eq!(received, expected);
+}
+
 on_both_backends!(
     snapshot_then_changes_then_resume,
     resets,
