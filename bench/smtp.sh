@@ -27,6 +27,8 @@
 #   MSG_BYTES         payload bytes per message, headers not included (smtp-source -l). Default 10240.
 #   IDLE_SESSIONS     idle sessions for the memory measurement. Default 1000.
 #   IDLE_SECS         seconds they stay open before VmRSS is read. Default 5.
+#   WARMUP            messages sent with the asyncio client before each target's measured runs
+#                     (not in the table; counted in the stored-count check). Default 5 x SESSIONS.
 #   CARGO_TARGET_DIR  where the release binary is built. Default target/bench (repository-relative).
 #   BENCH_REV         build this commit (e.g. HEAD) from a `git archive` snapshot instead of the
 #                     working tree (built in $CARGO_TARGET_DIR/rev, shared with settings-api.sh).
@@ -49,6 +51,7 @@ SESSIONS=${SESSIONS:-20}
 MSG_BYTES=${MSG_BYTES:-10240}
 IDLE_SESSIONS=${IDLE_SESSIONS:-1000}
 IDLE_SECS=${IDLE_SECS:-5}
+WARMUP=${WARMUP:-$((SESSIONS * 5))}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 DB=mailsensor_smtp_bench
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/bench}
@@ -59,7 +62,7 @@ HELO=bench-client.example.net
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[bench] FAILED: %s\n' "$*" >&2; exit 1; }
 
-for v in MESSAGES SESSIONS MSG_BYTES IDLE_SESSIONS IDLE_SECS; do
+for v in MESSAGES SESSIONS MSG_BYTES IDLE_SESSIONS IDLE_SECS WARMUP; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number, got '${!v}'"
 done
 
@@ -513,20 +516,22 @@ run_source() { # TARGET PORT MODE(persistent|per-message)
         log "smtp-source against $target ($mode) exited $rc: $(head -c 300 "$WORK/$tag.err")"
     fi
 }
-run_latency() { # TARGET PORT
-    local tag=latency-$1
+run_latency() { # TARGET PORT TAG MESSAGES
+    local tag=$3
     LOAD_AT[$tag]=$(cut -d' ' -f1 /proc/loadavg)
-    log "asyncio client: $SESSIONS connections, $MESSAGES messages of $MSG_BYTES bytes against $1"
-    python3 "$WORK/smtp_client.py" latency --port "$2" --sessions "$SESSIONS" --messages "$MESSAGES" \
+    log "asyncio client ($tag): $SESSIONS connections, $4 messages of $MSG_BYTES bytes against $1"
+    python3 "$WORK/smtp_client.py" latency --port "$2" --sessions "$SESSIONS" --messages "$4" \
         --bytes "$MSG_BYTES" --sender "$SENDER" --rcpt "$RCPT" --helo "$HELO" \
         --ids-file "$WORK/$tag.ids" >"$WORK/$tag.json" || die "asyncio client against $1 failed"
 }
 
 for target in worker sink; do
     if [[ $target == worker ]]; then port=$SMTP_PORT; else port=$SINK_PORT; fi
+    # Warm-up (connections to the API, caches); counted in the stored-count check, not in the table.
+    run_latency "$target" "$port" "warmup-$target" "$WARMUP"
     run_source "$target" "$port" persistent
     run_source "$target" "$port" per-message
-    run_latency "$target" "$port"
+    run_latency "$target" "$port" "latency-$target" "$MESSAGES"
     [[ $target == worker ]] && { kill -0 "${PIDS[sensor]}" 2>/dev/null || die "the worker died during the load runs"; }
 done
 kill -0 "${PIDS[sink]}" 2>/dev/null || log "smtp-sink is no longer running"
@@ -566,7 +571,8 @@ API_UNIQUE=$(sort -u "$WORK/api-ids" | grep -c . || true)
 VERDICTS=$(sort "$WORK/api-verdicts" | uniq -c | awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1 }')
 # Every id the asyncio client got in a 250 must be listed.
 sort -u "$WORK/api-ids" | tr 'A-F' 'a-f' >"$WORK/api-ids.sorted"
-sort -u "$WORK/latency-worker.ids" >"$WORK/client-ids.sorted"
+cat "$WORK/warmup-worker.ids" "$WORK/latency-worker.ids" | sort -u >"$WORK/client-ids.sorted"
+CLIENT_IDS=$(grep -c . "$WORK/client-ids.sorted" || true)
 MISSING_IDS=$(comm -23 "$WORK/client-ids.sorted" "$WORK/api-ids.sorted" | grep -c . || true)
 
 # 250s the worker gave: smtp-source exits 0 only when every message got a 2xx after the dot
@@ -581,9 +587,13 @@ for mode in persistent per-message; do
         WORKER_250_EXACT=0
     fi
 done
-WORKER_250=$((WORKER_250 + $(jq -r .ok "$WORK/latency-worker.json")))
+CLIENT_250=$(( $(jq -r .ok "$WORK/warmup-worker.json") + $(jq -r .ok "$WORK/latency-worker.json") ))
+WORKER_250=$((WORKER_250 + CLIENT_250))
 
 # ---------------------------------------------------------------- summary
+# Log lines up to here were written during the runs; later ones during shutdown.
+declare -A RUN_LINES=()
+for name in serve sensor; do RUN_LINES[$name]=$(wc -l <"$WORK/$name.log"); done
 for name in sensor sink serve; do stop_proc "$name"; done
 
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -599,14 +609,14 @@ source_row() { # LABEL TAG
     rc=$(cat "$WORK/$tag.rc"); secs=$(cat "$WORK/$tag.secs"); count=$(cat "$WORK/$tag.count")
     if [[ $rc -eq 0 ]]; then
         rate=$(awk -v n="$MESSAGES" -v s="$secs" 'BEGIN { printf "%.1f", n / s }')
-        printf '  %-44s %9s %8s %8s %8s %7s %8s  %s\n' "$1" "$rate" "-" "-" "-" "$MESSAGES" "$secs" "load ${LOAD_AT[$tag]}"
+        printf '  %-34s %9s %8s %8s %8s %7s %8s  %s\n' "$1" "$rate" "-" "-" "-" "$MESSAGES" "$secs" "load ${LOAD_AT[$tag]}"
     else
-        printf '  %-44s %9s %8s %8s %8s %7s %8s  %s\n' "$1" "FAILED" "-" "-" "-" "<${count:-?}" "$secs" "exit $rc, load ${LOAD_AT[$tag]}"
+        printf '  %-34s %9s %8s %8s %8s %7s %8s  %s\n' "$1" "FAILED" "-" "-" "-" "<=${count:-?}" "$secs" "exit $rc, load ${LOAD_AT[$tag]}"
     fi
 }
 latency_row() { # LABEL TAG
     local j=$WORK/$2.json
-    printf '  %-44s %9s %8s %8s %8s %7s %8s  %s\n' "$1" "$(jq -r .rate "$j")" "$(jq -r .p50_ms "$j")" \
+    printf '  %-34s %9s %8s %8s %8s %7s %8s  %s\n' "$1" "$(jq -r .rate "$j")" "$(jq -r .p50_ms "$j")" \
         "$(jq -r .p99_ms "$j")" "$(jq -r .max_ms "$j")" "$(jq -r .ok "$j")" "$(jq -r .elapsed_s "$j")" "load ${LOAD_AT[$2]}"
 }
 idle_line() { # TAG LABEL
@@ -630,24 +640,27 @@ cat <<EOF
               settings: destination example.com, clients [] (any), 10 MB limit; API HTTP workers ${MAILSENSOR_HTTP_WORKERS:-default (nproc)}, DB pool ${MAILSENSOR_DATABASE_MAX_CONNECTIONS:-20 (default)}
 EOF
 [[ -n ${BENCH_NOTE:-} ]] && echo "  note        $BENCH_NOTE"
-printf '\n  %-44s %9s %8s %8s %8s %7s %8s\n' "" "msgs/s" "p50 ms" "p99 ms" "max ms" "250s" "secs"
-source_row "worker    smtp-source -d (${SESSIONS} persistent conns)" source-worker-persistent
-source_row "worker    smtp-source (new conn per msg, ${SESSIONS} at once)" source-worker-per-message
-latency_row "worker    asyncio client (${SESSIONS} persistent conns)" latency-worker
-source_row "smtp-sink smtp-source -d (${SESSIONS} persistent conns)" source-sink-persistent
-source_row "smtp-sink smtp-source (new conn per msg, ${SESSIONS} at once)" source-sink-per-message
-latency_row "smtp-sink asyncio client (${SESSIONS} persistent conns)" latency-sink
+printf '\n  %-34s %9s %8s %8s %8s %7s %8s\n' "" "msgs/s" "p50 ms" "p99 ms" "max ms" "250s" "secs"
+source_row "worker    smtp-source -s $SESSIONS -d" source-worker-persistent
+source_row "worker    smtp-source -s $SESSIONS" source-worker-per-message
+latency_row "worker    asyncio client" latency-worker
+source_row "smtp-sink smtp-source -s $SESSIONS -d" source-sink-persistent
+source_row "smtp-sink smtp-source -s $SESSIONS" source-sink-per-message
+latency_row "smtp-sink asyncio client" latency-sink
 cat <<EOF
-  (latency: MAIL FROM sent -> reply after the final dot, per message, asyncio client only; msgs/s counts
-   250 replies over the run's wall time; "load" is the 1-minute load average when the run started)
+  smtp-source -s $SESSIONS -d: $SESSIONS persistent connections, several messages each; without -d: a new connection
+  per message, $SESSIONS at a time. asyncio client: $SESSIONS persistent connections. msgs/s = 250 replies / wall time;
+  latency (asyncio client only) = MAIL FROM sent -> reply after the final dot; "load" = 1-min load average at the
+  run's start. Each target first got $WARMUP warm-up messages from the asyncio client (not in the table).
 
   Stored-count check (worker)
-    250 replies given          $WORKER_250$([[ $WORKER_250_EXACT -eq 1 ]] || echo " (at least; an smtp-source run failed, its 250 count is unknown)")  (smtp-source: $MESSAGES per run that exited 0; asyncio client: $(jq -r .ok "$WORK/latency-worker.json"))
+    250 replies given          $WORKER_250$([[ $WORKER_250_EXACT -eq 1 ]] || echo " (at least; an smtp-source run failed, its 250 count is unknown)")  (smtp-source: $MESSAGES per run that exited 0; asyncio client: $CLIENT_250 incl. $(jq -r .ok "$WORK/warmup-worker.json") warm-up)
     worker metric              mailsensor_smtp_messages_total stored=$M_STORED, handoff_failed=$M_FAILED
     API list (sensor)          $API_STORED stored ($API_UNIQUE distinct ids, $PAGES pages of <= 500); verdicts: ${VERDICTS:-none}
-    asyncio client's 250 ids   $(jq -r .ids_in_250 "$WORK/latency-worker.json") received, $MISSING_IDS of them not in the API list
+    asyncio client's 250 ids   $CLIENT_IDS distinct received, $MISSING_IDS of them not in the API list
 EOF
-if [[ $WORKER_250_EXACT -eq 1 && $API_STORED -eq $WORKER_250 && $M_STORED -eq $WORKER_250 && $MISSING_IDS -eq 0 && $API_UNIQUE -eq $API_STORED ]]; then
+if [[ $WORKER_250_EXACT -eq 1 && $API_STORED -eq $WORKER_250 && $M_STORED -eq $WORKER_250 && $MISSING_IDS -eq 0 \
+      && $API_UNIQUE -eq $API_STORED && $CLIENT_IDS -eq $CLIENT_250 ]]; then
     echo "    result                     OK: stored == 250 replies == worker metric, every 250 id listed"
 else
     echo "    result                     !! MISMATCH (see the numbers above)"
@@ -683,13 +696,17 @@ for t in worker sink; do
     done
 done
 [[ $ODD -eq 1 ]] || echo "  no SMTP reply other than 220/250/354 seen by the asyncio client; smtp-source printed no errors"
+group_log() { sed -E 's/^[0-9T:.Z-]+ +//; s/[0-9]+/N/g' | sort | uniq -c | sort -rn | head -n 8 | sed 's/^/    | /'; }
 for name in serve sensor; do
     f=$WORK/$name.log
     sed -E 's/\x1b\[[0-9;]*m//g' "$f" >"$f.plain"
-    lines=$(grep -c . "$f.plain" || true)
-    echo "  $name log (MAILSENSOR_LOG=warn): $lines line(s)"
-    if [[ $lines -gt 0 ]]; then
-        sed -E 's/^[0-9T:.Z-]+ +//; s/[0-9]+/N/g' "$f.plain" | sort | uniq -c | sort -rn | head -n 8 | sed 's/^/    | /'
+    total=$(wc -l <"$f.plain")
+    during=${RUN_LINES[$name]}
+    echo "  $name log (MAILSENSOR_LOG=warn): $during line(s) during the runs, $((total - during)) during shutdown (SIGTERM)"
+    [[ $during -eq 0 ]] || head -n "$during" "$f.plain" | group_log
+    if [[ $total -gt $during ]]; then
+        echo "    at shutdown:"
+        tail -n "+$((during + 1))" "$f.plain" | group_log
     fi
 done
 echo "=========================================================================="

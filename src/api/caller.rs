@@ -105,9 +105,17 @@ impl Caller {
 impl Caller {
     /// For the worker endpoints: the tenant of `sensor` when the caller is that sensor's own
     /// token. Anyone else gets 403 if the sensor is in their scope, 404 if not.
-    pub async fn own_sensor(&self, state: &AppState, sensor: Uuid) -> Result<Uuid, ApiError> {
+    ///
+    /// `must_exist`: a deleted sensor's token can no longer hand off messages or report; only the
+    /// stream still answers it, so a worker that was away learns of the deletion.
+    pub async fn own_sensor(&self, state: &AppState, sensor: Uuid, must_exist: bool) -> Result<Uuid, ApiError> {
         match &self.principal {
-            Principal::Sensor { tenant, sensor: own, .. } if *own == sensor => Ok(*tenant),
+            Principal::Sensor { tenant, sensor: own, .. } if *own == sensor => {
+                if must_exist {
+                    store::sensors::get(&state.db, TenantScope::whole_tenant(*tenant), sensor).await?;
+                }
+                Ok(*tenant)
+            }
             Principal::Member { tenant, .. } => {
                 let scope = self.scope(state, *tenant).await?;
                 store::sensors::get(&state.db, scope, sensor).await?;

@@ -89,7 +89,7 @@ pub async fn config_stream(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let sensor = path.into_inner();
-    let tenant = caller.own_sensor(&state, sensor).await?;
+    let tenant = caller.own_sensor(&state, sensor, false).await?;
     let last = req.headers().get("last-event-id").and_then(|v| v.to_str().ok());
     let sub = stream::open(&state.feed, tenant, sensor, last, state.max_message_bytes).await.map_err(session_error)?;
     let every = state.bookmark_interval;
@@ -143,7 +143,7 @@ pub async fn config_poll(
     query: web::Query<PollParams>,
 ) -> Result<web::Json<wire::ConfigPoll>, ApiError> {
     let sensor = path.into_inner();
-    let tenant = caller.own_sensor(&state, sensor).await?;
+    let tenant = caller.own_sensor(&state, sensor, false).await?;
     let wait = match query.wait.as_deref().map(str::parse::<u64>) {
         None => Duration::from_secs(30),
         Some(Ok(n)) if n <= 60 => Duration::from_secs(n),
@@ -270,7 +270,7 @@ pub async fn report_worker(
     body: JsonObject,
 ) -> Result<web::Json<WorkerView>, ApiError> {
     let (sensor, instance_id) = path.into_inner();
-    let tenant = caller.own_sensor(&state, sensor).await?;
+    let tenant = caller.own_sensor(&state, sensor, true).await?;
     let mut f = Fields::new(body);
     let applied_token: Option<String> = f.optional("applied_token");
     let applied_settings_revision: Option<i64> = f.optional("applied_settings_revision");

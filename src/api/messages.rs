@@ -222,7 +222,7 @@ pub async fn hand_off(
     mut payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let sensor = path.into_inner();
-    let tenant = caller.own_sensor(&state, sensor).await?;
+    let tenant = caller.own_sensor(&state, sensor, true).await?;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.starts_with(HANDOFF_CONTENT_TYPE) {
         return Err(ApiError::UnsupportedMediaType(format!("send the message as {HANDOFF_CONTENT_TYPE}")));
@@ -320,12 +320,13 @@ async fn receive(
             break;
         }
     }
+    // Only a few messages are held whole and parsed at once, so memory stays bounded whatever the
+    // number of concurrent uploads; parsing is CPU work, off the async threads.
+    let permit = state.scans.clone().acquire_owned().await.map_err(|e| ApiError::Internal(e.into()))?;
     let raw = match in_memory {
         Some(raw) => raw,
         None => store::messages::read_raw(&state.db, id).await?,
     };
-    // Parsing is CPU work: off the async threads, and only a few at a time so memory stays bounded.
-    let permit = state.scans.clone().acquire_owned().await.map_err(|e| ApiError::Internal(e.into()))?;
     let report = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         scan::scan(&raw)

@@ -26,7 +26,8 @@ pub struct AppliedState {
     pub rejected: Vec<serde_json::Value>,
 }
 
-/// Applies each config the follower receives and acknowledges it; heartbeats in between.
+/// Applies each config the follower receives; acknowledgements go out from a separate task, so a
+/// slow API never delays applying the next change.
 pub async fn apply_and_acknowledge(
     follower: Arc<Follower>,
     current: Current,
@@ -39,40 +40,60 @@ pub async fn apply_and_acknowledge(
     if let Some(config) = follower.current() {
         apply(&config, &current, &mut state);
         state.token = follower.last_event_id();
-        reporter.report(&state).await;
     }
+    let (report, latest) = tokio::sync::watch::channel(state.clone());
+    let acknowledging = tokio::spawn(acknowledge(latest, reporter, heartbeat));
+    loop {
+        let event = match applied.recv().await {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                // Fell behind the follower's buffer: what is current now is what counts.
+                match follower.current() {
+                    Some(config) => apply(&config, &current, &mut state),
+                    None => current.store(None),
+                }
+                state.token = follower.last_event_id();
+                report.send_replace(state.clone());
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        };
+        match event.kind.as_str() {
+            "snapshot" | "upsert" => {
+                if let Some(config) = &event.config {
+                    apply(config, &current, &mut state);
+                }
+            }
+            "delete" => {
+                current.store(None);
+                state.settings_revision = None;
+            }
+            _ => {}
+        }
+        if event.id.is_some() {
+            state.token = event.id.clone();
+        }
+        if event.kind != "reset" && event.kind != "bookmark" {
+            report.send_replace(state.clone());
+        }
+    }
+    acknowledging.abort();
+}
+
+/// Sends the latest applied state when it changes, and as a heartbeat.
+async fn acknowledge(
+    mut latest: tokio::sync::watch::Receiver<AppliedState>,
+    reporter: super::handoff::Reporter,
+    heartbeat: Duration,
+) {
     let mut tick = tokio::time::interval(heartbeat);
     loop {
         tokio::select! {
-            event = applied.recv() => {
-                let Ok(event) = event else {
-                    // Fell behind the follower's buffer: re-read what is current.
-                    if let Some(config) = follower.current() {
-                        apply(&config, &current, &mut state);
-                    }
-                    continue;
-                };
-                match event.kind.as_str() {
-                    "snapshot" | "upsert" => {
-                        if let Some(config) = &event.config {
-                            apply(config, &current, &mut state);
-                        }
-                    }
-                    "delete" => {
-                        current.store(None);
-                        state.settings_revision = None;
-                    }
-                    _ => {}
-                }
-                if event.id.is_some() {
-                    state.token = event.id.clone();
-                }
-                if event.kind != "reset" && event.kind != "bookmark" {
-                    reporter.report(&state).await;
-                }
-            }
-            _ = tick.tick() => reporter.report(&state).await,
+            changed = latest.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
         }
+        let state = latest.borrow_and_update().clone();
+        reporter.report(&state).await;
     }
 }
 

@@ -28,6 +28,9 @@ pub struct Received {
     pub problem: Option<Problem>,
     /// The API stopped taking the message part-way (it is unreachable or refused it).
     pub handoff_failed: bool,
+    /// The data ended in `<CR>.<CR><CR><LF>`-like bytes no RFC 5321 client sends: what follows
+    /// cannot be trusted to be commands, so the session must end.
+    pub ended_oddly: bool,
 }
 
 #[derive(Default)]
@@ -53,7 +56,8 @@ impl Check {
                 self.line = 0;
             } else {
                 self.line += 1;
-                if self.line > MAX_TEXT_LINE - 2 && self.problem.is_none() {
+                // `line` counts the CR too: 998 characters plus CR is the longest legal line.
+                if self.line > MAX_TEXT_LINE - 1 && self.problem.is_none() {
                     self.problem = Some(Problem::LineTooLong);
                 }
             }
@@ -70,6 +74,9 @@ pub async fn receive(
     mut handoff: Option<&mut Handoff>,
 ) -> std::io::Result<Option<Received>> {
     let mut receiver = DataReceiver::new();
+    // The data starts right after the CRLF of the DATA command: without this, a lone "." (an
+    // empty message) would not end it and a dot-stuffed first line would not be unstuffed.
+    receiver.ingest(&mut b"\r\n".iter(), &mut Vec::new());
     let mut buf = Vec::with_capacity(FORWARD + 1024);
     let mut check = Check::default();
     let mut handoff_failed = false;
@@ -98,10 +105,11 @@ pub async fn receive(
             }
         }
         if done {
-            if check.prev == b'\r' && check.problem.is_none() {
+            let ended_oddly = check.prev == b'\r';
+            if ended_oddly && check.problem.is_none() {
                 check.problem = Some(Problem::BareLineEnding);
             }
-            return Ok(Some(Received { size: check.size, problem: check.problem, handoff_failed }));
+            return Ok(Some(Received { size: check.size, problem: check.problem, handoff_failed, ended_oddly }));
         }
     }
 }

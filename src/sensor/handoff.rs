@@ -122,18 +122,27 @@ impl Handoff {
     /// Passes a chunk on; waits while the API is slower than the client. `false` once the upload
     /// has failed (the rest of the message is then only read and dropped).
     pub async fn send(&mut self, bytes: Bytes) -> bool {
-        match &self.tx {
-            Some(tx) => tx.send(Piece::Data(bytes)).await.is_ok(),
-            None => false,
+        let Some(tx) = &self.tx else { return false };
+        // An API that takes the connection but stops reading must not hold the session forever.
+        match tokio::time::timeout(self.answer_timeout, tx.send(Piece::Data(bytes))).await {
+            Ok(Ok(())) => true,
+            _ => {
+                self.tx = None;
+                self.task.abort();
+                false
+            }
         }
     }
 
     /// Ends the message and waits for the API: `Ok(id)` means stored.
     pub async fn finish(mut self) -> Result<String, HandoffError> {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Piece::Done).await;
-        }
-        match tokio::time::timeout(self.answer_timeout, &mut self.task).await {
+        let done = async {
+            if let Some(tx) = self.tx.take() {
+                let _ = tx.send(Piece::Done).await;
+            }
+            (&mut self.task).await
+        };
+        match tokio::time::timeout(self.answer_timeout, done).await {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => Err(HandoffError::Unreachable(e.to_string())),
             Err(_) => {
@@ -146,10 +155,13 @@ impl Handoff {
     /// Gives the message up: the API sees the body fail and keeps nothing.
     pub fn abort(mut self) {
         self.tx.take();
-        // Let the request observe the failed body, then end.
+        // Let the request observe the failed body, then make sure it ends.
         let task = std::mem::replace(&mut self.task, tokio::spawn(async { Err(HandoffError::TimedOut) }));
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+                abort.abort();
+            }
         });
     }
 }

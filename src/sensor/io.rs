@@ -29,6 +29,9 @@ impl AsyncWrite for BoxedStream {
     }
 }
 
+/// Replies queued beyond this are flushed before anything more is read.
+pub const MAX_PENDING_REPLIES: usize = 64 * 1024;
+
 pub enum Line {
     /// A complete line, CRLF (or LF) included.
     Ok(Vec<u8>),
@@ -76,10 +79,18 @@ impl Conn {
     }
 
     /// Reads one line of at most `limit` bytes, waiting at most the idle timeout.
+    ///
+    /// Replies still queued are sent before waiting on the socket, and whenever more than
+    /// [`MAX_PENDING_REPLIES`] are queued: a client that pipelines without reading gets its
+    /// replies pushed at it (and the session ends when it will not take them), instead of the
+    /// worker queueing them without bound.
     pub async fn read_line(&mut self, limit: usize) -> std::io::Result<Line> {
         let mut line = Vec::new();
         let mut too_long = false;
         loop {
+            if self.reader.buffer().is_empty() || self.out.len() >= MAX_PENDING_REPLIES {
+                self.flush().await?;
+            }
             let available = tokio::time::timeout(self.idle, self.reader.fill_buf())
                 .await
                 .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout"))??;

@@ -329,6 +329,11 @@ impl Session {
             },
         };
         conn.reply(&reply);
+        if received.ended_oddly {
+            conn.reply("421 4.5.2 malformed end of data, closing connection");
+            conn.flush().await?;
+            return Ok(Some(Next::Close));
+        }
         Ok(None)
     }
 }

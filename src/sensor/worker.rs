@@ -155,7 +155,15 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Context>, mut stopped: watc
         while sessions.try_join_next().is_some() {}
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((mut stream, peer)) = accepted else { continue };
+                let (mut stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // E.g. out of file descriptors: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 let Ok(local) = stream.local_addr() else { continue };
                 metrics::gauge!("mailsensor_smtp_sessions_open").set(limits.open() as f64);
                 match limits.acquire(peer.ip()) {

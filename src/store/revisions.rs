@@ -117,21 +117,36 @@ pub async fn after(db: &DatabaseConnection, after: i64, limit: u64) -> Result<Ve
     Ok(rows.into_iter().map(Change::from).collect())
 }
 
-/// One sensor's changes in `(after, upto]`, oldest first.
+/// One sensor's changes in `(after, upto]`, oldest first, at most `limit` of them.
 pub async fn for_sensor(
     db: &DatabaseConnection,
     sensor: Uuid,
     after: i64,
     upto: i64,
+    limit: u64,
 ) -> Result<Vec<Change>, StoreError> {
     let rows = revision_log::Entity::find()
         .filter(revision_log::Column::SensorId.eq(sensor))
         .filter(revision_log::Column::Rev.gt(after))
         .filter(revision_log::Column::Rev.lte(upto))
         .order_by_asc(revision_log::Column::Rev)
+        .limit(limit)
         .all(db)
         .await?;
     Ok(rows.into_iter().map(Change::from).collect())
+}
+
+/// Whether the sensor's deletion is among its changes in `(after, upto]`.
+pub async fn deleted_between(db: &DatabaseConnection, sensor: Uuid, after: i64, upto: i64) -> Result<bool, StoreError> {
+    use sea_orm::PaginatorTrait;
+    let deletes = revision_log::Entity::find()
+        .filter(revision_log::Column::SensorId.eq(sensor))
+        .filter(revision_log::Column::Kind.eq(ChangeKind::Delete.as_str()))
+        .filter(revision_log::Column::Rev.gt(after))
+        .filter(revision_log::Column::Rev.lte(upto))
+        .count(db)
+        .await?;
+    Ok(deletes > 0)
 }
 
 /// Drops log rows committed before `cutoff` and records the oldest revision kept, so a resume

@@ -222,12 +222,19 @@ async fn read_locking(
     lock: bool,
 ) -> Result<SettingsRecord, StoreError> {
     use sea_orm::QuerySelect;
-    // Scope is decided by the sensor row (node attachment), the settings row follows it.
-    let sensor = sensors::get(conn, scope, sensor_id).await?;
+    let lock = lock && conn.get_database_backend() == sea_orm::DatabaseBackend::Postgres;
+    // Scope is decided by the sensor row (node attachment), the settings row follows it. Locking
+    // the sensor row first (shared) keeps the order a sensor delete takes (sensor, then settings
+    // by cascade), so the two cannot deadlock.
+    let mut sensor = sensors::scoped(scope).filter(sensor::Column::Id.eq(sensor_id));
+    if lock {
+        sensor = sensor.lock_shared();
+    }
+    let sensor = sensor.one(conn).await?.ok_or(StoreError::NotFound("sensor"))?;
     let mut query = smtp_settings::Entity::find()
         .filter(smtp_settings::Column::TenantId.eq(scope.tenant))
         .filter(smtp_settings::Column::SensorId.eq(sensor_id));
-    if lock && conn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+    if lock {
         query = query.lock_exclusive();
     }
     let row = query.one(conn).await?.ok_or(StoreError::NotFound("sensor"))?;

@@ -151,13 +151,22 @@ async fn connect_once(http: &reqwest::Client, options: &FollowOptions, shared: &
     if let Some(id) = shared.last_id.lock().unwrap_or_else(|e| e.into_inner()).clone() {
         request = request.header("last-event-id", id);
     }
-    let response = match request.send().await {
-        Ok(r) => r,
-        Err(e) => {
+    let response = match tokio::time::timeout(options.idle_timeout, request.send()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             tracing::debug!(error = %e, "config stream: cannot connect");
             return Outcome::Failed(None);
         }
+        Err(_) => return Outcome::Failed(None),
     };
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        // The sensor no longer exists (its deletion was compacted away while we were gone).
+        tracing::warn!("config stream: the sensor no longer exists; refusing mail from now on");
+        shared.current.store(None);
+        shared.deleted.store(true, Ordering::Relaxed);
+        let _ = shared.applied.send(Applied { kind: "delete".into(), id: None, config: None });
+        return Outcome::Deleted;
+    }
     if !response.status().is_success() {
         let retry_after = response
             .headers()

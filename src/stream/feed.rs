@@ -54,7 +54,7 @@ impl ChangeFeed {
         if feed.db.get_database_backend() == DatabaseBackend::Postgres {
             tasks.push(tokio::spawn(listen(feed.clone())));
         }
-        tasks.push(tokio::spawn(compact(feed.db.clone(), options.retention)));
+        tasks.push(tokio::spawn(housekeeping(feed.db.clone(), options.retention)));
         *feed.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(feed)
     }
@@ -101,10 +101,12 @@ impl ChangeFeed {
             let batch = store::revisions::after(&self.db, from, BATCH).await?;
             let Some(last) = batch.last().map(|c| c.rev) else { return Ok(()) };
             for change in batch {
+                // `seen` first: a subscriber that reads `seen` after subscribing then either gets
+                // this change from the channel or replays it from the table, never neither.
+                self.seen.send_replace(change.rev);
                 // No receivers is fine: nobody is listening right now.
                 let _ = self.changes.send(Arc::new(change));
             }
-            self.seen.send_replace(last);
             metrics::gauge!("mailsensor_revision_seen").set(last as f64);
             if (last - from) < BATCH as i64 {
                 return Ok(());
@@ -157,13 +159,21 @@ async fn listen(feed: Arc<ChangeFeed>) {
     }
 }
 
-async fn compact(db: DatabaseConnection, retention: Duration) {
+/// Hourly: compacts the revision log, and drops message uploads that broke off more than an hour
+/// ago (a crashed replica or a dropped connection can leave one behind).
+async fn housekeeping(db: DatabaseConnection, retention: Duration) {
     loop {
-        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(7));
+        let now = chrono::Utc::now();
+        let cutoff = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(7));
         match store::revisions::compact(&db, cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "compacted the revision log"),
             Err(e) => tracing::warn!(error = %e, "compacting the revision log failed"),
+        }
+        match store::messages::purge_incomplete(&db, now - chrono::Duration::hours(1)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "dropped broken message uploads"),
+            Err(e) => tracing::warn!(error = %e, "dropping broken message uploads failed"),
         }
         tokio::time::sleep(COMPACT_EVERY).await;
     }

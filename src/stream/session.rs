@@ -99,8 +99,20 @@ pub enum SessionError {
     Store(#[from] StoreError),
 }
 
+/// Missed changes still to be read from the log, a page at a time, so a subscriber resuming from an
+/// old token never makes the server hold its whole history in memory.
+struct Replay {
+    db: DatabaseConnection,
+    tenant: Uuid,
+    after: i64,
+    upto: i64,
+}
+
+const REPLAY_PAGE: u64 = 16;
+
 pub struct Subscription {
     sensor: Uuid,
+    replay: Option<Replay>,
     epoch: String,
     cap: u64,
     receiver: broadcast::Receiver<Arc<Change>>,
@@ -153,13 +165,37 @@ impl Subscription {
         }
     }
 
+    /// Everything up to this token has been delivered (while missed changes are still being
+    /// replayed, that is the last one replayed, not the live position).
     pub fn position(&self) -> Token {
-        Token { epoch: self.epoch.clone(), rev: self.position }
+        let rev = self.replay.as_ref().map_or(self.position, |r| r.after);
+        Token { epoch: self.epoch.clone(), rev }
     }
 
     /// The next event, or why there will be none.
     pub async fn next(&mut self) -> Result<Event, Ended> {
         loop {
+            if self.queued.is_empty()
+                && let Some(replay) = &mut self.replay
+            {
+                let page =
+                    store::revisions::for_sensor(&replay.db, self.sensor, replay.after, replay.upto, REPLAY_PAGE)
+                        .await
+                        .map_err(|e| {
+                            tracing::warn!(error = %e, "replaying missed changes failed");
+                            Ended::TooSlow
+                        })?;
+                let tenant = replay.tenant;
+                match page.last() {
+                    Some(last) if page.len() as u64 == REPLAY_PAGE => replay.after = last.rev,
+                    _ => self.replay = None,
+                }
+                for change in page.iter().filter(|c| c.tenant_id == tenant) {
+                    let event = self.change_event(change);
+                    self.queued.push_back(event);
+                }
+                continue;
+            }
             if let Some(event) = self.queued.pop_front() {
                 if event.kind == EventKind::Delete {
                     self.ended = true;
@@ -186,7 +222,9 @@ impl Subscription {
 
     /// An event if one is ready now (long-poll draining).
     pub async fn next_ready(&mut self) -> Option<Event> {
-        tokio::time::timeout(Duration::from_millis(1), self.next()).await.ok().and_then(Result::ok)
+        // A replay page may need a database read; live events are either there or not.
+        let wait = if self.replay.is_some() { Duration::from_secs(2) } else { Duration::from_millis(1) };
+        tokio::time::timeout(wait, self.next()).await.ok().and_then(Result::ok)
     }
 }
 
@@ -208,10 +246,13 @@ pub async fn open(
         None => Some("no resume token"),
         Some(t) if t.epoch != head.epoch => Some("the database epoch changed (restored from a backup?)"),
         Some(t) if t.rev + 1 < head.oldest_retained => Some("the resume token is older than the retained history"),
+        // No replica can ever catch up with it: start over rather than answer 503 forever.
+        Some(t) if t.rev > head.rev => Some("the resume token is newer than this database"),
         Some(_) => None,
     };
     let mut sub = Subscription {
         sensor,
+        replay: None,
         epoch: head.epoch.clone(),
         cap,
         receiver,
@@ -241,16 +282,12 @@ pub async fn open(
             }
             // The sensor must still be this tenant's, unless its deletion is what we replay.
             let upto = feed.seen();
-            let replay = store::revisions::for_sensor(db, sensor, token.rev, upto).await?;
             let exists = store::sensors::get(db, TenantScope::whole_tenant(tenant), sensor).await.is_ok();
-            if !exists && !replay.iter().any(|c| c.kind == ChangeKind::Delete) {
+            if !exists && !store::revisions::deleted_between(db, sensor, token.rev, upto).await? {
                 return Err(SessionError::NotFound);
             }
             sub.position = upto;
-            for change in replay.iter().filter(|c| c.tenant_id == tenant) {
-                let event = sub.change_event(change);
-                sub.queued.push_back(event);
-            }
+            sub.replay = Some(Replay { db: db.clone(), tenant, after: token.rev, upto });
         }
         (None, None) => unreachable!("no token always resets"),
     }

@@ -398,6 +398,23 @@ async fn protocol_edges(backend: Backend) {
     assert!(read_reply(&mut s).await.starts_with("554 5.5.2"));
     assert_eq!(messages(&w).await.len(), before, "nothing refused was stored");
 
+    // A dot-stuffed first line is unstuffed, and a lone "." right after DATA ends an empty message.
+    s.write_all(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n").await.unwrap();
+    for _ in 0..3 {
+        read_reply(&mut s).await;
+    }
+    s.write_all(b"..starts with a dot\r\nSubject: dots\r\n.\r\n").await.unwrap();
+    let reply = read_reply(&mut s).await;
+    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    let raw = w.app.get(&format!("/v1/tenants/{}/messages/{}/raw", w.a.id, stored_id(&reply)), &w.admin_pcn()).await;
+    assert_eq!(raw.body, json!(".starts with a dot\r\nSubject: dots\r\n"));
+    s.write_all(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n").await.unwrap();
+    for _ in 0..3 {
+        read_reply(&mut s).await;
+    }
+    s.write_all(b".\r\n").await.unwrap();
+    assert!(read_reply(&mut s).await.starts_with("250 2.0.0"), "an empty message ends at once");
+
     // Per-client session limit: 3 open (this one plus two), the fourth gets 421.
     let _a = TcpStream::connect_std_from("127.0.0.1", at).await;
     let _b = TcpStream::connect_std_from("127.0.0.1", at).await;

@@ -192,12 +192,37 @@ async fn resets(backend: Backend) {
     let mut s = Sse::open(&w.app, sensor, &token, Some(&head)).await;
     s.expect_quiet(Duration::from_millis(700)).await;
 
-    // A token from the future (a replica that has not caught up): wait ~3 s, then 503.
+    // A token newer than the database itself can never be caught up with: start over.
+    let mut s = Sse::open(&w.app, sensor, &token, Some(&format!("{epoch}:999999"))).await;
+    let reset = s.next().await;
+    assert_eq!(reset.event, "reset");
+    assert!(data(&reset)["reason"].as_str().unwrap().contains("newer"), "{}", reset.data);
+}
+
+/// A replica whose log tailer is behind a resume token waits up to 3 s, then answers 503 with
+/// Retry-After so the client tries another replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_answers_503() {
+    let w = world(Backend::Postgres).await;
+    let b = start_on(&w.app.url, "127.0.0.1:0").await;
+    b.feed.shutdown();
+    let sensor = w.a.pcn_sensor;
+    let token = w.sensor_token(&w.a, sensor);
+    let mut a_stream = Sse::open(&w.app, sensor, &token, None).await;
+    for _ in 0..3 {
+        a_stream.next().await;
+    }
+    set_domains(&w.app, &w, sensor, "ahead.example").await;
+    let ahead = a_stream.next().await.id;
     let started = Instant::now();
-    let ahead = Sse::open(&w.app, sensor, &token, Some(&format!("{epoch}:999999"))).await;
-    assert_eq!(ahead.status, 503);
+    let lagging = Sse::open(&b, sensor, &token, Some(&ahead)).await;
+    assert_eq!(lagging.status, 503);
     assert!(started.elapsed() >= Duration::from_millis(2900), "{:?}", started.elapsed());
-    assert!(ahead.headers.contains_key("retry-after"));
+    assert!(lagging.headers.contains_key("retry-after"));
+    // The replica that has seen it resumes the same token at once.
+    let mut fine = Sse::open(&w.app, sensor, &token, Some(&ahead)).await;
+    assert_eq!(fine.status, 200);
+    fine.expect_quiet(Duration::from_millis(500)).await;
 }
 
 async fn stream_access(backend: Backend) {
