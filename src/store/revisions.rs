@@ -159,11 +159,23 @@ pub async fn compact(db: &DatabaseConnection, cutoff: DateTime<Utc>) -> Result<u
         .await?
         .ok_or_else(|| StoreError::Db(DbErr::Custom("revision_head row is missing".into())))?;
     let head_rev: i64 = head.try_get("", "rev")?;
-    let deleted = revision_log::Entity::delete_many()
+    // Delete a prefix of revisions, never a revision with an older one left behind it (replica
+    // clocks may disagree, so `committed_at` alone is not monotonic in `rev`).
+    let newest_expired = revision_log::Entity::find()
         .filter(revision_log::Column::CommittedAt.lt(cutoff))
-        .exec(&txn)
-        .await?
-        .rows_affected;
+        .order_by_desc(revision_log::Column::Rev)
+        .one(&txn)
+        .await?;
+    let deleted = match newest_expired {
+        Some(row) => {
+            revision_log::Entity::delete_many()
+                .filter(revision_log::Column::Rev.lte(row.rev))
+                .exec(&txn)
+                .await?
+                .rows_affected
+        }
+        None => 0,
+    };
     let oldest = revision_log::Entity::find().order_by_asc(revision_log::Column::Rev).one(&txn).await?;
     let oldest_retained = oldest.map(|m| m.rev).unwrap_or(head_rev + 1);
     txn.execute_raw(Statement::from_sql_and_values(
