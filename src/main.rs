@@ -60,10 +60,14 @@ async fn main() -> anyhow::Result<()> {
             }
             let listener = TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
             tracing::info!(address = %args.listen, "control plane listening");
-            let mut parts = ServerParts::new(db, keys, args.max_message_bytes);
+            let mut parts = ServerParts::new(db.clone(), keys, args.max_message_bytes);
             parts.workers = args.http_workers;
             parts.feed.retention = std::time::Duration::from_secs(args.revision_retention_hours * 3600);
-            server::start(listener, parts).await?.server.await?;
+            let running = server::start(listener, parts).await?;
+            running.server.await?;
+            // Stop the background work before the runtime goes, so shutdown is quiet and clean.
+            running.feed.shutdown();
+            db.close().await.ok();
         }
         Command::Dev(args) => {
             init_tracing();
