@@ -2,6 +2,7 @@
 mod helpers;
 
 mod audit;
+mod dev;
 mod openapi;
 mod roles;
 mod settings;
