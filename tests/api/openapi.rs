@@ -27,6 +27,12 @@ fn every_operation_is_documented_completely() {
             assert!(op["operationId"].is_string(), "{id}: operationId");
             assert!(op["summary"].is_string() || op["description"].is_string(), "{id}: description");
             let responses = op["responses"].as_object().unwrap();
+            for (status, response) in responses {
+                // OpenAPI requires it; validators and SDK generators reject the document without.
+                let described =
+                    response.get("$ref").is_some() || response["description"].as_str().is_some_and(|d| !d.is_empty());
+                assert!(described, "{id} {status}: no description");
+            }
             if path.starts_with("/v1/") {
                 assert_eq!(op["security"], serde_json::json!([{"bearer": []}]), "{id}: bearer security");
                 assert!(responses.contains_key("401"), "{id}: 401 documented");
