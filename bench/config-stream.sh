@@ -38,10 +38,7 @@
 # mailsensor_stream_bench and mailsensor_stream_bench_pgbench are dropped and re-created at
 # start and dropped at exit. The JWT secret is random per run and only ever in the environment.
 set -euo pipefail
-
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$BENCH_DIR/.." && pwd)
-cd "$REPO"
+source "$(dirname "$0")/lib.sh"   # cds to the repository root; log, die, api_call, ...
 
 SUBSCRIBERS=${SUBSCRIBERS:-1,10,100}
 CHANGES=${CHANGES:-200}
@@ -52,13 +49,9 @@ NOFILE=${NOFILE:-65536}
 HEALTHZ_REQUESTS=${HEALTHZ_REQUESTS:-200}
 PGBENCH_SECONDS=${PGBENCH_SECONDS:-10}
 PGBENCH_SCALE=${PGBENCH_SCALE:-10}
-export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 DB=mailsensor_stream_bench
 PGBENCH_DB=mailsensor_stream_bench_pgbench
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/bench}
-
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf '[bench] FAILED: %s\n' "$*" >&2; exit 1; }
+TOKEN_TTL=14400
 
 for v in CHANGES IDLE HEALTHZ_REQUESTS PGBENCH_SECONDS PGBENCH_SCALE NOFILE; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number, got '${!v}'"
@@ -72,42 +65,17 @@ done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mailsensor-stream-bench.XXXXXX")
 declare -A SERVER_PIDS=()
-DBS_CREATED=0
 
 stop_server() { # NAME
-    local pid=${SERVER_PIDS[$1]:-}
-    [[ -n $pid ]] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid"
-        for _ in $(seq 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-    fi
-    wait "$pid" 2>/dev/null || true
+    stop_pid "${SERVER_PIDS[$1]:-}"
     unset "SERVER_PIDS[$1]"
 }
 
-cleanup() {
-    local rc=$?
-    set +e
+stop_processes() { # RC: from bench_cleanup (lib.sh), which then drops the databases and WORK
     for name in "${!SERVER_PIDS[@]}"; do stop_server "$name"; done
-    if [[ $rc -ne 0 ]]; then
-        for f in "$WORK"/server-*.log; do
-            [[ -s $f ]] || continue
-            echo "---- last 30 lines of $(basename "$f") ----" >&2
-            tail -n 30 "$f" >&2
-        done
-    fi
-    if [[ $DBS_CREATED -eq 1 ]]; then
-        "$PSQL" -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" \
-            -c "DROP DATABASE IF EXISTS $PGBENCH_DB WITH (FORCE)" >/dev/null 2>&1 \
-            || echo "[bench] warning: could not drop $DB / $PGBENCH_DB" >&2
-    fi
-    rm -rf "$WORK"
-    exit $rc
+    if [[ $1 -ne 0 ]]; then show_log_tails 30 "$WORK"/server-*.log; fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+set_cleanup_traps
 
 # ---------------------------------------------------------------- limits and tools
 # The servers and the load generator inherit this limit (each holds one socket per stream).
@@ -116,15 +84,6 @@ NOFILE_SET=$(ulimit -n)
 [[ $NOFILE_SET == unlimited || $NOFILE_SET -ge $((MAX_STREAMS + 1024)) ]] \
     || die "ulimit -n is $NOFILE_SET (could not raise it to $NOFILE); $MAX_STREAMS streams need at least $((MAX_STREAMS + 1024))"
 
-pg_tool() { # a PostgreSQL client program: on PATH, else the newest /usr/lib/postgresql/*/bin one
-    if command -v "$1" >/dev/null 2>&1 && "$1" --version >/dev/null 2>&1; then
-        command -v "$1"
-        return
-    fi
-    local found
-    found=$(ls -1 /usr/lib/postgresql/*/bin/"$1" 2>/dev/null | sort -V | tail -n 1)
-    [[ -n $found ]] && echo "$found"
-}
 for tool in cargo curl jq python3; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH"
 done
@@ -132,46 +91,28 @@ PSQL=$(pg_tool psql) || true
 [[ -n $PSQL ]] || die "psql not found"
 PGBENCH=$(pg_tool pgbench) || true
 [[ -n $PGBENCH ]] || die "pgbench not found (on PATH or /usr/lib/postgresql/*/bin)"
-"$PSQL" -d postgres -Atqc 'select 1' >/dev/null 2>&1 \
-    || die "cannot reach PostgreSQL as $PGUSER@$PGHOST:$PGPORT (trust auth expected)"
+require_postgres
 
 # ---------------------------------------------------------------- build
-[[ $CARGO_TARGET_DIR == /* ]] || CARGO_TARGET_DIR=$REPO/$CARGO_TARGET_DIR
+# Not build_release: the snapshot also needs the working tree's examples/stream_bench.rs.
+absolute_target_dir
 if [[ -n ${BENCH_REV:-} ]]; then
-    BUILT_REV=$(git rev-parse --short --verify "$BENCH_REV^{commit}") || die "BENCH_REV=$BENCH_REV is not a commit"
-    BUILD_DIR=$CARGO_TARGET_DIR/stream-bench-src
-    rm -rf "$BUILD_DIR" && mkdir -p "$BUILD_DIR/examples"
-    git archive --format=tar "$BUILT_REV" | tar -x -C "$BUILD_DIR" || die "git archive $BUILT_REV failed"
+    git_snapshot "$CARGO_TARGET_DIR/stream-bench-src"   # sets BUILT_REV, BUILD_DIR
+    mkdir -p "$BUILD_DIR/examples"
     cp "$REPO/examples/stream_bench.rs" "$BUILD_DIR/examples/"
 else
     BUILT_REV=
     BUILD_DIR=$REPO
 fi
-log "building release mailsensor + example stream_bench from ${BUILT_REV:-the working tree} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$BUILD_DIR" && cargo build --release --bin mailsensor --example stream_bench) >&2 \
-    || die "cargo build --release failed${BUILT_REV:+ for $BUILT_REV}${BUILT_REV:- (working tree; BENCH_REV=HEAD builds the last commit instead)}"
+cargo_release "release mailsensor + example stream_bench" --bin mailsensor --example stream_bench
 BIN=$CARGO_TARGET_DIR/release/mailsensor
 GEN=$CARGO_TARGET_DIR/release/examples/stream_bench
 [[ -x $BIN && -x $GEN ]] || die "no binaries at $BIN / $GEN"
 
 # ---------------------------------------------------------------- database and servers
-log "re-creating databases $DB and $PGBENCH_DB"
-DBS_CREATED=1
-"$PSQL" -q -v ON_ERROR_STOP=1 -d postgres -c 'SET client_min_messages = warning' \
-    -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "DROP DATABASE IF EXISTS $PGBENCH_DB WITH (FORCE)" \
-    -c "CREATE DATABASE $DB" -c "CREATE DATABASE $PGBENCH_DB" >/dev/null \
-    || die "could not create the bench databases"
+recreate_databases "$DB" "$PGBENCH_DB"
+server_env "$DB"
 
-export MAILSENSOR_DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB"
-MAILSENSOR_JWT_HS256_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
-export MAILSENSOR_JWT_HS256_SECRET
-[[ ${#MAILSENSOR_JWT_HS256_SECRET} -eq 64 ]] || die "could not generate a secret"
-export MAILSENSOR_LOG=warn NO_COLOR=1
-unset MAILSENSOR_JWT_PUBLIC_KEYS MAILSENSOR_JWT_SIGNING_KEY MAILSENSOR_LISTEN
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 declare -A SERVER_URLS=()
 start_server() { # NAME: starts `mailsensor serve` on a free loopback port and waits for /readyz
     local name=$1 port
@@ -192,31 +133,11 @@ start_server A
 start_server B
 
 # ---------------------------------------------------------------- fixtures
-token() { "$BIN" token --ttl 14400 "$@" || die "mailsensor token $* failed"; }
-api() { # METHOD PATH TOKEN EXPECTED_STATUS [BODY]: prints the body of a request to server A
-    local method=$1 path=$2 tok=$3 want=$4 body=${5:-} status
-    local args=(-sS -o "$WORK/resp" -w '%{http_code}' -X "$method" -H "Authorization: Bearer $tok")
-    [[ -n $body ]] && args+=(-H 'Content-Type: application/json' --data-binary "$body")
-    status=$(curl "${args[@]}" "${SERVER_URLS[A]}$path") || die "$method $path: curl failed"
-    if [[ $status != "$want" ]]; then
-        echo "response body:" >&2
-        cat "$WORK/resp" >&2
-        echo >&2
-        die "$method $path: HTTP $status, expected $want"
-    fi
-    cat "$WORK/resp"
-}
-
-OPERATOR=$(token --role platform_operator --sub bench-operator)
-TENANT_JSON=$(api POST /v1/tenants "$OPERATOR" 201 "{\"name\":\"stream-bench-$(date +%s)-$$\"}")
-TENANT=$(jq -er .id <<<"$TENANT_JSON") || die "no id in $TENANT_JSON"
-PCN=$(jq -er .pcn.id <<<"$TENANT_JSON") || die "no pcn.id in $TENANT_JSON"
-ADMIN=$(token --role administrator --tenant "$TENANT" --node "$PCN" --sub bench-admin)
-SENSOR_JSON=$(api POST "/v1/tenants/$TENANT/sensors" "$ADMIN" 201 "{\"name\":\"stream-bench\",\"node_id\":\"$PCN\"}")
-SENSOR=$(jq -er .id <<<"$SENSOR_JSON") || die "no id in $SENSOR_JSON"
-SENSOR_TOKEN=$(token --role sensor --tenant "$TENANT" --sensor "$SENSOR" --sub bench-worker)
+API_BASE=${SERVER_URLS[A]}   # fixtures go to server A
+create_tenant_and_sensor stream-bench bench-admin
+SENSOR_TOKEN=$(mint_token --role sensor --tenant "$TENANT" --sensor "$SENSOR" --sub bench-worker)
 # Start from realistic settings (the PATCHes then replace the domain list with one entry).
-api PUT "/v1/tenants/$TENANT/sensors/$SENSOR/smtp-integration" "$ADMIN" 200 \
+api_call PUT "/v1/tenants/$TENANT/sensors/$SENSOR/smtp-integration" "$ADMIN" 200 \
     '{"enabled":true,"destination_domains":["bench.example","!hr.bench.example"],"clients":["192.0.2.0/24","!192.0.2.7"],"message_size_limit":{"unlimited":false,"value":25,"unit":"MB"}}' \
     >/dev/null
 log "tenant $TENANT, PCN $PCN, sensor $SENSOR"
@@ -229,13 +150,8 @@ log "reference: $HEALTHZ_REQUESTS sequential GET /healthz on A"
     || die "stream_bench healthz failed"
 
 log "reference: pgbench -i -s $PGBENCH_SCALE, then pgbench -S -c 1 -T $PGBENCH_SECONDS"
-"$PGBENCH" -i -q -s "$PGBENCH_SCALE" "$PGBENCH_DB" >"$WORK/pgbench-init.txt" 2>&1 \
-    || { cat "$WORK/pgbench-init.txt" >&2; die "pgbench -i failed"; }
-"$PGBENCH" -S -c 1 -T "$PGBENCH_SECONDS" "$PGBENCH_DB" >"$WORK/pgbench.txt" 2>&1 \
-    || { cat "$WORK/pgbench.txt" >&2; die "pgbench -S failed"; }
-PG_LAT=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$WORK/pgbench.txt")
-PG_TPS=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$WORK/pgbench.txt")
-[[ -n $PG_TPS ]] || PG_TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench.txt" | tail -n 1)
+pgbench_init
+pgbench_select -c 1 -T "$PGBENCH_SECONDS"   # sets PG_TPS, PG_LAT
 [[ -n $PG_TPS ]] && PG_TPS=$(printf '%.0f' "$PG_TPS")
 
 # ---------------------------------------------------------------- latency
@@ -258,12 +174,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 for name in A B C; do stop_server "$name"; done
 
 # ---------------------------------------------------------------- summary
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $BUILT_REV ]]; then
-    COMMIT="$BUILT_REV (BENCH_REV=$BENCH_REV, built from git archive; HEAD is $COMMIT)"
-elif [[ -n $(git status --porcelain -- src migration Cargo.toml Cargo.lock 2>/dev/null) ]]; then
-    COMMIT="$COMMIT + uncommitted changes in src/, migration/ or Cargo.* (the working tree is what was built)"
-fi
+describe_commit
 
 cat <<EOF
 

@@ -32,10 +32,7 @@
 # and re-created at start and dropped again at exit. The JWT secret is random per run and
 # never written anywhere but the server's environment.
 set -euo pipefail
-
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$BENCH_DIR/.." && pwd)
-cd "$REPO"
+source "$(dirname "$0")/lib.sh"   # cds to the repository root; log, die, build_release, api_call, ...
 
 DURATION=${DURATION:-20}
 DURATION=${DURATION%s}
@@ -43,135 +40,50 @@ DURATION=${DURATION%s}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 PGBENCH_SCALE=${PGBENCH_SCALE:-10}
-export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 DB=mailsensor_bench
 PGBENCH_DB=mailsensor_bench_pgbench
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/bench}
-
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf '[bench] FAILED: %s\n' "$*" >&2; exit 1; }
+TOKEN_TTL=7200
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mailsensor-bench.XXXXXX")
 SERVER_LOG=$WORK/server.log
 SERVER_PID=
-DBS_CREATED=0
 
-cleanup() {
-    local rc=$?
-    set +e
-    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID"
-        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
-        kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID"
-        wait "$SERVER_PID" 2>/dev/null
-    fi
-    if [[ $rc -ne 0 && -s $SERVER_LOG ]]; then
+stop_processes() { # RC: from bench_cleanup (lib.sh), which then drops the databases and WORK
+    stop_pid "$SERVER_PID" 50
+    if [[ $1 -ne 0 && -s $SERVER_LOG ]]; then
         echo "---- last 40 lines of the server log ($SERVER_LOG) ----" >&2
         tail -n 40 "$SERVER_LOG" >&2
     fi
-    if [[ $DBS_CREATED -eq 1 ]]; then
-        "$PSQL" -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" \
-            -c "DROP DATABASE IF EXISTS $PGBENCH_DB WITH (FORCE)" >/dev/null 2>&1 \
-            || echo "[bench] warning: could not drop $DB / $PGBENCH_DB" >&2
-    fi
-    rm -rf "$WORK"
-    exit $rc
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+set_cleanup_traps
 
 # ---------------------------------------------------------------- tools
-APT_UPDATED=0
-apt_install() {
-    [[ $(id -u) -eq 0 ]] || die "$1 is missing; install it (apt-get install $1) or run as root"
-    log "installing $1 with apt-get"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >"$WORK/apt.log" 2>&1; then
-        if [[ $APT_UPDATED -eq 0 ]]; then
-            APT_UPDATED=1
-            apt-get update -q >>"$WORK/apt.log" 2>&1 || true
-        fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >>"$WORK/apt.log" 2>&1 \
-            || { cat "$WORK/apt.log" >&2; die "apt-get install $1 failed"; }
-    fi
-}
-# A PostgreSQL client program: on PATH, else the newest /usr/lib/postgresql/*/bin one.
-pg_tool() {
-    if command -v "$1" >/dev/null 2>&1 && "$1" --version >/dev/null 2>&1; then
-        command -v "$1"
-        return
-    fi
-    local found
-    found=$(ls -1 /usr/lib/postgresql/*/bin/"$1" 2>/dev/null | sort -V | tail -n 1)
-    [[ -n $found ]] && echo "$found"
-}
-
 for tool in wrk curl jq; do
     command -v "$tool" >/dev/null 2>&1 || apt_install "$tool"
 done
 command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH"
-PSQL=$(pg_tool psql) || true
-[[ -n $PSQL ]] || { apt_install postgresql-client; PSQL=$(pg_tool psql) || die "psql not found"; }
+require_psql
 PGBENCH=$(pg_tool pgbench) || true
 # pgbench ships with the PostgreSQL server package on Debian; installing that would set up
 # a second cluster, so ask instead.
 [[ -n $PGBENCH ]] || die "pgbench not found (on PATH or /usr/lib/postgresql/*/bin); install the PostgreSQL package that ships it"
-
-"$PSQL" -d postgres -Atqc 'select 1' >/dev/null 2>&1 \
-    || die "cannot reach PostgreSQL as $PGUSER@$PGHOST:$PGPORT (trust auth expected)"
+require_postgres
 
 # ---------------------------------------------------------------- build
-[[ $CARGO_TARGET_DIR == /* ]] || CARGO_TARGET_DIR=$REPO/$CARGO_TARGET_DIR
-if [[ -n ${BENCH_REV:-} ]]; then
-    # Build a committed revision from a read-only snapshot (git archive), unaffected by
-    # whatever is being edited in the working tree.
-    BUILT_REV=$(git rev-parse --short --verify "$BENCH_REV^{commit}") || die "BENCH_REV=$BENCH_REV is not a commit"
-    # Its own target dir: cargo decides freshness by mtime, and a working-tree build and a
-    # snapshot build sharing one target dir could each take the other's output as fresh.
-    CARGO_TARGET_DIR=$CARGO_TARGET_DIR/rev
-    BUILD_DIR=$CARGO_TARGET_DIR/src
-    rm -rf "$BUILD_DIR" && mkdir -p "$BUILD_DIR"
-    git archive --format=tar "$BUILT_REV" | tar -x -C "$BUILD_DIR" || die "git archive $BUILT_REV failed"
-    # git archive sets every mtime to the commit time; for a different (maybe older) commit
-    # than the last build, make the sources newer than any output so cargo rebuilds them.
-    if [[ $(cat "$CARGO_TARGET_DIR/built-rev" 2>/dev/null) != "$BUILT_REV" ]]; then
-        find "$BUILD_DIR" -type f -exec touch {} +
-    fi
-    rm -f "$CARGO_TARGET_DIR/built-rev"
-else
-    BUILT_REV=
-    BUILD_DIR=$REPO
-fi
-log "building the release binary from ${BUILT_REV:-the working tree} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$BUILD_DIR" && cargo build --release --bin mailsensor) >&2 \
-    || die "cargo build --release failed${BUILT_REV:+ for $BUILT_REV}${BUILT_REV:- (working tree; BENCH_REV=HEAD builds the last commit instead)}"
-[[ -n $BUILT_REV ]] && echo "$BUILT_REV" >"$CARGO_TARGET_DIR/built-rev"
-BIN=$CARGO_TARGET_DIR/release/mailsensor
-[[ -x $BIN ]] || die "no binary at $BIN"
+build_release   # sets BIN, BUILT_REV; BENCH_REV builds in $CARGO_TARGET_DIR/rev
 
 # ---------------------------------------------------------------- databases
-log "re-creating databases $DB and $PGBENCH_DB"
-DBS_CREATED=1
-"$PSQL" -q -v ON_ERROR_STOP=1 -d postgres -c 'SET client_min_messages = warning' \
-    -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "DROP DATABASE IF EXISTS $PGBENCH_DB WITH (FORCE)" \
-    -c "CREATE DATABASE $DB" -c "CREATE DATABASE $PGBENCH_DB" >/dev/null \
-    || die "could not create the bench databases"
+recreate_databases "$DB" "$PGBENCH_DB"
 
 # ---------------------------------------------------------------- server
 if [[ -n ${BENCH_PORT:-} ]]; then
     PORT=$BENCH_PORT
 else
-    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null) \
-        || PORT=18181
+    PORT=$(free_port 2>/dev/null) || PORT=18181
 fi
 BASE=http://127.0.0.1:$PORT
-
-export MAILSENSOR_DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB"
-MAILSENSOR_JWT_HS256_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
-export MAILSENSOR_JWT_HS256_SECRET
-[[ ${#MAILSENSOR_JWT_HS256_SECRET} -eq 64 ]] || die "could not generate a secret"
-export MAILSENSOR_LOG=warn NO_COLOR=1
-unset MAILSENSOR_JWT_PUBLIC_KEYS MAILSENSOR_JWT_SIGNING_KEY MAILSENSOR_LISTEN
+API_BASE=$BASE
+server_env "$DB"
 
 log "starting mailsensor serve on $BASE"
 "$BIN" serve --listen "127.0.0.1:$PORT" >"$SERVER_LOG" 2>&1 &
@@ -185,30 +97,7 @@ done
 log "server ready (pid $SERVER_PID)"
 
 # ---------------------------------------------------------------- fixtures
-token() { "$BIN" token --ttl 7200 "$@" || die "mailsensor token $* failed"; }
-
-# api METHOD PATH TOKEN EXPECTED_STATUS [BODY]: prints the response body; dies on any other status.
-api() {
-    local method=$1 path=$2 tok=$3 want=$4 body=${5:-} status
-    local args=(-sS -o "$WORK/resp" -w '%{http_code}' -X "$method" -H "Authorization: Bearer $tok")
-    [[ -n $body ]] && args+=(-H 'Content-Type: application/json' --data-binary "$body")
-    status=$(curl "${args[@]}" "$BASE$path") || die "$method $path: curl failed"
-    if [[ $status != "$want" ]]; then
-        echo "response body:" >&2
-        cat "$WORK/resp" >&2
-        echo >&2
-        die "$method $path: HTTP $status, expected $want"
-    fi
-    cat "$WORK/resp"
-}
-
-OPERATOR=$(token --role platform_operator --sub bench-operator)
-TENANT_JSON=$(api POST /v1/tenants "$OPERATOR" 201 "{\"name\":\"bench-$(date +%s)-$$\"}")
-TENANT=$(jq -er .id <<<"$TENANT_JSON") || die "no id in $TENANT_JSON"
-PCN=$(jq -er .pcn.id <<<"$TENANT_JSON") || die "no pcn.id in $TENANT_JSON"
-ADMIN=$(token --role administrator --tenant "$TENANT" --node "$PCN" --sub bench)
-SENSOR_JSON=$(api POST "/v1/tenants/$TENANT/sensors" "$ADMIN" 201 "{\"name\":\"bench\",\"node_id\":\"$PCN\"}")
-SENSOR=$(jq -er .id <<<"$SENSOR_JSON") || die "no id in $SENSOR_JSON"
+create_tenant_and_sensor bench bench
 SETTINGS_PATH=/v1/tenants/$TENANT/sensors/$SENSOR/smtp-integration
 
 # Realistic settings: 50 destination domains (48 + 2 exclusions below listed parents),
@@ -222,11 +111,11 @@ jq -nc '
 [[ $(jq '.destination_domains | length' "$BODY_FILE") -eq 50 && $(jq '.clients | length' "$BODY_FILE") -eq 20 ]] \
     || die "settings body is not 50 domains / 20 clients"
 
-PUT_JSON=$(api PUT "$SETTINGS_PATH" "$ADMIN" 200 "$(cat "$BODY_FILE")")
+PUT_JSON=$(api_call PUT "$SETTINGS_PATH" "$ADMIN" 200 "$(cat "$BODY_FILE")")
 jq -e '.enabled == true and (.destination_domains | length) == 50 and (.clients | length) == 20
        and .max_message_bytes == 26214400' <<<"$PUT_JSON" >/dev/null \
     || die "PUT answered 200 but the settings differ: $PUT_JSON"
-GET_JSON=$(api GET "$SETTINGS_PATH" "$ADMIN" 200)
+GET_JSON=$(api_call GET "$SETTINGS_PATH" "$ADMIN" 200)
 REV_BEFORE_PUT=$(jq -er .revision <<<"$GET_JSON")
 log "tenant $TENANT, PCN $PCN, sensor $SENSOR; settings at revision $REV_BEFORE_PUT ($(wc -c <"$BODY_FILE") byte PUT body, $(printf %s "$GET_JSON" | wc -c) byte GET body)"
 
@@ -248,31 +137,21 @@ run_wrk() { # NAME SCRIPT
 
 run_wrk GET "$BENCH_DIR/get-settings.lua"
 run_wrk PUT "$BENCH_DIR/put-settings.lua"
-REV_AFTER_PUT=$(api GET "$SETTINGS_PATH" "$ADMIN" 200 | jq -er .revision)
+REV_AFTER_PUT=$(api_call GET "$SETTINGS_PATH" "$ADMIN" 200 | jq -er .revision)
 
 log "pgbench -i -s $PGBENCH_SCALE into $PGBENCH_DB"
-"$PGBENCH" -i -q -s "$PGBENCH_SCALE" "$PGBENCH_DB" >"$WORK/pgbench-init.txt" 2>&1 \
-    || { cat "$WORK/pgbench-init.txt" >&2; die "pgbench -i failed"; }
+pgbench_init
 log "pgbench -S -c $CONNECTIONS -j $THREADS -T $DURATION"
-"$PGBENCH" -S -c "$CONNECTIONS" -j "$THREADS" -T "$DURATION" "$PGBENCH_DB" >"$WORK/pgbench.txt" 2>&1 \
-    || { cat "$WORK/pgbench.txt" >&2; die "pgbench -S failed"; }
+pgbench_select -c "$CONNECTIONS" -j "$THREADS" -T "$DURATION"   # sets PG_TPS, PG_LAT
 echo "---------------- pgbench -S ----------------"
 cat "$WORK/pgbench.txt"
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- summary
-PG_TPS=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$WORK/pgbench.txt")
-[[ -n $PG_TPS ]] || PG_TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench.txt" | tail -n 1)
 [[ -n $PG_TPS ]] && PG_TPS=$(printf '%.1f' "$PG_TPS")
-PG_LAT=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$WORK/pgbench.txt")
 PG_FAILED=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$WORK/pgbench.txt")
 
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $BUILT_REV ]]; then
-    COMMIT="$BUILT_REV (BENCH_REV=$BENCH_REV, built from git archive; HEAD is $COMMIT)"
-elif [[ -n $(git status --porcelain -- src migration Cargo.toml Cargo.lock 2>/dev/null) ]]; then
-    COMMIT="$COMMIT + uncommitted changes in src/, migration/ or Cargo.* (the working tree is what was built)"
-fi
+describe_commit
 # Server log without colour codes (in case NO_COLOR is not honoured).
 sed -E 's/\x1b\[[0-9;]*m//g' "$SERVER_LOG" >"$WORK/server-plain.log"
 WARN_LINES=$(grep -c . "$WORK/server-plain.log" || true)

@@ -41,10 +41,7 @@
 # daemon is never started). The database mailsensor_smtp_bench is dropped and re-created at start
 # and dropped at exit. The JWT secret is random per run and only ever in the environment.
 set -euo pipefail
-
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$BENCH_DIR/.." && pwd)
-cd "$REPO"
+source "$(dirname "$0")/lib.sh"   # cds to the repository root; log, die, build_release, api_call, ...
 
 MESSAGES=${MESSAGES:-2000}
 SESSIONS=${SESSIONS:-20}
@@ -52,15 +49,11 @@ MSG_BYTES=${MSG_BYTES:-10240}
 IDLE_SESSIONS=${IDLE_SESSIONS:-1000}
 IDLE_SECS=${IDLE_SECS:-5}
 WARMUP=${WARMUP:-$((SESSIONS * 5))}
-export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 DB=mailsensor_smtp_bench
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/bench}
+TOKEN_TTL=14400
 RCPT=bench-rcpt@example.com
 SENDER=bench-sender@bench.example.net
 HELO=bench-client.example.net
-
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf '[bench] FAILED: %s\n' "$*" >&2; exit 1; }
 
 for v in MESSAGES SESSIONS MSG_BYTES IDLE_SESSIONS IDLE_SECS WARMUP; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number, got '${!v}'"
@@ -68,71 +61,24 @@ done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mailsensor-smtp-bench.XXXXXX")
 declare -A PIDS=()
-DB_CREATED=0
 
 stop_proc() { # NAME: TERM, wait up to 15 s, then KILL
-    local pid=${PIDS[$1]:-}
-    [[ -n $pid ]] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null
-        for _ in $(seq 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    fi
-    wait "$pid" 2>/dev/null || true
+    stop_pid "${PIDS[$1]:-}"
     unset "PIDS[$1]"
 }
 
-cleanup() {
-    local rc=$?
-    set +e
+stop_processes() { # RC: from bench_cleanup (lib.sh), which then drops the databases and WORK
     # The worker first (it drains its sessions into the API), then the sink and the API.
     for name in sensor sink serve; do stop_proc "$name"; done
-    if [[ $rc -ne 0 ]]; then
-        for f in "$WORK"/serve.log "$WORK"/sensor.log "$WORK"/sink.log; do
-            [[ -s $f ]] || continue
-            echo "---- last 30 lines of $(basename "$f") ----" >&2
-            tail -n 30 "$f" >&2
-        done
-    fi
-    if [[ $DB_CREATED -eq 1 ]]; then
-        "$PSQL" -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 \
-            || echo "[bench] warning: could not drop $DB" >&2
-    fi
-    rm -rf "$WORK"
-    exit $rc
+    if [[ $1 -ne 0 ]]; then show_log_tails 30 "$WORK"/serve.log "$WORK"/sensor.log "$WORK"/sink.log; fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+set_cleanup_traps
 
 # ---------------------------------------------------------------- limits and tools
 # Idle sessions need one descriptor each, in the worker and in the client.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [[ $(ulimit -n) == unlimited || $(ulimit -n) -ge $((IDLE_SESSIONS + 512)) ]] \
     || die "ulimit -n is $(ulimit -n); $IDLE_SESSIONS idle sessions need at least $((IDLE_SESSIONS + 512))"
-
-APT_UPDATED=0
-apt_install() { # PACKAGE...
-    [[ $(id -u) -eq 0 ]] || die "$* missing; install it (apt-get install $*) or run as root"
-    log "installing $* with apt-get"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >"$WORK/apt.log" 2>&1; then
-        if [[ $APT_UPDATED -eq 0 ]]; then
-            APT_UPDATED=1
-            apt-get update -q >>"$WORK/apt.log" 2>&1 || true
-        fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >>"$WORK/apt.log" 2>&1 \
-            || { cat "$WORK/apt.log" >&2; die "apt-get install $* failed"; }
-    fi
-}
-pg_tool() { # a PostgreSQL client program: on PATH, else the newest /usr/lib/postgresql/*/bin one
-    if command -v "$1" >/dev/null 2>&1 && "$1" --version >/dev/null 2>&1; then
-        command -v "$1"
-        return
-    fi
-    local found
-    found=$(ls -1 /usr/lib/postgresql/*/bin/"$1" 2>/dev/null | sort -V | tail -n 1)
-    [[ -n $found ]] && echo "$found"
-}
 
 for tool in curl jq; do
     command -v "$tool" >/dev/null 2>&1 || apt_install "$tool"
@@ -152,34 +98,11 @@ if [[ -z $SMTP_SOURCE ]]; then
 fi
 SMTP_SINK=$(command -v smtp-sink 2>/dev/null || echo /usr/sbin/smtp-sink)
 [[ -x $SMTP_SOURCE && -x $SMTP_SINK ]] || die "smtp-source / smtp-sink not found after installing postfix"
-PSQL=$(pg_tool psql) || true
-[[ -n $PSQL ]] || { apt_install postgresql-client; PSQL=$(pg_tool psql) || die "psql not found"; }
-"$PSQL" -d postgres -Atqc 'select 1' >/dev/null 2>&1 \
-    || die "cannot reach PostgreSQL as $PGUSER@$PGHOST:$PGPORT (trust auth expected)"
+require_psql
+require_postgres
 
 # ---------------------------------------------------------------- build
-[[ $CARGO_TARGET_DIR == /* ]] || CARGO_TARGET_DIR=$REPO/$CARGO_TARGET_DIR
-if [[ -n ${BENCH_REV:-} ]]; then
-    # Same scheme as bench/settings-api.sh: a read-only snapshot in its own target dir.
-    BUILT_REV=$(git rev-parse --short --verify "$BENCH_REV^{commit}") || die "BENCH_REV=$BENCH_REV is not a commit"
-    CARGO_TARGET_DIR=$CARGO_TARGET_DIR/rev
-    BUILD_DIR=$CARGO_TARGET_DIR/src
-    rm -rf "$BUILD_DIR" && mkdir -p "$BUILD_DIR"
-    git archive --format=tar "$BUILT_REV" | tar -x -C "$BUILD_DIR" || die "git archive $BUILT_REV failed"
-    if [[ $(cat "$CARGO_TARGET_DIR/built-rev" 2>/dev/null) != "$BUILT_REV" ]]; then
-        find "$BUILD_DIR" -type f -exec touch {} +
-    fi
-    rm -f "$CARGO_TARGET_DIR/built-rev"
-else
-    BUILT_REV=
-    BUILD_DIR=$REPO
-fi
-log "building the release binary from ${BUILT_REV:-the working tree} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$BUILD_DIR" && cargo build --release --bin mailsensor) >&2 \
-    || die "cargo build --release failed${BUILT_REV:+ for $BUILT_REV}${BUILT_REV:- (working tree; BENCH_REV=HEAD builds the last commit instead)}"
-[[ -n $BUILT_REV ]] && echo "$BUILT_REV" >"$CARGO_TARGET_DIR/built-rev"
-BIN=$CARGO_TARGET_DIR/release/mailsensor
-[[ -x $BIN ]] || die "no binary at $BIN"
+build_release   # sets BIN, BUILT_REV; BENCH_REV builds in $CARGO_TARGET_DIR/rev, as settings-api.sh does
 
 # ---------------------------------------------------------------- the asyncio client
 # `latency`: SESSIONS persistent connections share MESSAGES messages; per message, the time from
@@ -397,26 +320,16 @@ main()
 PYEOF
 
 # ---------------------------------------------------------------- database and API
-log "re-creating database $DB"
-DB_CREATED=1
-"$PSQL" -q -v ON_ERROR_STOP=1 -d postgres -c 'SET client_min_messages = warning' \
-    -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null \
-    || die "could not create the bench database"
+recreate_databases "$DB"
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 API_PORT=$(free_port) || die "no free port"
 API=http://127.0.0.1:$API_PORT
+API_BASE=$API
 
-export MAILSENSOR_DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB"
-MAILSENSOR_JWT_HS256_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
-export MAILSENSOR_JWT_HS256_SECRET
-[[ ${#MAILSENSOR_JWT_HS256_SECRET} -eq 64 ]] || die "could not generate a secret"
-export MAILSENSOR_LOG=warn NO_COLOR=1
-unset MAILSENSOR_JWT_PUBLIC_KEYS MAILSENSOR_JWT_SIGNING_KEY MAILSENSOR_LISTEN MAILSENSOR_API_URL \
-    MAILSENSOR_SENSOR_TOKEN MAILSENSOR_SENSOR_ID MAILSENSOR_SMTP_LISTEN MAILSENSOR_ADMIN_LISTEN \
-    MAILSENSOR_TLS_CERT MAILSENSOR_TLS_KEY MAILSENSOR_SENSOR_NETWORK
+server_env "$DB"
+# And the worker's own settings: it is started below with everything given as flags.
+unset MAILSENSOR_API_URL MAILSENSOR_SENSOR_TOKEN MAILSENSOR_SENSOR_ID MAILSENSOR_SMTP_LISTEN \
+    MAILSENSOR_ADMIN_LISTEN MAILSENSOR_TLS_CERT MAILSENSOR_TLS_KEY MAILSENSOR_SENSOR_NETWORK
 
 wait_http_200() { # NAME PID URL
     for i in $(seq 300); do
@@ -432,33 +345,12 @@ log "starting mailsensor serve on $API"
 PIDS[serve]=$!
 wait_http_200 "mailsensor serve" "${PIDS[serve]}" "$API/readyz"
 
-token() { "$BIN" token --ttl 14400 "$@" || die "mailsensor token $* failed"; }
-api() { # METHOD PATH TOKEN EXPECTED_STATUS [BODY]: prints the response body; dies on any other status
-    local method=$1 path=$2 tok=$3 want=$4 body=${5:-} status
-    local args=(-sS -o "$WORK/resp" -w '%{http_code}' -X "$method" -H "Authorization: Bearer $tok")
-    [[ -n $body ]] && args+=(-H 'Content-Type: application/json' --data-binary "$body")
-    status=$(curl "${args[@]}" "$API$path") || die "$method $path: curl failed"
-    if [[ $status != "$want" ]]; then
-        echo "response body:" >&2
-        cat "$WORK/resp" >&2
-        echo >&2
-        die "$method $path: HTTP $status, expected $want"
-    fi
-    cat "$WORK/resp"
-}
-
-OPERATOR=$(token --role platform_operator --sub bench-operator)
-TENANT_JSON=$(api POST /v1/tenants "$OPERATOR" 201 "{\"name\":\"smtp-bench-$(date +%s)-$$\"}")
-TENANT=$(jq -er .id <<<"$TENANT_JSON") || die "no id in $TENANT_JSON"
-PCN=$(jq -er .pcn.id <<<"$TENANT_JSON") || die "no pcn.id in $TENANT_JSON"
-ADMIN=$(token --role administrator --tenant "$TENANT" --node "$PCN" --sub bench-admin)
-SENSOR_JSON=$(api POST "/v1/tenants/$TENANT/sensors" "$ADMIN" 201 "{\"name\":\"smtp-bench\",\"node_id\":\"$PCN\"}")
-SENSOR=$(jq -er .id <<<"$SENSOR_JSON") || die "no id in $SENSOR_JSON"
-PUT_JSON=$(api PUT "/v1/tenants/$TENANT/sensors/$SENSOR/smtp-integration" "$ADMIN" 200 \
+create_tenant_and_sensor smtp-bench bench-admin
+PUT_JSON=$(api_call PUT "/v1/tenants/$TENANT/sensors/$SENSOR/smtp-integration" "$ADMIN" 200 \
     '{"enabled": true, "destination_domains": ["example.com"], "clients": [], "message_size_limit": {"unlimited": false, "value": 10, "unit": "MB"}}')
 jq -e '.enabled == true and .max_message_bytes == 10485760' <<<"$PUT_JSON" >/dev/null \
     || die "PUT answered 200 but the settings differ: $PUT_JSON"
-SENSOR_TOKEN=$(token --role sensor --tenant "$TENANT" --sensor "$SENSOR" --sub bench-worker)
+SENSOR_TOKEN=$(mint_token --role sensor --tenant "$TENANT" --sensor "$SENSOR" --sub bench-worker)
 log "tenant $TENANT, PCN $PCN, sensor $SENSOR (settings revision $(jq -r .revision <<<"$PUT_JSON"))"
 
 # ---------------------------------------------------------------- worker and sink
@@ -558,7 +450,7 @@ CURSOR=
 PAGES=0
 while :; do
     q="limit=500&sensor_id=$SENSOR${CURSOR:+&cursor=$CURSOR}"
-    api GET "/v1/tenants/$TENANT/messages?$q" "$ADMIN" 200 >"$WORK/page.json"
+    api_call GET "/v1/tenants/$TENANT/messages?$q" "$ADMIN" 200 >"$WORK/page.json"
     jq -r '.items[].id' "$WORK/page.json" >>"$WORK/api-ids"
     jq -r '.items[] | (.verdict // "none")' "$WORK/page.json" >>"$WORK/api-verdicts"
     PAGES=$((PAGES + 1))
@@ -596,12 +488,7 @@ declare -A RUN_LINES=()
 for name in serve sensor; do RUN_LINES[$name]=$(wc -l <"$WORK/$name.log"); done
 for name in sensor sink serve; do stop_proc "$name"; done
 
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $BUILT_REV ]]; then
-    COMMIT="$BUILT_REV (BENCH_REV=$BENCH_REV, built from git archive; HEAD is $COMMIT)"
-elif [[ -n $(git status --porcelain -- src migration Cargo.toml Cargo.lock 2>/dev/null) ]]; then
-    COMMIT="$COMMIT + uncommitted changes in src/, migration/ or Cargo.* (the working tree is what was built)"
-fi
+describe_commit
 mib() { awk -v b="$1" 'BEGIN { if (b == "" || b == "null") print "?"; else printf "%.1f MiB", b / 1048576 }'; }
 
 source_row() { # LABEL TAG
