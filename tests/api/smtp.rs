@@ -427,6 +427,29 @@ async fn protocol_edges(backend: Backend) {
     worker.shutdown().await;
 }
 
+/// A client that goes quiet is told so and disconnected after the idle timeout; a worker at its
+/// session limit answers 421 to the next client.
+async fn idle_timeout_and_worker_limit(backend: Backend) {
+    let w = world(backend).await;
+    let worker = mx(&w, settings(&["example.com"], &[], unlimited()), |c| {
+        c.limits.idle_timeout = Duration::from_millis(800);
+        c.limits.max_sessions = 2;
+    })
+    .await;
+    let mut quiet = TcpStream::connect_std_from("127.0.0.1", worker.smtp_addr).await;
+    assert!(read_reply(&mut quiet).await.starts_with("220"));
+    let mut busy = TcpStream::connect_std_from("127.0.0.2", worker.smtp_addr).await;
+    assert!(read_reply(&mut busy).await.starts_with("220"));
+    let mut third = TcpStream::connect_std_from("127.0.0.3", worker.smtp_addr).await;
+    assert!(read_reply(&mut third).await.starts_with("421 4.7.0"), "the worker is full");
+    let started = Instant::now();
+    assert!(read_reply(&mut quiet).await.starts_with("421 4.4.2"));
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    let mut rest = Vec::new();
+    assert_eq!(quiet.read_to_end(&mut rest).await.unwrap(), 0, "and the connection is closed");
+    worker.shutdown().await;
+}
+
 /// A client nobody here wrote: Python's smtplib.
 async fn python_smtplib_client(backend: Backend) {
     let w = world(backend).await;
@@ -695,6 +718,7 @@ async fn graceful_shutdown(backend: Backend) {
 }
 
 on_both_backends!(
+    idle_timeout_and_worker_limit,
     reply_code_table,
     blank_field_rules,
     settings_change_governs_the_next_session,
