@@ -97,9 +97,12 @@ require_postgres
 # Not build_release: the snapshot also needs the working tree's examples/stream_bench.rs.
 absolute_target_dir
 if [[ -n ${BENCH_REV:-} ]]; then
-    git_snapshot "$CARGO_TARGET_DIR/stream-bench-src"   # sets BUILT_REV, BUILD_DIR
+    # Its own target dir, sources newer than any output: see build_release in lib.sh.
+    CARGO_TARGET_DIR=$CARGO_TARGET_DIR/rev-stream
+    git_snapshot "$CARGO_TARGET_DIR/src"   # sets BUILT_REV, BUILD_DIR
     mkdir -p "$BUILD_DIR/examples"
     cp "$REPO/examples/stream_bench.rs" "$BUILD_DIR/examples/"
+    find "$BUILD_DIR" -type f -exec touch {} +
 else
     BUILT_REV=
     BUILD_DIR=$REPO
