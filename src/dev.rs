@@ -13,6 +13,14 @@ use crate::store::{self, Actor, TenantScope};
 
 const DEMO_TENANT: &str = "Demo";
 
+/// Prints the banner; a closed standard output (`mailsensor dev | head`) must not stop the product.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// The demo objects `dev` creates once and finds again on every later run.
 pub struct Demo {
     pub tenant: Uuid,
@@ -105,21 +113,22 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let base = format!("http://{}", listener.local_addr()?);
     let admin = token("alice", Role::Administrator, Some(demo.pcn))?;
-    println!("\nmailsensor dev is running (data in {}).\n", args.data_dir.display());
-    println!("Swagger UI:   {base}/docs/");
-    println!("OpenAPI:      {base}/openapi.json\n");
-    println!("Demo tenant {}: PCN {}, SCN {}", demo.tenant, demo.pcn, demo.scn);
-    println!("Sensors: {} (on the PCN), {} (on the SCN)\n", demo.pcn_sensor, demo.scn_sensor);
-    println!("Tokens (valid {} h; paste into Swagger UI's Authorize):", args.token_ttl / 3600);
-    println!("  export ADMIN_PCN={admin}");
-    println!("  export ADMIN_SCN={}", token("bob", Role::Administrator, Some(demo.scn))?);
-    println!("  export AUDITOR={}", token("carol", Role::SecurityAuditor, Some(demo.pcn))?);
-    println!("  export OFFICER={}", token("dave", Role::SecurityOfficer, Some(demo.pcn))?);
-    println!("  export OPERATOR={}\n", token("olga", Role::PlatformOperator, None)?);
-    println!("Try:");
-    println!(
+    say!("\nmailsensor dev is running (data in {}).\n", args.data_dir.display());
+    say!("Swagger UI:   {base}/docs/");
+    say!("OpenAPI:      {base}/openapi.json\n");
+    say!("Demo tenant {}: PCN {}, SCN {}", demo.tenant, demo.pcn, demo.scn);
+    say!("Sensors: {} (on the PCN), {} (on the SCN)\n", demo.pcn_sensor, demo.scn_sensor);
+    say!("Tokens (valid {} h; paste into Swagger UI's Authorize):", args.token_ttl / 3600);
+    say!("  export ADMIN_PCN={admin}");
+    say!("  export ADMIN_SCN={}", token("bob", Role::Administrator, Some(demo.scn))?);
+    say!("  export AUDITOR={}", token("carol", Role::SecurityAuditor, Some(demo.pcn))?);
+    say!("  export OFFICER={}", token("dave", Role::SecurityOfficer, Some(demo.pcn))?);
+    say!("  export OPERATOR={}\n", token("olga", Role::PlatformOperator, None)?);
+    say!("Try:");
+    say!(
         "  curl -s -H \"Authorization: Bearer $ADMIN_PCN\" {base}/v1/tenants/{}/sensors/{}/smtp-integration\n",
-        demo.tenant, demo.pcn_sensor
+        demo.tenant,
+        demo.pcn_sensor
     );
     let sensor_token = keys.mint(&Claims {
         sub: "demo-worker".into(),
@@ -149,9 +158,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         limits: Default::default(),
     })
     .await?;
-    println!("SMTP worker for the demo sensor on the PCN: {} (accepts mail from this machine)", worker.smtp_addr);
-    println!("  swaks --server {} --to someone@example.com --from me@example.org", worker.smtp_addr);
-    println!("  curl -s -H \"Authorization: Bearer $OFFICER\" {base}/v1/tenants/{}/messages\n", demo.tenant);
+    say!("SMTP worker for the demo sensor on the PCN: {} (accepts mail from this machine)", worker.smtp_addr);
+    say!("  swaks --server {} --to someone@example.com --from me@example.org", worker.smtp_addr);
+    say!("  curl -s -H \"Authorization: Bearer $OFFICER\" {base}/v1/tenants/{}/messages\n", demo.tenant);
     api.await??;
     worker.shutdown().await;
     Ok(())

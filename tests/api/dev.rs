@@ -51,6 +51,8 @@ async fn start_dev(dir: &std::path::Path) -> Dev {
             break;
         }
     }
+    // Keep reading what it prints later: a closed pipe would make its next print fail.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Dev { child, base: format!("http://127.0.0.1:{api}"), tenant, pcn_sensor, tokens, smtp }
 }
 
