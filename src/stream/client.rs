@@ -3,7 +3,6 @@
 //! The last good settings stay in place the whole time; they are only replaced, never cleared,
 //! except by a `delete`.
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -55,8 +54,6 @@ pub struct Applied {
 struct Shared {
     current: ArcSwapOption<SensorConfig>,
     last_id: std::sync::Mutex<Option<String>>,
-    deleted: AtomicBool,
-    connected: AtomicBool,
     applied: broadcast::Sender<Applied>,
 }
 
@@ -69,13 +66,7 @@ pub struct Follower {
 impl Follower {
     pub fn start(options: FollowOptions) -> Follower {
         let (applied, _) = broadcast::channel(4096);
-        let shared = Arc::new(Shared {
-            current: ArcSwapOption::empty(),
-            last_id: Default::default(),
-            deleted: AtomicBool::new(false),
-            connected: AtomicBool::new(false),
-            applied,
-        });
+        let shared = Arc::new(Shared { current: ArcSwapOption::empty(), last_id: Default::default(), applied });
         let task = tokio::spawn(run(options, shared.clone()));
         Follower { shared, task }
     }
@@ -87,14 +78,6 @@ impl Follower {
 
     pub fn last_event_id(&self) -> Option<String> {
         self.shared.last_id.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn is_deleted(&self) -> bool {
-        self.shared.deleted.load(Ordering::Relaxed)
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.shared.connected.load(Ordering::Relaxed)
     }
 
     /// Every event applied from now on, in order.
@@ -127,7 +110,6 @@ async fn run(options: FollowOptions, shared: Arc<Shared>) {
     let mut backoff = options.min_backoff;
     loop {
         let outcome = connect_once(&http, &options, &shared).await;
-        shared.connected.store(false, Ordering::Relaxed);
         let wait = match outcome {
             Outcome::Deleted => return,
             Outcome::Progressed => {
@@ -163,7 +145,6 @@ async fn connect_once(http: &reqwest::Client, options: &FollowOptions, shared: &
         // The sensor no longer exists (its deletion was compacted away while we were gone).
         tracing::warn!("config stream: the sensor no longer exists; refusing mail from now on");
         shared.current.store(None);
-        shared.deleted.store(true, Ordering::Relaxed);
         let _ = shared.applied.send(Applied { kind: "delete".into(), id: None, config: None });
         return Outcome::Deleted;
     }
@@ -177,7 +158,6 @@ async fn connect_once(http: &reqwest::Client, options: &FollowOptions, shared: &
         tracing::warn!(status = %response.status(), "config stream refused");
         return Outcome::Failed(retry_after);
     }
-    shared.connected.store(true, Ordering::Relaxed);
     let mut events = response.bytes_stream().eventsource();
     let mut progressed = false;
     loop {
@@ -204,7 +184,6 @@ async fn connect_once(http: &reqwest::Client, options: &FollowOptions, shared: &
             },
             "delete" => {
                 shared.current.store(None);
-                shared.deleted.store(true, Ordering::Relaxed);
             }
             _ => {}
         }

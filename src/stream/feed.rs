@@ -84,10 +84,6 @@ impl ChangeFeed {
         self.wake.notify_one();
     }
 
-    pub fn subscriber_count(&self) -> usize {
-        self.changes.receiver_count()
-    }
-
     /// Stops the background tasks (the process keeps running, e.g. a test restarting a server).
     pub fn shutdown(&self) {
         for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
