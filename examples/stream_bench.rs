@@ -186,7 +186,7 @@ async fn wait_for_gauge(http: &reqwest::Client, api: &str, at_most: f64, limit: 
 /// An `upsert` as one subscriber received it.
 struct Arrival {
     subscriber: usize,
-    settings_revision: i64,
+    revision: i64,
     at: Instant,
 }
 
@@ -278,11 +278,11 @@ impl Streams {
                     Ok(e) if e.event == "upsert" => {
                         stats.upserts.fetch_add(1, Ordering::Relaxed);
                         if let Some(arrivals) = &arrivals {
-                            let settings_revision = serde_json::from_str::<Value>(&e.data)
+                            let revision = serde_json::from_str::<Value>(&e.data)
                                 .ok()
-                                .and_then(|v| v["settings_revision"].as_i64())
+                                .and_then(|v| v["revision"].as_i64())
                                 .unwrap_or(-1);
-                            let _ = arrivals.send(Arrival { subscriber, settings_revision, at });
+                            let _ = arrivals.send(Arrival { subscriber, revision, at });
                         }
                     }
                     Ok(e) if e.event == "bookmark" => {
@@ -512,7 +512,7 @@ async fn latency_scenario(
         let mut stray = 0;
         while count < n {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(a)) if a.settings_revision == revision && received[a.subscriber].is_none() => {
+                Ok(Some(a)) if a.revision == revision && received[a.subscriber].is_none() => {
                     received[a.subscriber] = Some(a.at);
                     count += 1;
                 }

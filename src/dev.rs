@@ -45,7 +45,7 @@ fn dev_secret(dir: &Path) -> anyhow::Result<String> {
     Ok(secret)
 }
 
-pub async fn seed(db: &sea_orm::DatabaseConnection) -> anyhow::Result<Demo> {
+pub async fn seed(db: &sea_orm::DatabaseConnection, cap: u64) -> anyhow::Result<Demo> {
     let actor = Actor {
         sub: "mailsensor-dev".into(),
         role: Role::PlatformOperator.as_str().into(),
@@ -67,7 +67,7 @@ pub async fn seed(db: &sea_orm::DatabaseConnection) -> anyhow::Result<Demo> {
     let sensor_on = async |node: Uuid, name: &str| -> anyhow::Result<Uuid> {
         match sensors.iter().find(|s| s.node_id == node) {
             Some(s) => Ok(s.id),
-            None => Ok(store::sensors::create(db, scope, name, node, &actor).await?.id),
+            None => Ok(store::sensors::create(db, scope, name, node, &actor, cap).await?.id),
         }
     };
     let fresh = !sensors.iter().any(|s| s.node_id == pcn);
@@ -76,7 +76,8 @@ pub async fn seed(db: &sea_orm::DatabaseConnection) -> anyhow::Result<Demo> {
         // The demo worker should accept mail from this machine out of the box: enabled, both lists
         // blank, so the "same subnet as the worker" rule lets loopback clients in.
         let enabled = crate::policy::SmtpSettings { enabled: true, ..Default::default() };
-        store::settings::replace(db, scope, pcn_sensor, &enabled, None, None, &actor).await?;
+        let write = store::settings::Write { actor: &actor, expected: None, restored_from: None, cap };
+        store::settings::replace(db, scope, pcn_sensor, &enabled, write).await?;
     }
     let scn_sensor = sensor_on(scn, "demo-scn-sensor").await?;
     Ok(Demo { tenant: tenant.id, pcn, scn, pcn_sensor, scn_sensor })
@@ -94,7 +95,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let db_path = args.data_dir.join("mailsensor.sqlite");
     let db = store::connect(&format!("sqlite://{}", db_path.display()), 4).await?;
     store::migrate(&db).await.context("applying migrations")?;
-    let demo = seed(&db).await?;
+    let demo = seed(&db, args.max_message_bytes).await?;
 
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     let token = |sub: &str, role: Role, node: Option<Uuid>| {

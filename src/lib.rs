@@ -1,6 +1,8 @@
 //! mailsensor: multitenant control plane and workers for SMTP mail-security sensors.
 //!
-//! `policy` decides (pure), `store` persists, `api` speaks HTTP, `auth` verifies callers.
+//! `policy` decides (pure), `wire` is what the planes exchange, `store` persists, `stream` feeds
+//! changes to workers, `api` speaks HTTP, `auth` verifies callers, `sensor` is the SMTP worker.
+//! ARCHITECTURE.md has the layers and which module may import which.
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -11,3 +13,4 @@ pub mod sensor;
 pub mod server;
 pub mod store;
 pub mod stream;
+pub mod wire;

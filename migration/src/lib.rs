@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261128_000001_tenancy;
 mod m20261128_000002_revisions;
 mod m20261128_000003_messages;
+mod m20261202_000004_wire_log_payload;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_tenancy::Migration),
             Box::new(m20261128_000002_revisions::Migration),
             Box::new(m20261128_000003_messages::Migration),
+            Box::new(m20261202_000004_wire_log_payload::Migration),
         ]
     }
 }

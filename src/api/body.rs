@@ -1,5 +1,9 @@
 //! Request bodies parsed field by field, so a 422 can name every bad field at once (serde stops at
 //! the first) and unknown fields are refused instead of silently dropped.
+//!
+//! Each body type is the one its operation documents: it implements [`FromFields`], and a handler
+//! parses it with [`JsonObject::parse`] once the caller may act (so a 404 or 403 still comes first). The parser names the type's fields once more, and the test
+//! `documented_request_properties_are_exactly_the_parsed_ones` holds the two lists together.
 use std::future::Future;
 use std::pin::Pin;
 
@@ -43,6 +47,21 @@ impl FromRequest for JsonObject {
                 Err(e) => Err(ApiError::BadRequest(format!("the body is not valid JSON: {e}"))),
             }
         })
+    }
+}
+
+/// A request body type, parsed from its fields with every problem collected.
+pub trait FromFields: Sized {
+    /// Takes this type's fields out of `f`; `None` when one was missing or bad (the reason is in `f`).
+    fn from_fields(f: &mut Fields) -> Option<Self>;
+}
+
+impl JsonObject {
+    /// The body as a `T`; any bad or unknown field answers one 422 naming them all.
+    pub fn parse<T: FromFields>(self) -> Result<T, ApiError> {
+        let mut f = Fields::new(self);
+        let value = T::from_fields(&mut f);
+        f.finish(value)
     }
 }
 

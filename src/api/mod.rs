@@ -1,18 +1,25 @@
 //! The control plane's HTTP API: routes, authentication, problem+json errors, OpenAPI document.
+//!
+//! One file per capability: `tenants`, `nodes`, `sensors`, `settings` (read, replace, patch),
+//! `evaluate`, `revisions` (history, restore), `fleet` (worker reports, the fleet view, waiting for
+//! a rollout), `config_stream`, `handoff` (messages in) and `messages` (messages read back).
 mod audit;
 mod body;
 mod caller;
 mod config_stream;
-
-pub mod error;
+mod error;
+mod evaluate;
+mod fleet;
+mod handoff;
 mod health;
-pub mod messages;
+mod messages;
 mod nodes;
 mod pagination;
-pub mod request_id;
+mod request_id;
 mod responses;
+mod revisions;
 mod sensors;
-pub mod smtp_integration;
+mod settings;
 mod tenants;
 mod views;
 
@@ -60,7 +67,7 @@ Errors are RFC 9457 problem documents; a 422 lists every bad field.",
     servers((url = "/", description = "This server")),
     modifiers(&BearerAuth),
     components(
-        schemas(crate::stream::wire::SensorConfig, crate::stream::wire::SensorDeleted, crate::stream::wire::Reset),
+        schemas(crate::wire::SensorConfig, crate::wire::SensorDeleted, crate::wire::Reset),
         responses(
         responses::Unauthorized, responses::Forbidden, responses::NotFound, responses::Conflict,
         responses::PreconditionFailed, responses::BadRequest, responses::UnsupportedMediaType, responses::Unprocessable
@@ -144,18 +151,18 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(sensors::get_sensor)
         .service(sensors::update_sensor)
         .service(sensors::delete_sensor)
-        .service(smtp_integration::get_settings)
-        .service(smtp_integration::put_settings)
-        .service(smtp_integration::patch_settings)
-        .service(smtp_integration::evaluate)
-        .service(smtp_integration::list_revisions)
-        .service(smtp_integration::get_revision)
-        .service(smtp_integration::restore_revision)
+        .service(settings::get_settings)
+        .service(settings::put_settings)
+        .service(settings::patch_settings)
+        .service(evaluate::evaluate)
+        .service(revisions::list_revisions)
+        .service(revisions::get_revision)
+        .service(revisions::restore_revision)
         .service(config_stream::config_stream)
         .service(config_stream::config_poll)
-        .service(config_stream::report_worker)
-        .service(config_stream::list_workers)
-        .service(messages::hand_off)
+        .service(fleet::report_worker)
+        .service(fleet::list_workers)
+        .service(handoff::hand_off)
         .service(messages::list_messages)
         .service(messages::get_message)
         .service(messages::get_raw)
@@ -191,24 +198,6 @@ async fn record_metrics(
     Ok(response)
 }
 
-/// A successful write may have appended a revision: wake this replica's log tailer now instead
-/// of at its next poll (on SQLite this is the only wake-up; PostgreSQL also has NOTIFY).
-async fn nudge_feed(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let writes = !matches!(*req.method(), actix_web::http::Method::GET | actix_web::http::Method::HEAD);
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let response = next.call(req).await?;
-    if writes
-        && response.status().is_success()
-        && let Some(state) = state
-    {
-        state.feed.nudge();
-    }
-    Ok(response)
-}
-
 fn not_found_problem(what: &'static str) -> actix_web::Error {
     ApiError::NotFound(what).into()
 }
@@ -237,7 +226,6 @@ pub fn app(
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec))
         .service(web::redirect("/docs", "/docs/"))
         .default_service(web::to(|| async { HttpResponse::from_error(not_found_problem("resource")) }))
-        .wrap(from_fn(nudge_feed))
         .wrap(from_fn(record_metrics))
         .wrap(from_fn(request_id::assign))
         .wrap(tracing_actix_web::TracingLogger::default())

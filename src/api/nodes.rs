@@ -4,7 +4,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
-use super::body::{Fields, JsonObject};
+use super::body::{Fields, FromFields, JsonObject};
 use super::caller::{Caller, Permission};
 use super::error::ApiError;
 use super::pagination::{Page, PageParams};
@@ -12,12 +12,16 @@ use super::responses::*;
 use super::views::NodeView;
 use crate::store;
 
-// Schema only: bodies are parsed field by field (`api::body`) so every bad field is reported.
 #[derive(ToSchema)]
-#[allow(dead_code)]
 pub struct CreateScn {
     #[schema(example = "Branch office SCN")]
     pub name: String,
+}
+
+impl FromFields for CreateScn {
+    fn from_fields(f: &mut Fields) -> Option<Self> {
+        Some(CreateScn { name: f.name("name")? })
+    }
 }
 
 /// Create an SCN (secondary central node) in a tenant.
@@ -43,9 +47,7 @@ pub async fn create_scn(
     let tenant = path.into_inner();
     caller.scope(&state, tenant).await?;
     caller.require(Permission::ManageScns)?;
-    let mut f = Fields::new(body);
-    let name = f.name("name");
-    let name = f.finish(name)?;
+    let CreateScn { name } = body.parse()?;
     let node = store::nodes::create_scn(&state.db, tenant, &name, &caller.actor()).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/tenants/{tenant}/nodes/{}", node.id)))

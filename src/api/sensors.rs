@@ -5,7 +5,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::body::{Fields, JsonObject};
+use super::body::{Fields, FromFields, JsonObject};
 use super::caller::{Caller, Permission};
 use super::error::ApiError;
 use super::pagination::{Page, PageParams, uuid_param};
@@ -13,9 +13,7 @@ use super::responses::*;
 use super::views::SensorView;
 use crate::store;
 
-// Schema only: bodies are parsed field by field (`api::body`) so every bad field is reported.
 #[derive(ToSchema)]
-#[allow(dead_code)]
 pub struct CreateSensor {
     #[schema(example = "mx-copy-1")]
     pub name: String,
@@ -23,14 +21,32 @@ pub struct CreateSensor {
     pub node_id: Uuid,
 }
 
-// Schema only: bodies are parsed field by field (`api::body`) so every bad field is reported.
+impl FromFields for CreateSensor {
+    fn from_fields(f: &mut Fields) -> Option<Self> {
+        let name = f.name("name");
+        let node_id = f.required("node_id");
+        Some(CreateSensor { name: name?, node_id: node_id? })
+    }
+}
+
+/// Rename, re-attach, or both.
 #[derive(ToSchema)]
-#[allow(dead_code)]
 pub struct UpdateSensor {
     /// New name.
     pub name: Option<String>,
     /// Re-attach the sensor to this central node.
     pub node_id: Option<Uuid>,
+}
+
+impl FromFields for UpdateSensor {
+    fn from_fields(f: &mut Fields) -> Option<Self> {
+        let name = f.optional_name("name");
+        let node_id = f.optional("node_id");
+        if name.is_none() && node_id.is_none() && !f.has_error_at("name") && !f.has_error_at("node_id") {
+            f.error("", "give `name`, `node_id` or both");
+        }
+        Some(UpdateSensor { name, node_id })
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -63,11 +79,9 @@ pub async fn create_sensor(
     let tenant = path.into_inner();
     let scope = caller.scope(&state, tenant).await?;
     caller.require(Permission::ManageSensors)?;
-    let mut f = Fields::new(body);
-    let name = f.name("name");
-    let node_id = f.required::<Uuid>("node_id");
-    let (name, node_id) = f.finish(name.zip(node_id))?;
-    let sensor = store::sensors::create(&state.db, scope, &name, node_id, &caller.actor()).await?;
+    let CreateSensor { name, node_id } = body.parse()?;
+    let sensor =
+        store::sensors::create(&state.db, scope, &name, node_id, &caller.actor(), state.max_message_bytes).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/tenants/{tenant}/sensors/{}", sensor.id)))
         .json(SensorView::from(sensor)))
@@ -146,14 +160,10 @@ pub async fn update_sensor(
     let scope = caller.scope(&state, tenant).await?;
     store::sensors::get(&state.db, scope, id).await?;
     caller.require(Permission::ManageSensors)?;
-    let mut f = Fields::new(body);
-    let name = f.optional_name("name");
-    let node_id = f.optional::<Uuid>("node_id");
-    if name.is_none() && node_id.is_none() && !f.has_error_at("name") && !f.has_error_at("node_id") {
-        f.error("", "give `name`, `node_id` or both");
-    }
-    f.finish(Some(()))?;
-    let sensor = store::sensors::update(&state.db, scope, id, name.as_deref(), node_id, &caller.actor()).await?;
+    let UpdateSensor { name, node_id } = body.parse()?;
+    let actor = caller.actor();
+    let sensor =
+        store::sensors::update(&state.db, scope, id, name.as_deref(), node_id, &actor, state.max_message_bytes).await?;
     Ok(web::Json(sensor.into()))
 }
 

@@ -4,7 +4,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
-use super::body::{Fields, JsonObject};
+use super::body::{Fields, FromFields, JsonObject};
 use super::caller::{Caller, Permission};
 use super::error::ApiError;
 use super::pagination::{Page, PageParams};
@@ -13,9 +13,7 @@ use super::views::{NodeView, TenantView};
 use crate::auth::Principal;
 use crate::store;
 
-// Schema only: bodies are parsed field by field (`api::body`) so every bad field is reported.
 #[derive(ToSchema)]
-#[allow(dead_code)]
 pub struct CreateTenant {
     #[schema(example = "Acme Corp")]
     pub name: String,
@@ -24,12 +22,24 @@ pub struct CreateTenant {
     pub pcn_name: Option<String>,
 }
 
-// Schema only: bodies are parsed field by field (`api::body`) so every bad field is reported.
+impl FromFields for CreateTenant {
+    fn from_fields(f: &mut Fields) -> Option<Self> {
+        let name = f.name("name");
+        let pcn_name = f.optional_name("pcn_name");
+        Some(CreateTenant { name: name?, pcn_name })
+    }
+}
+
 #[derive(ToSchema)]
-#[allow(dead_code)]
 pub struct RenameTenant {
     #[schema(example = "Acme Corporation")]
     pub name: String,
+}
+
+impl FromFields for RenameTenant {
+    fn from_fields(f: &mut Fields) -> Option<Self> {
+        Some(RenameTenant { name: f.name("name")? })
+    }
 }
 
 #[derive(serde::Serialize, ToSchema)]
@@ -57,11 +67,9 @@ pub async fn create_tenant(
     body: JsonObject,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::ManageTenants)?;
-    let mut f = Fields::new(body);
-    let name = f.name("name");
-    let pcn_name = f.optional_name("pcn_name").unwrap_or_else(|| "PCN".to_owned());
-    let name = f.finish(name)?;
-    let (tenant, pcn) = store::tenants::create(&state.db, &name, &pcn_name, &caller.actor()).await?;
+    let CreateTenant { name, pcn_name } = body.parse()?;
+    let pcn_name = pcn_name.as_deref().unwrap_or("PCN");
+    let (tenant, pcn) = store::tenants::create(&state.db, &name, pcn_name, &caller.actor()).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/tenants/{}", tenant.id)))
         .json(CreatedTenant { tenant: TenantView::new(tenant, pcn.id), pcn: pcn.into() }))
@@ -139,9 +147,7 @@ pub async fn rename_tenant(
     let id = path.into_inner();
     caller.scope(&state, id).await?;
     caller.require(Permission::ManageTenants)?;
-    let mut f = Fields::new(body);
-    let name = f.name("name");
-    let name = f.finish(name)?;
+    let RenameTenant { name } = body.parse()?;
     let tenant = store::tenants::rename(&state.db, id, &name, &caller.actor()).await?;
     let pcn = store::tenants::pcn_of(&state.db, id).await?;
     Ok(web::Json(TenantView::new(tenant, pcn.id)))

@@ -35,6 +35,12 @@ impl SmtpSettings {
         }
     }
 
+    /// Whether the blank-field rule "only clients in the worker's own subnet" decides who may
+    /// connect: enabled, no positive client entry and no destination domains.
+    pub fn only_sensor_subnet(&self) -> bool {
+        self.enabled && !self.clients.has_positive_entry() && self.destination_domains.is_empty()
+    }
+
     /// The derived, read-only `max_message_bytes` of the API document.
     pub fn max_message_bytes(&self, platform_cap: u64) -> u64 {
         self.message_size_limit.max_bytes(platform_cap)

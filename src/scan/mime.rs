@@ -11,7 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use mail_parser::parsers::MessageStream;
 use mail_parser::{Addr, Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
-use super::report::HeaderSummary;
+use super::findings::HeaderSummary;
 
 /// Parses `raw`, turning a panic inside the parser (its debug assertions) into `None`.
 pub(crate) fn parse(raw: &[u8]) -> Option<Message<'_>> {

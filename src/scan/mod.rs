@@ -18,14 +18,16 @@
 //! Parsing is `mail-parser`; [`scan()`] never panics and its time is linear in the input size.
 
 mod detect;
+mod findings;
 mod guard;
 mod mime;
-mod report;
+mod scanner;
 
 #[cfg(test)]
 mod tests;
 
-pub use report::{
+pub use findings::{
     Detection, HeaderSummary, KIND_EICAR, KIND_EXECUTABLE, KIND_RISKY_EXTENSION, KIND_TOO_COMPLEX,
-    MAX_LISTED_DETECTIONS, MAX_LISTED_PARTS, Part, ScanReport, Verdict, scan,
+    MAX_LISTED_DETECTIONS, MAX_LISTED_PARTS, Part, ScanReport, Verdict,
 };
+pub use scanner::scan;

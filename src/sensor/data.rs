@@ -3,7 +3,7 @@
 //! Only `<CRLF>.<CRLF>` ends the data, and a message with a bare CR or LF anywhere is refused
 //! whole: that is what defeats SMTP smuggling (a receiver and a later hop disagreeing on where a
 //! message ends).
-use actix_web::web::Bytes;
+use bytes::Bytes;
 use smtp_proto::request::receiver::DataReceiver;
 use tokio::io::AsyncBufReadExt;
 

@@ -1,14 +1,14 @@
 //! Talking to the API: acknowledgements and heartbeats, and streaming accepted messages to it.
 use std::time::Duration;
 
-use actix_web::web::Bytes;
-use serde_json::{Value, json};
+use bytes::Bytes;
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::active::AppliedState;
-use crate::api::messages::HANDOFF_CONTENT_TYPE;
+use super::follower::AppliedState;
+use crate::wire::{HANDOFF_CONTENT_TYPE, HandoffEnvelope, WorkerReport};
 
 /// At most this many chunks wait for the API per session, which bounds a session's memory.
 const IN_FLIGHT_CHUNKS: usize = 8;
@@ -22,8 +22,6 @@ pub struct ApiClient {
     instance: String,
     listen: String,
 }
-
-pub type Reporter = ApiClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandoffError {
@@ -50,13 +48,13 @@ impl ApiClient {
 
     /// Acknowledges what is applied; also the heartbeat. Failures are logged and retried next time.
     pub async fn report(&self, state: &AppliedState) {
-        let body = json!({
-            "applied_token": state.token,
-            "applied_settings_revision": state.settings_revision,
-            "rejected": state.rejected,
-            "version": env!("CARGO_PKG_VERSION"),
-            "listen_address": self.listen,
-        });
+        let body = WorkerReport {
+            applied_token: state.token.clone(),
+            applied_settings_revision: state.settings_revision,
+            rejected: Some(state.rejected.clone()),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            listen_address: Some(self.listen.clone()),
+        };
         let url = format!("{}/v1/sensors/{}/workers/{}", self.api, self.sensor, self.instance);
         let sent =
             self.http.put(url).bearer_auth(&self.token).json(&body).timeout(Duration::from_secs(10)).send().await;
@@ -68,7 +66,7 @@ impl ApiClient {
     }
 
     /// Starts streaming one message: `envelope` first, then the chunks passed to [`Handoff::send`].
-    pub fn start_handoff(&self, envelope: &Value, answer_timeout: Duration) -> Handoff {
+    pub fn start_handoff(&self, envelope: &HandoffEnvelope, answer_timeout: Duration) -> Handoff {
         let (tx, rx) = mpsc::channel::<Piece>(IN_FLIGHT_CHUNKS);
         let mut head = serde_json::to_vec(envelope).unwrap_or_default();
         head.push(b'\n');

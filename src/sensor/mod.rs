@@ -2,14 +2,20 @@
 //! stream with the same `policy` code the API uses, and hands every accepted message to the API.
 //! It keeps nothing on disk: everything it knows comes from the stream, everything it accepts
 //! goes to the API, and `250` is said only once the API has stored the message.
-mod active;
+//!
+//! It imports `policy`, `wire` and its own modules only (see ARCHITECTURE.md).
+mod acknowledge;
+mod context;
 mod data;
+pub mod follower;
 mod handoff;
 mod io;
 mod limits;
+mod metrics;
 mod network;
-mod session;
+mod smtp_session;
 pub mod tls;
 mod worker;
 
-pub use worker::{RunningWorker, WorkerConfig, WorkerLimits, start};
+pub use context::WorkerLimits;
+pub use worker::{RunningWorker, WorkerConfig, start};

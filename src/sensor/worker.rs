@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
-use arc_swap::ArcSwapOption;
 use ipnet::IpNet;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -14,37 +13,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
-use super::active::{self, Current};
+use super::acknowledge::acknowledge;
+use super::context::{Context, WorkerLimits};
+use super::follower::{FollowOptions, Follower};
 use super::handoff::ApiClient;
 use super::limits::SessionLimits;
-use crate::stream::client::{FollowOptions, Follower};
-
-#[derive(Debug, Clone)]
-pub struct WorkerLimits {
-    pub max_sessions: usize,
-    pub max_sessions_per_ip: usize,
-    pub idle_timeout: Duration,
-    pub max_recipients: usize,
-    /// How long to wait for the API to confirm a stored message after the data ends.
-    pub handoff_timeout: Duration,
-    pub heartbeat: Duration,
-    /// On SIGTERM, how long in-flight sessions may take to finish.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for WorkerLimits {
-    fn default() -> Self {
-        WorkerLimits {
-            max_sessions: 1000,
-            max_sessions_per_ip: 50,
-            idle_timeout: Duration::from_secs(300),
-            max_recipients: 100,
-            handoff_timeout: Duration::from_secs(60),
-            heartbeat: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(30),
-        }
-    }
-}
 
 #[derive(Clone)]
 pub struct WorkerConfig {
@@ -72,17 +45,6 @@ impl WorkerConfig {
     }
 }
 
-/// What every session of a worker shares.
-pub struct Context {
-    pub current: Current,
-    pub api: ApiClient,
-    pub tls: Option<TlsAcceptor>,
-    pub hostname: String,
-    pub instance_id: String,
-    pub sensor_network: Option<IpNet>,
-    pub limits: WorkerLimits,
-}
-
 pub struct RunningWorker {
     pub smtp_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
@@ -90,13 +52,12 @@ pub struct RunningWorker {
     stop: watch::Sender<bool>,
     accept: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
-    _follower: Arc<Follower>,
 }
 
 impl RunningWorker {
     /// The settings revision in force, if any.
     pub fn settings_revision(&self) -> Option<i64> {
-        self.ctx.current.load().as_ref().map(|a| a.config.settings_revision)
+        self.ctx.follower.in_force().map(|f| f.revision())
     }
 
     /// Stops accepting, lets in-flight sessions finish within the grace period, then returns.
@@ -113,18 +74,12 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<RunningWorker> {
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("binding SMTP on {}", config.listen))?;
     let smtp_addr = listener.local_addr()?;
-    let current: Current = Arc::new(ArcSwapOption::empty());
     let api = ApiClient::new(&config.api, &config.token, config.sensor_id, &config.instance_id, &smtp_addr.to_string());
     let follower =
         Arc::new(Follower::start(FollowOptions::new(config.api.clone(), config.token.clone(), config.sensor_id)));
-    let mut background = vec![tokio::spawn(active::apply_and_acknowledge(
-        follower.clone(),
-        current.clone(),
-        api.clone(),
-        config.limits.heartbeat,
-    ))];
+    let mut background = vec![tokio::spawn(acknowledge(follower.state(), api.clone(), config.limits.heartbeat))];
     let ctx = Arc::new(Context {
-        current,
+        follower,
         api,
         tls: config.tls.clone(),
         hostname: config.hostname.clone(),
@@ -145,7 +100,7 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<RunningWorker> {
     let (stop, stopped) = watch::channel(false);
     let accept = tokio::spawn(accept_loop(listener, ctx.clone(), stopped));
     tracing::info!(smtp = %smtp_addr, sensor = %config.sensor_id, instance = %config.instance_id, "sensor worker listening");
-    Ok(RunningWorker { smtp_addr, admin_addr, ctx, stop, accept, background, _follower: follower })
+    Ok(RunningWorker { smtp_addr, admin_addr, ctx, stop, accept, background })
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<Context>, mut stopped: watch::Receiver<bool>) {
@@ -165,13 +120,13 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Context>, mut stopped: watc
                     }
                 };
                 let Ok(local) = stream.local_addr() else { continue };
-                metrics::gauge!("mailsensor_smtp_sessions_open").set(limits.open() as f64);
+                super::metrics::sessions_open(limits.open());
                 match limits.acquire(peer.ip()) {
                     Some(slot) => {
                         let ctx = ctx.clone();
                         sessions.spawn(async move {
                             let _slot = slot;
-                            super::session::serve(Box::new(stream), ctx, peer, local).await;
+                            super::smtp_session::serve(Box::new(stream), ctx, peer, local).await;
                         });
                     }
                     None => {
@@ -195,18 +150,16 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Context>, mut stopped: watc
 }
 
 fn admin_server(addr: SocketAddr, ctx: Arc<Context>) -> anyhow::Result<(actix_web::dev::Server, SocketAddr)> {
-    let metrics = crate::server::prometheus();
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding the admin port {addr}"))?;
     let bound = listener.local_addr()?;
     let server = HttpServer::new(move || {
         let ctx = ctx.clone();
-        let metrics = metrics.clone();
         App::new()
             .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
             .route(
                 "/readyz",
                 web::get().to(move || {
-                    let revision = ctx.current.load().as_ref().map(|a| a.config.settings_revision);
+                    let revision = ctx.follower.in_force().map(|f| f.revision());
                     async move {
                         match revision {
                             Some(r) => {
@@ -220,9 +173,8 @@ fn admin_server(addr: SocketAddr, ctx: Arc<Context>) -> anyhow::Result<(actix_we
             )
             .route(
                 "/metrics",
-                web::get().to(move || {
-                    let body = metrics.as_ref().map(|m| m.render()).unwrap_or_default();
-                    async move { HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body) }
+                web::get().to(|| async {
+                    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(super::metrics::render())
                 }),
             )
     })

@@ -19,8 +19,8 @@ pub struct Actor {
     pub request_id: String,
 }
 
-/// What changed.
-pub struct Change<'a> {
+/// What changed, as the audit trail records it.
+pub struct AuditEntry<'a> {
     pub tenant: Uuid,
     pub action: &'a str,
     pub target_type: &'a str,
@@ -30,7 +30,7 @@ pub struct Change<'a> {
     pub after: Option<Value>,
 }
 
-pub async fn record(conn: &impl ConnectionTrait, actor: &Actor, change: Change<'_>) -> Result<(), StoreError> {
+pub async fn record(conn: &impl ConnectionTrait, actor: &Actor, change: AuditEntry<'_>) -> Result<(), StoreError> {
     audit_event::Entity::insert(audit_event::ActiveModel {
         id: Set(Uuid::now_v7()),
         tenant_id: Set(change.tenant),
@@ -69,7 +69,7 @@ pub async fn list(
     let mut query = audit_event::Entity::find().filter(C::TenantId.eq(scope.tenant));
     if let Some(node) = scope.node {
         // An SCN sees what was done at it, to it, and to the sensors attached to it.
-        let attached = super::sensors::attached_to(scope.tenant, node);
+        let attached = super::scope::sensors_attached_to(scope.tenant, node);
         query = query.filter(
             Condition::any()
                 .add(C::ActorNode.eq(node))

@@ -12,20 +12,10 @@ use uuid::Uuid;
 use super::entity::{message, message_chunk};
 use super::{Page, PageRequest, StoreError, TenantScope};
 use crate::scan::ScanReport;
+use crate::wire::HandoffEnvelope;
 
 pub const INCOMPLETE: &str = "incomplete";
 pub const STORED: &str = "stored";
-
-/// The SMTP envelope as the worker saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
-    pub client_ip: String,
-    pub helo: String,
-    pub mail_from: String,
-    pub rcpt_to: Vec<String>,
-    pub tls: bool,
-    pub worker: String,
-}
 
 /// Where an upload starts: a new message, or one this idempotency key already stored.
 pub enum Begun {
@@ -38,7 +28,7 @@ pub async fn begin(
     tenant: Uuid,
     sensor: Uuid,
     key: &str,
-    envelope: &Envelope,
+    envelope: &HandoffEnvelope,
 ) -> Result<Begun, StoreError> {
     let existing = message::Entity::find()
         .filter(message::Column::SensorId.eq(sensor))
@@ -164,7 +154,7 @@ fn scoped(scope: TenantScope) -> sea_orm::Select<message::Entity> {
         .filter(message::Column::TenantId.eq(scope.tenant))
         .filter(message::Column::Status.eq(STORED));
     if let Some(node) = scope.node {
-        let attached = super::sensors::attached_to(scope.tenant, node);
+        let attached = super::scope::sensors_attached_to(scope.tenant, node);
         query = query.filter(Condition::all().add(message::Column::SensorId.in_subquery(attached)));
     }
     if let Some(own) = scope.sensor {

@@ -6,7 +6,7 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::audit::{self, Actor, Change};
+use super::audit::{self, Actor, AuditEntry};
 use super::entity::{node, sensor};
 use super::{Page, PageRequest, StoreError, TenantScope};
 
@@ -62,7 +62,7 @@ pub async fn create_scn(
     audit::record(
         &txn,
         actor,
-        Change {
+        AuditEntry {
             tenant,
             action: "node.create",
             target_type: "node",
@@ -104,7 +104,7 @@ pub async fn delete_scn(
     audit::record(
         &txn,
         actor,
-        Change {
+        AuditEntry {
             tenant: scope.tenant,
             action: "node.delete",
             target_type: "node",

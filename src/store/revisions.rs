@@ -1,8 +1,11 @@
 //! The revision log: every change a sensor worker must hear about, numbered by one head row.
 use chrono::{DateTime, Utc};
+use std::sync::LazyLock;
+use std::time::Duration;
+
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -11,7 +14,56 @@ use super::StoreError;
 use super::entity::revision_log;
 
 /// PostgreSQL channel whose notifications (payload: the revision) wake every replica's tailer.
-pub const NOTIFY_CHANNEL: &str = "mailsensor_revisions";
+const NOTIFY_CHANNEL: &str = "mailsensor_revisions";
+
+/// Counts this process's commits that appended to the log, so its tailer reads the log at once
+/// (on SQLite the only wake-up; PostgreSQL also notifies other replicas).
+static COMMITS: LazyLock<tokio::sync::watch::Sender<u64>> = LazyLock::new(|| tokio::sync::watch::channel(0).0);
+
+/// Changes whenever a transaction that appended to the log has committed in this process.
+pub fn commits() -> tokio::sync::watch::Receiver<u64> {
+    COMMITS.subscribe()
+}
+
+/// Commits a transaction that appended to the log, and wakes this process's tailers.
+pub(super) async fn commit(txn: DatabaseTransaction) -> Result<(), StoreError> {
+    txn.commit().await?;
+    COMMITS.send_modify(|n| *n = n.wrapping_add(1));
+    Ok(())
+}
+
+/// Calls `wake` for every revision another replica (or this one) commits, on a dedicated
+/// PostgreSQL connection that LISTENs; reconnects on failure and wakes once after each (re)connect,
+/// since anything committed while not listening went unheard. Returns at once on SQLite, where
+/// one process owns the database and [`commits`] says everything.
+pub async fn listen(db: DatabaseConnection, wake: impl Fn()) {
+    use sea_orm::sqlx::postgres::PgListener;
+    if db.get_database_backend() != DatabaseBackend::Postgres {
+        return;
+    }
+    loop {
+        let pool = db.get_postgres_connection_pool().clone();
+        match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
+                Err(e) => tracing::warn!(error = %e, "LISTEN failed"),
+                Ok(()) => {
+                    wake();
+                    loop {
+                        match listener.recv().await {
+                            Ok(_) => wake(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "notification connection lost; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot open the notification connection; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
@@ -30,18 +82,18 @@ impl ChangeKind {
 
 /// One committed revision.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Change {
+pub struct Revision {
     pub rev: i64,
     pub tenant_id: Uuid,
     pub sensor_id: Uuid,
     pub kind: ChangeKind,
-    /// For an upsert: the settings document with its per-sensor `revision`.
+    /// For an upsert: the sensor's settings as workers receive them (`wire::SensorConfig`).
     pub payload: Value,
 }
 
-impl From<revision_log::Model> for Change {
+impl From<revision_log::Model> for Revision {
     fn from(m: revision_log::Model) -> Self {
-        Change {
+        Revision {
             rev: m.rev,
             tenant_id: m.tenant_id,
             sensor_id: m.sensor_id,
@@ -107,14 +159,14 @@ pub async fn head(conn: &impl ConnectionTrait) -> Result<Head, StoreError> {
 }
 
 /// Changes of every sensor after `after`, oldest first.
-pub async fn after(db: &DatabaseConnection, after: i64, limit: u64) -> Result<Vec<Change>, StoreError> {
+pub async fn after(db: &DatabaseConnection, after: i64, limit: u64) -> Result<Vec<Revision>, StoreError> {
     let rows = revision_log::Entity::find()
         .filter(revision_log::Column::Rev.gt(after))
         .order_by_asc(revision_log::Column::Rev)
         .limit(limit)
         .all(db)
         .await?;
-    Ok(rows.into_iter().map(Change::from).collect())
+    Ok(rows.into_iter().map(Revision::from).collect())
 }
 
 /// One sensor's changes in `(after, upto]`, oldest first, at most `limit` of them.
@@ -124,7 +176,7 @@ pub async fn for_sensor(
     after: i64,
     upto: i64,
     limit: u64,
-) -> Result<Vec<Change>, StoreError> {
+) -> Result<Vec<Revision>, StoreError> {
     let rows = revision_log::Entity::find()
         .filter(revision_log::Column::SensorId.eq(sensor))
         .filter(revision_log::Column::Rev.gt(after))
@@ -133,7 +185,7 @@ pub async fn for_sensor(
         .limit(limit)
         .all(db)
         .await?;
-    Ok(rows.into_iter().map(Change::from).collect())
+    Ok(rows.into_iter().map(Revision::from).collect())
 }
 
 /// Whether the sensor's deletion is among its changes in `(after, upto]`.

@@ -1,4 +1,9 @@
+//! What part of one tenant a caller may see, and the sensor queries every store module filters by.
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
+
+use super::StoreError;
+use super::entity::sensor;
 
 /// What part of one tenant a caller may see. Every tenant query filters by it, so an object
 /// outside it is simply not found.
@@ -15,4 +20,36 @@ impl TenantScope {
     pub fn whole_tenant(tenant: Uuid) -> Self {
         TenantScope { tenant, node: None, sensor: None }
     }
+}
+
+/// The sensors in `scope`.
+pub(super) fn sensors(scope: TenantScope) -> sea_orm::Select<sensor::Entity> {
+    let mut query = sensor::Entity::find().filter(sensor::Column::TenantId.eq(scope.tenant));
+    if let Some(node) = scope.node {
+        query = query.filter(sensor::Column::NodeId.eq(node));
+    }
+    if let Some(id) = scope.sensor {
+        query = query.filter(sensor::Column::Id.eq(id));
+    }
+    query
+}
+
+/// One sensor in `scope`; outside it reads exactly like missing.
+pub(super) async fn sensor(
+    conn: &impl ConnectionTrait,
+    scope: TenantScope,
+    id: Uuid,
+) -> Result<sensor::Model, StoreError> {
+    sensors(scope).filter(sensor::Column::Id.eq(id)).one(conn).await?.ok_or(StoreError::NotFound("sensor"))
+}
+
+/// Ids of the sensors attached to `node`, as a subquery for "what an SCN sees".
+pub(super) fn sensors_attached_to(tenant: Uuid, node: Uuid) -> sea_orm::sea_query::SelectStatement {
+    use sea_orm::QueryTrait;
+    sensor::Entity::find()
+        .select_only()
+        .column(sensor::Column::Id)
+        .filter(sensor::Column::TenantId.eq(tenant))
+        .filter(sensor::Column::NodeId.eq(node))
+        .into_query()
 }

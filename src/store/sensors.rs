@@ -6,36 +6,15 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::audit::{self, Actor, Change};
+use super::audit::{self, Actor, AuditEntry};
 use super::entity::{node, sensor};
 use super::revisions::{self, ChangeKind};
-use super::{Page, PageRequest, StoreError, TenantScope, settings};
-use crate::policy::{SmtpSettings, Violation};
-
-pub(super) fn scoped(scope: TenantScope) -> sea_orm::Select<sensor::Entity> {
-    let mut query = sensor::Entity::find().filter(sensor::Column::TenantId.eq(scope.tenant));
-    if let Some(node) = scope.node {
-        query = query.filter(sensor::Column::NodeId.eq(node));
-    }
-    if let Some(id) = scope.sensor {
-        query = query.filter(sensor::Column::Id.eq(id));
-    }
-    query
-}
-
-/// Ids of the sensors attached to `node`, as a subquery for "what an SCN sees".
-pub(super) fn attached_to(tenant: Uuid, node: Uuid) -> sea_orm::sea_query::SelectStatement {
-    use sea_orm::QueryTrait;
-    sensor::Entity::find()
-        .select_only()
-        .column(sensor::Column::Id)
-        .filter(sensor::Column::TenantId.eq(tenant))
-        .filter(sensor::Column::NodeId.eq(node))
-        .into_query()
-}
+use super::{Page, PageRequest, StoreError, TenantScope, scope, settings};
+use crate::policy::Violation;
+use crate::wire::{SensorDeleted, SettingsDocument};
 
 pub async fn get(db: &impl ConnectionTrait, scope: TenantScope, id: Uuid) -> Result<sensor::Model, StoreError> {
-    scoped(scope).filter(sensor::Column::Id.eq(id)).one(db).await?.ok_or(StoreError::NotFound("sensor"))
+    scope::sensor(db, scope, id).await
 }
 
 pub async fn list(
@@ -44,7 +23,7 @@ pub async fn list(
     node_filter: Option<Uuid>,
     page: PageRequest,
 ) -> Result<Page<sensor::Model>, StoreError> {
-    let mut query = scoped(scope);
+    let mut query = scope::sensors(scope);
     if let Some(node) = node_filter {
         query = query.filter(sensor::Column::NodeId.eq(node));
     }
@@ -81,6 +60,7 @@ pub async fn create(
     name: &str,
     node_id: Uuid,
     actor: &Actor,
+    cap: u64,
 ) -> Result<sensor::Model, StoreError> {
     let txn = db.begin().await?;
     node_in_scope(&txn, scope, node_id).await?;
@@ -95,11 +75,11 @@ pub async fn create(
     }
     .insert(&txn)
     .await?;
-    settings::insert_defaults(&txn, &sensor, &actor.sub).await?;
+    let settings = settings::insert_defaults(&txn, &sensor, &actor.sub, cap).await?;
     audit::record(
         &txn,
         actor,
-        Change {
+        AuditEntry {
             tenant: scope.tenant,
             action: "sensor.create",
             target_type: "sensor",
@@ -109,12 +89,12 @@ pub async fn create(
             after: Some(json!({
                 "name": sensor.name,
                 "node_id": sensor.node_id,
-                "smtp_integration": settings::settings_json(&SmtpSettings::default()),
+                "smtp_integration": SettingsDocument::from(&settings.settings),
             })),
         },
     )
     .await?;
-    txn.commit().await?;
+    revisions::commit(txn).await?;
     Ok(sensor)
 }
 
@@ -126,6 +106,7 @@ pub async fn update(
     name: Option<&str>,
     node_id: Option<Uuid>,
     actor: &Actor,
+    cap: u64,
 ) -> Result<sensor::Model, StoreError> {
     let txn = db.begin().await?;
     let before = get(&txn, scope, id).await?;
@@ -144,15 +125,14 @@ pub async fn update(
     let reattached = before.node_id != after.node_id;
     if reattached {
         // Workers hear of the new attachment; the settings themselves are unchanged.
-        let current = settings::read(&txn, scope, id).await?;
-        let payload = settings::change_payload_on(&current.settings, current.revision, after.node_id);
-        revisions::append(&txn, scope.tenant, id, ChangeKind::Upsert, payload).await?;
+        let current = settings::get(&txn, scope, id).await?;
+        settings::announce(&txn, &settings::SettingsRecord { node_id: after.node_id, ..current }, cap).await?;
     }
     let action = if reattached { "sensor.reattach" } else { "sensor.rename" };
     audit::record(
         &txn,
         actor,
-        Change {
+        AuditEntry {
             tenant: scope.tenant,
             action,
             target_type: "sensor",
@@ -163,7 +143,7 @@ pub async fn update(
         },
     )
     .await?;
-    txn.commit().await?;
+    revisions::commit(txn).await?;
     Ok(after)
 }
 
@@ -171,11 +151,12 @@ pub async fn delete(db: &DatabaseConnection, scope: TenantScope, id: Uuid, actor
     let txn = db.begin().await?;
     let before = get(&txn, scope, id).await?;
     sensor::Entity::delete_by_id(id).exec(&txn).await?;
-    revisions::append(&txn, scope.tenant, id, ChangeKind::Delete, json!({})).await?;
+    let deleted = serde_json::to_value(SensorDeleted { sensor_id: id }).unwrap_or_default();
+    revisions::append(&txn, scope.tenant, id, ChangeKind::Delete, deleted).await?;
     audit::record(
         &txn,
         actor,
-        Change {
+        AuditEntry {
             tenant: scope.tenant,
             action: "sensor.delete",
             target_type: "sensor",
@@ -186,6 +167,6 @@ pub async fn delete(db: &DatabaseConnection, scope: TenantScope, id: Uuid, actor
         },
     )
     .await?;
-    txn.commit().await?;
+    revisions::commit(txn).await?;
     Ok(())
 }

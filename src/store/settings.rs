@@ -1,21 +1,24 @@
-//! SMTP integration settings: one row per sensor, versioned by `revision` (the ETag).
+//! SMTP integration settings: one row per sensor, versioned by `revision` (the ETag). Every
+//! revision is kept in the sensor's history and announced on the revision log in the same
+//! transaction.
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    TransactionTrait, prelude::Expr,
+    AccessMode, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
+    EntityTrait, IsolationLevel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait, prelude::Expr,
 };
-use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::audit::{self, Actor, Change};
+use super::audit::{self, Actor, AuditEntry};
 use super::entity::{sensor, settings_revision, smtp_settings};
 use super::revisions::{self, ChangeKind};
-use super::{StoreError, TenantScope, sensors};
-use crate::policy::{ClientRules, DomainRules, SizeLimit, SizeUnit, SmtpSettings};
+use super::{StoreError, TenantScope, scope};
+use crate::policy::{SizeLimit, SizeUnit, SmtpSettings};
+use crate::wire::{MessageSizeLimit, SensorConfig, SettingsDocument, SmtpIntegration};
 
-/// Settings as stored, with their version.
+/// Settings as stored, with their version and the sensor they belong to.
 #[derive(Debug, Clone)]
 pub struct SettingsRecord {
+    pub tenant_id: Uuid,
     pub sensor_id: Uuid,
     /// The node the sensor is attached to.
     pub node_id: Uuid,
@@ -27,206 +30,162 @@ pub struct SettingsRecord {
 
 impl SettingsRecord {
     pub fn etag(&self) -> String {
-        etag(self.revision)
+        format!("\"{}\"", self.revision)
+    }
+
+    /// The document as the API serves it; `cap` is the platform cap "unlimited" stands for.
+    pub fn served(&self, cap: u64) -> SmtpIntegration {
+        SmtpIntegration::new(&self.settings, self.revision, self.updated_at, &self.updated_by, cap)
+    }
+
+    /// The document as a worker receives it on the config stream.
+    pub fn config(&self, cap: u64) -> SensorConfig {
+        SensorConfig {
+            sensor_id: self.sensor_id,
+            tenant_id: self.tenant_id,
+            node_id: self.node_id,
+            settings: self.served(cap),
+        }
     }
 }
 
-pub fn etag(revision: i64) -> String {
-    format!("\"{revision}\"")
+/// A settings document read back from the database; it was valid when written, so failing to
+/// parse means the data was damaged.
+fn decode(document: SettingsDocument, sensor: Uuid) -> Result<SmtpSettings, StoreError> {
+    document
+        .parse(u64::MAX)
+        .map_err(|_| StoreError::Db(DbErr::Custom(format!("stored settings of sensor {sensor} no longer parse"))))
 }
 
-fn unit_str(unit: SizeUnit) -> &'static str {
-    match unit {
-        SizeUnit::KB => "KB",
-        SizeUnit::MB => "MB",
-        SizeUnit::GB => "GB",
+fn json(value: impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+fn document_json(settings: &SmtpSettings) -> serde_json::Value {
+    json(SettingsDocument::from(settings))
+}
+
+/// The settings row's size columns.
+struct SizeColumns {
+    unlimited: bool,
+    value: Option<i64>,
+    unit: Option<String>,
+}
+
+impl From<SizeLimit> for SizeColumns {
+    fn from(limit: SizeLimit) -> Self {
+        match limit {
+            SizeLimit::Unlimited => SizeColumns { unlimited: true, value: None, unit: None },
+            SizeLimit::Limited { value, unit } => SizeColumns {
+                unlimited: false,
+                value: Some(i64::try_from(value).unwrap_or(i64::MAX)),
+                unit: Some(unit.as_str().to_owned()),
+            },
+        }
     }
 }
 
-/// The settings document as the API shows it and the audit trail records it.
-pub fn size_limit_json(limit: SizeLimit) -> Value {
-    match limit {
-        SizeLimit::Unlimited => json!({"unlimited": true}),
-        SizeLimit::Limited { value, unit } => json!({"unlimited": false, "value": value, "unit": unit_str(unit)}),
-    }
-}
-
-pub fn settings_json(s: &SmtpSettings) -> Value {
-    json!({
-        "enabled": s.enabled,
-        "destination_domains": s.destination_domains.entries(),
-        "clients": s.clients.entries(),
-        "message_size_limit": size_limit_json(s.message_size_limit),
-    })
-}
-
-/// What the revision log carries for a sensor's settings: the document and its revision.
-pub fn change_payload(s: &SmtpSettings, revision: i64) -> Value {
-    let mut doc = settings_json(s);
-    doc["revision"] = json!(revision);
-    doc
-}
-
-/// The same, naming the node the sensor is attached to.
-pub fn change_payload_on(s: &SmtpSettings, revision: i64, node: Uuid) -> Value {
-    let mut doc = change_payload(s, revision);
-    doc["node_id"] = json!(node);
-    doc
-}
-
-/// One settings revision as written: what, whose, when and by whom.
-pub(super) struct Written<'a> {
-    pub tenant: Uuid,
-    pub sensor: Uuid,
-    pub node: Uuid,
-    pub settings: &'a SmtpSettings,
-    pub revision: i64,
-    pub at: DateTime<Utc>,
-    pub by: &'a str,
-    pub restored_from: Option<i64>,
-}
-
-/// Records a revision in the sensor's history and in the revision log, inside the caller's
-/// transaction.
-pub(super) async fn record_revision(conn: &impl ConnectionTrait, w: Written<'_>) -> Result<(), StoreError> {
-    settings_revision::Entity::insert(settings_revision::ActiveModel {
-        tenant_id: Set(w.tenant),
-        sensor_id: Set(w.sensor),
-        revision: Set(w.revision),
-        settings: Set(settings_json(w.settings)),
-        created_at: Set(w.at),
-        created_by: Set(w.by.to_owned()),
-        restored_from: Set(w.restored_from),
-    })
-    .exec_without_returning(conn)
-    .await?;
-    let payload = change_payload_on(w.settings, w.revision, w.node);
-    revisions::append(conn, w.tenant, w.sensor, ChangeKind::Upsert, payload).await?;
-    Ok(())
-}
-
-fn corrupt(what: &str, sensor: Uuid) -> StoreError {
-    StoreError::Db(DbErr::Custom(format!("stored {what} of sensor {sensor} no longer parse")))
-}
-
-fn entries(value: &Value) -> Option<Vec<String>> {
-    serde_json::from_value(value.clone()).ok()
-}
-
-/// Reads a stored settings document (`settings_json` form) back.
-pub fn settings_from_json(doc: &Value) -> Option<SmtpSettings> {
-    let domains = DomainRules::parse(&entries(&doc["destination_domains"])?).ok()?;
-    let clients = ClientRules::parse(&entries(&doc["clients"])?).ok()?;
-    let size = &doc["message_size_limit"];
-    let message_size_limit = if size["unlimited"].as_bool()? {
-        SizeLimit::Unlimited
-    } else {
-        let unit = SizeUnit::from_name(size["unit"].as_str()?)?;
-        SizeLimit::Limited { value: size["value"].as_u64()?, unit }
-    };
-    Some(SmtpSettings { enabled: doc["enabled"].as_bool()?, destination_domains: domains, clients, message_size_limit })
-}
-
-fn from_row(row: smtp_settings::Model) -> Result<SettingsRecord, StoreError> {
-    let domains = entries(&row.destination_domains)
-        .and_then(|e| DomainRules::parse(&e).ok())
-        .ok_or_else(|| corrupt("destination domains", row.sensor_id))?;
-    let clients = entries(&row.clients)
-        .and_then(|e| ClientRules::parse(&e).ok())
-        .ok_or_else(|| corrupt("clients", row.sensor_id))?;
-    let size = if row.size_unlimited {
-        SizeLimit::Unlimited
-    } else {
-        let unit = match row.size_unit.as_deref() {
-            Some("KB") => SizeUnit::KB,
-            Some("MB") => SizeUnit::MB,
-            Some("GB") => SizeUnit::GB,
-            _ => return Err(corrupt("size unit", row.sensor_id)),
-        };
-        let value = row.size_value.and_then(|v| u64::try_from(v).ok()).ok_or_else(|| corrupt("size", row.sensor_id))?;
-        SizeLimit::Limited { value, unit }
+fn from_row(row: smtp_settings::Model, node_id: Uuid) -> Result<SettingsRecord, StoreError> {
+    let damaged = || StoreError::Db(DbErr::Custom(format!("stored settings of sensor {} are damaged", row.sensor_id)));
+    let document = SettingsDocument {
+        enabled: row.enabled,
+        destination_domains: serde_json::from_value(row.destination_domains.clone()).map_err(|_| damaged())?,
+        clients: serde_json::from_value(row.clients.clone()).map_err(|_| damaged())?,
+        message_size_limit: MessageSizeLimit {
+            unlimited: row.size_unlimited,
+            value: row.size_value.and_then(|v| u64::try_from(v).ok()),
+            unit: row.size_unit.as_deref().and_then(SizeUnit::from_name),
+        },
     };
     Ok(SettingsRecord {
+        tenant_id: row.tenant_id,
         sensor_id: row.sensor_id,
-        node_id: Uuid::nil(),
-        settings: SmtpSettings {
-            enabled: row.enabled,
-            destination_domains: domains,
-            clients,
-            message_size_limit: size,
-        },
+        node_id,
+        settings: decode(document, row.sensor_id)?,
         revision: row.revision,
         updated_at: row.updated_at,
         updated_by: row.updated_by,
     })
 }
 
-fn size_columns(limit: SizeLimit) -> (bool, Option<i64>, Option<String>) {
-    match limit {
-        SizeLimit::Unlimited => (true, None, None),
-        SizeLimit::Limited { value, unit } => {
-            (false, Some(i64::try_from(value).unwrap_or(i64::MAX)), Some(unit_str(unit).to_owned()))
-        }
-    }
+/// Tells the sensor's workers about `record`, inside the caller's transaction.
+pub(super) async fn announce(conn: &impl ConnectionTrait, record: &SettingsRecord, cap: u64) -> Result<(), StoreError> {
+    let payload = json(record.config(cap));
+    revisions::append(conn, record.tenant_id, record.sensor_id, ChangeKind::Upsert, payload).await?;
+    Ok(())
 }
 
+/// Keeps `record` in the sensor's history and announces it, inside the caller's transaction.
+async fn record_revision(
+    conn: &impl ConnectionTrait,
+    record: &SettingsRecord,
+    restored_from: Option<i64>,
+    cap: u64,
+) -> Result<(), StoreError> {
+    settings_revision::Entity::insert(settings_revision::ActiveModel {
+        tenant_id: Set(record.tenant_id),
+        sensor_id: Set(record.sensor_id),
+        revision: Set(record.revision),
+        settings: Set(document_json(&record.settings)),
+        created_at: Set(record.updated_at),
+        created_by: Set(record.updated_by.clone()),
+        restored_from: Set(restored_from),
+    })
+    .exec_without_returning(conn)
+    .await?;
+    announce(conn, record, cap).await
+}
+
+/// A new sensor's settings: the defaults, as revision 1.
 pub(super) async fn insert_defaults(
     conn: &impl ConnectionTrait,
     sensor: &sensor::Model,
     actor: &str,
-) -> Result<(), StoreError> {
-    let defaults = SmtpSettings::default();
-    let (unlimited, value, unit) = size_columns(defaults.message_size_limit);
+    cap: u64,
+) -> Result<SettingsRecord, StoreError> {
+    let record = SettingsRecord {
+        tenant_id: sensor.tenant_id,
+        sensor_id: sensor.id,
+        node_id: sensor.node_id,
+        settings: SmtpSettings::default(),
+        revision: 1,
+        updated_at: sensor.created_at,
+        updated_by: actor.to_owned(),
+    };
+    let s = &record.settings;
+    let size = SizeColumns::from(s.message_size_limit);
     smtp_settings::Entity::insert(smtp_settings::ActiveModel {
-        sensor_id: Set(sensor.id),
-        tenant_id: Set(sensor.tenant_id),
-        enabled: Set(defaults.enabled),
-        destination_domains: Set(json!(defaults.destination_domains.entries())),
-        clients: Set(json!(defaults.clients.entries())),
-        size_unlimited: Set(unlimited),
-        size_value: Set(value),
-        size_unit: Set(unit),
-        revision: Set(1),
-        updated_at: Set(sensor.created_at),
-        updated_by: Set(actor.to_owned()),
+        sensor_id: Set(record.sensor_id),
+        tenant_id: Set(record.tenant_id),
+        enabled: Set(s.enabled),
+        destination_domains: Set(json(s.destination_domains.entries())),
+        clients: Set(json(s.clients.entries())),
+        size_unlimited: Set(size.unlimited),
+        size_value: Set(size.value),
+        size_unit: Set(size.unit),
+        revision: Set(record.revision),
+        updated_at: Set(record.updated_at),
+        updated_by: Set(record.updated_by.clone()),
     })
     .exec_without_returning(conn)
     .await?;
-    let written = Written {
-        tenant: sensor.tenant_id,
-        sensor: sensor.id,
-        node: sensor.node_id,
-        settings: &defaults,
-        revision: 1,
-        at: sensor.created_at,
-        by: actor,
-        restored_from: None,
-    };
-    record_revision(conn, written).await
+    record_revision(conn, &record, None, cap).await?;
+    Ok(record)
 }
 
-pub async fn read(
-    conn: &impl ConnectionTrait,
-    scope: TenantScope,
-    sensor_id: Uuid,
-) -> Result<SettingsRecord, StoreError> {
-    read_locking(conn, scope, sensor_id, false).await
-}
-
-/// `lock`: hold the settings row until the transaction ends, so concurrent writers queue up
-/// instead of failing (PostgreSQL; SQLite serialises writers anyway).
-async fn read_locking(
+/// The settings of a sensor in `scope`. `lock`: hold the row until the transaction ends, so
+/// concurrent writers queue up instead of failing (PostgreSQL; SQLite serialises writers anyway).
+async fn read(
     conn: &impl ConnectionTrait,
     scope: TenantScope,
     sensor_id: Uuid,
     lock: bool,
 ) -> Result<SettingsRecord, StoreError> {
-    use sea_orm::QuerySelect;
-    let lock = lock && conn.get_database_backend() == sea_orm::DatabaseBackend::Postgres;
+    let lock = lock && conn.get_database_backend() == DatabaseBackend::Postgres;
     // Scope is decided by the sensor row (node attachment), the settings row follows it. Locking
     // the sensor row first (shared) keeps the order a sensor delete takes (sensor, then settings
     // by cascade), so the two cannot deadlock.
-    let mut sensor = sensors::scoped(scope).filter(sensor::Column::Id.eq(sensor_id));
+    let mut sensor = scope::sensors(scope).filter(sensor::Column::Id.eq(sensor_id));
     if lock {
         sensor = sensor.lock_shared();
     }
@@ -238,45 +197,82 @@ async fn read_locking(
         query = query.lock_exclusive();
     }
     let row = query.one(conn).await?.ok_or(StoreError::NotFound("sensor"))?;
-    Ok(SettingsRecord { node_id: sensor.node_id, ..from_row(row)? })
+    from_row(row, sensor.node_id)
 }
 
-pub async fn get(db: &DatabaseConnection, scope: TenantScope, sensor_id: Uuid) -> Result<SettingsRecord, StoreError> {
-    read(db, scope, sensor_id).await
+pub async fn get(
+    conn: &impl ConnectionTrait,
+    scope: TenantScope,
+    sensor_id: Uuid,
+) -> Result<SettingsRecord, StoreError> {
+    read(conn, scope, sensor_id, false).await
 }
 
-/// Replaces the settings. `expected`: the revision the caller read (If-Match); a write based on
-/// anything older is refused as stale, so two administrators never overwrite each other unseen.
+/// The settings as of the revision-log head, read in one consistent snapshot: a subscriber that
+/// starts from them and follows the log after `head` misses nothing.
+pub async fn snapshot(
+    db: &DatabaseConnection,
+    scope: TenantScope,
+    sensor_id: Uuid,
+) -> Result<(i64, SettingsRecord), StoreError> {
+    // One consistent snapshot on PostgreSQL; SQLite transactions are serialised anyway (and it
+    // rejects isolation settings).
+    let txn = match db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            db.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await?
+        }
+        _ => db.begin().await?,
+    };
+    let head = revisions::head(&txn).await?;
+    let record = read(&txn, scope, sensor_id, false).await?;
+    txn.commit().await?;
+    Ok((head.rev, record))
+}
+
+/// A settings write: by whom, and on what condition.
+pub struct Write<'a> {
+    pub actor: &'a Actor,
+    /// The revision the writer read (If-Match): a write based on anything older is refused as
+    /// stale, so two administrators never overwrite each other unseen. `None`: over whatever is current.
+    pub expected: Option<i64>,
+    /// Set when the write restores this earlier revision.
+    pub restored_from: Option<i64>,
+    /// The platform cap, for the document workers receive.
+    pub cap: u64,
+}
+
+/// Replaces the settings with `new`, as a new revision.
 pub async fn replace(
     db: &DatabaseConnection,
     scope: TenantScope,
     sensor_id: Uuid,
     new: &SmtpSettings,
-    expected: Option<i64>,
-    restored_from: Option<i64>,
-    actor: &Actor,
+    write: Write<'_>,
 ) -> Result<SettingsRecord, StoreError> {
     let txn = db.begin().await?;
-    let current = read_locking(&txn, scope, sensor_id, true).await?;
-    if let Some(expected) = expected
-        && expected != current.revision
-    {
+    let current = read(&txn, scope, sensor_id, true).await?;
+    if write.expected.is_some_and(|expected| expected != current.revision) {
         return Err(StoreError::Stale { current_etag: current.etag() });
     }
-    let (unlimited, value, unit) = size_columns(new.message_size_limit);
-    let now = super::now();
-    let revision = current.revision + 1;
+    let record = SettingsRecord {
+        settings: new.clone(),
+        revision: current.revision + 1,
+        updated_at: super::now(),
+        updated_by: write.actor.sub.clone(),
+        ..current.clone()
+    };
+    let size = SizeColumns::from(new.message_size_limit);
     // Conditional on the revision read above: a concurrent writer makes this touch no row.
     let updated = smtp_settings::Entity::update_many()
         .col_expr(smtp_settings::Column::Enabled, Expr::value(new.enabled))
-        .col_expr(smtp_settings::Column::DestinationDomains, Expr::value(json!(new.destination_domains.entries())))
-        .col_expr(smtp_settings::Column::Clients, Expr::value(json!(new.clients.entries())))
-        .col_expr(smtp_settings::Column::SizeUnlimited, Expr::value(unlimited))
-        .col_expr(smtp_settings::Column::SizeValue, Expr::value(value))
-        .col_expr(smtp_settings::Column::SizeUnit, Expr::value(unit))
-        .col_expr(smtp_settings::Column::Revision, Expr::value(revision))
-        .col_expr(smtp_settings::Column::UpdatedAt, Expr::value(now))
-        .col_expr(smtp_settings::Column::UpdatedBy, Expr::value(actor.sub.clone()))
+        .col_expr(smtp_settings::Column::DestinationDomains, Expr::value(json(new.destination_domains.entries())))
+        .col_expr(smtp_settings::Column::Clients, Expr::value(json(new.clients.entries())))
+        .col_expr(smtp_settings::Column::SizeUnlimited, Expr::value(size.unlimited))
+        .col_expr(smtp_settings::Column::SizeValue, Expr::value(size.value))
+        .col_expr(smtp_settings::Column::SizeUnit, Expr::value(size.unit))
+        .col_expr(smtp_settings::Column::Revision, Expr::value(record.revision))
+        .col_expr(smtp_settings::Column::UpdatedAt, Expr::value(record.updated_at))
+        .col_expr(smtp_settings::Column::UpdatedBy, Expr::value(record.updated_by.clone()))
         .filter(smtp_settings::Column::TenantId.eq(scope.tenant))
         .filter(smtp_settings::Column::SensorId.eq(sensor_id))
         .filter(smtp_settings::Column::Revision.eq(current.revision))
@@ -285,43 +281,26 @@ pub async fn replace(
     if updated.rows_affected != 1 {
         // Only reachable without the row lock: report what is really current now.
         txn.rollback().await?;
-        let now_current = read(db, scope, sensor_id).await?;
+        let now_current = get(db, scope, sensor_id).await?;
         return Err(StoreError::Stale { current_etag: now_current.etag() });
     }
-    let written = Written {
-        tenant: scope.tenant,
-        sensor: sensor_id,
-        node: current.node_id,
-        settings: new,
-        revision,
-        at: now,
-        by: &actor.sub,
-        restored_from,
-    };
-    record_revision(&txn, written).await?;
+    record_revision(&txn, &record, write.restored_from, write.cap).await?;
     audit::record(
         &txn,
-        actor,
-        Change {
+        write.actor,
+        AuditEntry {
             tenant: scope.tenant,
-            action: if restored_from.is_some() { "smtp_integration.restore" } else { "smtp_integration.update" },
+            action: if write.restored_from.is_some() { "smtp_integration.restore" } else { "smtp_integration.update" },
             target_type: "sensor",
             target_id: sensor_id,
             sensor_id: Some(sensor_id),
-            before: Some(settings_json(&current.settings)),
-            after: Some(settings_json(new)),
+            before: Some(document_json(&current.settings)),
+            after: Some(document_json(new)),
         },
     )
     .await?;
-    txn.commit().await?;
-    Ok(SettingsRecord {
-        sensor_id,
-        node_id: current.node_id,
-        settings: new.clone(),
-        revision,
-        updated_at: now,
-        updated_by: actor.sub.clone(),
-    })
+    revisions::commit(txn).await?;
+    Ok(record)
 }
 
 /// One entry of a sensor's settings history.
@@ -335,10 +314,12 @@ pub struct HistoryEntry {
 }
 
 fn history_entry(m: settings_revision::Model) -> Result<HistoryEntry, StoreError> {
-    let settings = settings_from_json(&m.settings).ok_or_else(|| corrupt("settings history", m.sensor_id))?;
+    let document: SettingsDocument = serde_json::from_value(m.settings).map_err(|_| {
+        StoreError::Db(DbErr::Custom(format!("stored settings history of sensor {} is damaged", m.sensor_id)))
+    })?;
     Ok(HistoryEntry {
         revision: m.revision,
-        settings,
+        settings: decode(document, m.sensor_id)?,
         created_at: m.created_at,
         created_by: m.created_by,
         restored_from: m.restored_from,
@@ -353,8 +334,7 @@ pub async fn history(
     before: Option<i64>,
     limit: u64,
 ) -> Result<(Vec<HistoryEntry>, Option<i64>), StoreError> {
-    use sea_orm::{QueryOrder, QuerySelect};
-    sensors::get(db, scope, sensor_id).await?;
+    scope::sensor(db, scope, sensor_id).await?;
     let mut query = settings_revision::Entity::find()
         .filter(settings_revision::Column::TenantId.eq(scope.tenant))
         .filter(settings_revision::Column::SensorId.eq(sensor_id));
@@ -374,7 +354,7 @@ pub async fn history_entry_at(
     sensor_id: Uuid,
     revision: i64,
 ) -> Result<HistoryEntry, StoreError> {
-    sensors::get(db, scope, sensor_id).await?;
+    scope::sensor(db, scope, sensor_id).await?;
     let row = settings_revision::Entity::find()
         .filter(settings_revision::Column::TenantId.eq(scope.tenant))
         .filter(settings_revision::Column::SensorId.eq(sensor_id))

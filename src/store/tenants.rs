@@ -6,7 +6,7 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::audit::{self, Actor, Change};
+use super::audit::{self, Actor, AuditEntry};
 use super::entity::{node, tenant};
 use super::{Page, PageRequest, StoreError};
 
@@ -38,7 +38,7 @@ pub async fn create(
     audit::record(
         &txn,
         actor,
-        Change {
+        AuditEntry {
             tenant: tenant.id,
             action: "tenant.create",
             target_type: "tenant",
@@ -93,7 +93,7 @@ pub async fn rename(db: &DatabaseConnection, id: Uuid, name: &str, actor: &Actor
     audit::record(
         &txn,
         actor,
-        Change {
+        AuditEntry {
             tenant: id,
             action: "tenant.rename",
             target_type: "tenant",
@@ -117,7 +117,7 @@ pub async fn delete(db: &DatabaseConnection, id: Uuid, actor: &Actor) -> Result<
     audit::record(
         &txn,
         actor,
-        Change {
+        AuditEntry {
             tenant: id,
             action: "tenant.delete",
             target_type: "tenant",

@@ -2,38 +2,29 @@
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, sea_query::OnConflict,
 };
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::entity::sensor_worker;
-use super::{StoreError, TenantScope, sensors};
+use super::{StoreError, TenantScope, scope};
+use crate::wire::WorkerReport;
 
-/// A worker's acknowledgement or heartbeat.
-#[derive(Debug, Clone)]
-pub struct Report {
-    pub instance_id: String,
-    pub applied_token: Option<String>,
-    pub applied_settings_revision: Option<i64>,
-    pub rejected: Value,
-    pub version: String,
-    pub listen_address: Option<String>,
-}
-
+/// Records a worker's acknowledgement or heartbeat.
 pub async fn report(
     db: &DatabaseConnection,
     tenant: Uuid,
     sensor: Uuid,
-    r: Report,
+    instance_id: &str,
+    r: WorkerReport,
 ) -> Result<sensor_worker::Model, StoreError> {
     let now = super::now();
     use sensor_worker::Column as C;
     sensor_worker::Entity::insert(sensor_worker::ActiveModel {
         tenant_id: Set(tenant),
         sensor_id: Set(sensor),
-        instance_id: Set(r.instance_id.clone()),
+        instance_id: Set(instance_id.to_owned()),
         applied_token: Set(r.applied_token),
         applied_settings_revision: Set(r.applied_settings_revision),
-        rejected: Set(r.rejected),
+        rejected: Set(serde_json::to_value(r.rejected.unwrap_or_default()).unwrap_or_default()),
         version: Set(r.version),
         listen_address: Set(r.listen_address),
         first_seen: Set(now),
@@ -56,7 +47,7 @@ pub async fn report(
     sensor_worker::Entity::find()
         .filter(C::TenantId.eq(tenant))
         .filter(C::SensorId.eq(sensor))
-        .filter(C::InstanceId.eq(r.instance_id))
+        .filter(C::InstanceId.eq(instance_id))
         .one(db)
         .await?
         .ok_or(StoreError::NotFound("worker"))
@@ -67,7 +58,7 @@ pub async fn list(
     scope: TenantScope,
     sensor: Uuid,
 ) -> Result<Vec<sensor_worker::Model>, StoreError> {
-    sensors::get(db, scope, sensor).await?;
+    scope::sensor(db, scope, sensor).await?;
     Ok(sensor_worker::Entity::find()
         .filter(sensor_worker::Column::TenantId.eq(scope.tenant))
         .filter(sensor_worker::Column::SensorId.eq(sensor))

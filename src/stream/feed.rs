@@ -1,16 +1,16 @@
 //! Tails the revision log and fans each change out to every subscriber of this process.
 //!
-//! A notification (PostgreSQL `NOTIFY`, or a local nudge after a write) only wakes the tailer;
+//! A notification (PostgreSQL `NOTIFY`, or a local commit that appended to the log) only wakes the tailer;
 //! it always re-reads `rev > last_seen` from the table, and also polls, so a lost notification
 //! costs latency, never a change.
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::{DatabaseBackend, DatabaseConnection};
+use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::store::{self, revisions::Change};
+use crate::store::{self, revisions::Revision};
 
 #[derive(Debug, Clone)]
 pub struct FeedOptions {
@@ -34,7 +34,7 @@ impl Default for FeedOptions {
 
 pub struct ChangeFeed {
     db: DatabaseConnection,
-    changes: broadcast::Sender<Arc<Change>>,
+    changes: broadcast::Sender<Arc<Revision>>,
     seen: watch::Sender<i64>,
     wake: Notify,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -51,9 +51,11 @@ impl ChangeFeed {
         let (seen, _) = watch::channel(head.rev);
         let feed = Arc::new(ChangeFeed { db, changes, seen, wake: Notify::new(), tasks: Default::default() });
         let mut tasks = vec![tokio::spawn(tail(feed.clone(), options.poll_interval))];
-        if feed.db.get_database_backend() == DatabaseBackend::Postgres {
-            tasks.push(tokio::spawn(listen(feed.clone())));
-        }
+        let listening = feed.clone();
+        tasks.push(tokio::spawn(async move {
+            let db = listening.db.clone();
+            store::revisions::listen(db, || listening.wake.notify_one()).await
+        }));
         tasks.push(tokio::spawn(housekeeping(feed.db.clone(), options.retention)));
         *feed.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(feed)
@@ -63,7 +65,7 @@ impl ChangeFeed {
         &self.db
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Revision>> {
         self.changes.subscribe()
     }
 
@@ -77,11 +79,6 @@ impl ChangeFeed {
         let mut seen = self.seen.subscribe();
         self.wake.notify_one();
         tokio::time::timeout(timeout, seen.wait_for(|s| *s >= rev)).await.is_ok_and(|r| r.is_ok())
-    }
-
-    /// Something may have been written: read the log now rather than at the next poll.
-    pub fn nudge(&self) {
-        self.wake.notify_one();
     }
 
     /// Stops the background tasks (the process keeps running, e.g. a test restarting a server).
@@ -118,40 +115,17 @@ impl Drop for ChangeFeed {
 }
 
 async fn tail(feed: Arc<ChangeFeed>, poll: Duration) {
+    let mut commits = store::revisions::commits();
     loop {
+        commits.mark_unchanged();
         if let Err(e) = feed.catch_up().await {
             tracing::warn!(error = %e, "reading the revision log failed; retrying");
         }
-        let _ = tokio::time::timeout(poll, feed.wake.notified()).await;
-    }
-}
-
-/// A dedicated PostgreSQL connection LISTENing for new revisions; reconnects on failure.
-async fn listen(feed: Arc<ChangeFeed>) {
-    use sea_orm::sqlx::postgres::PgListener;
-    loop {
-        let pool = feed.db.get_postgres_connection_pool().clone();
-        match PgListener::connect_with(&pool).await {
-            Ok(mut listener) => {
-                if let Err(e) = listener.listen(store::revisions::NOTIFY_CHANNEL).await {
-                    tracing::warn!(error = %e, "LISTEN failed");
-                } else {
-                    // Anything committed while we were not listening is picked up now.
-                    feed.nudge();
-                    loop {
-                        match listener.recv().await {
-                            Ok(_) => feed.nudge(),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "notification connection lost; reconnecting");
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot open the notification connection; retrying"),
+        tokio::select! {
+            _ = feed.wake.notified() => {}
+            _ = commits.changed() => {}
+            _ = tokio::time::sleep(poll) => {}
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

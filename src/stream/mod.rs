@@ -1,10 +1,8 @@
 //! The config change stream (ARCHITECTURE §5): the revision log tailer that fans changes out to
-//! subscribers in memory, the per-subscriber session logic (reset/snapshot/replay), the wire
-//! format, and a client that workers and tests use to follow a sensor's settings.
-pub mod client;
+//! subscribers in memory, and each subscriber's view (reset/snapshot/replay). The events' form is
+//! `wire`'s; the workers' side of the stream is `sensor::follower`.
 mod feed;
-mod session;
-pub mod wire;
+mod subscription;
 
 pub use feed::{ChangeFeed, FeedOptions};
-pub use session::{Event, EventKind, SessionError, Subscription, Token, open};
+pub use subscription::{SubscribeError, Subscription, Token, open};

@@ -2,7 +2,9 @@
 mod helpers;
 
 mod audit;
+mod bodies;
 mod dev;
+mod layers;
 mod openapi;
 mod roles;
 mod settings;

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
 use mailsensor::auth::Role;
-use mailsensor::stream::client::{Applied, FollowOptions, Follower};
+use mailsensor::sensor::follower::{Applied, FollowOptions, Follower};
+use mailsensor::wire::EventKind;
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -76,8 +77,8 @@ async fn set_domains(app: &TestApp, w: &World, sensor: Uuid, domain: &str) -> i6
 /// Waits until the follower has applied settings revision `revision`.
 async fn until_applied(follower: &Follower, revision: i64) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while follower.current().map(|c| c.settings_revision) != Some(revision) {
-        assert!(Instant::now() < deadline, "revision {revision} not applied; have {:?}", follower.current());
+    while follower.in_force().map(|f| f.revision()) != Some(revision) {
+        assert!(Instant::now() < deadline, "revision {revision} not applied; have {:?}", follower.in_force());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -95,7 +96,7 @@ async fn snapshot_then_changes_then_resume(backend: Backend) {
     assert_eq!(snapshot.event, "snapshot");
     let config = data(&snapshot);
     assert_eq!(config["sensor_id"], sensor.to_string());
-    assert_eq!(config["settings_revision"], 1);
+    assert_eq!(config["revision"], 1);
     assert_eq!(config["enabled"], false);
     assert_eq!(config["max_message_bytes"], PLATFORM_CAP);
     let synced = sse.next().await;
@@ -108,9 +109,9 @@ async fn snapshot_then_changes_then_resume(backend: Backend) {
     let r2 = set_domains(&w.app, &w, sensor, "two.example").await;
     let first = sse.next().await;
     let second = sse.next().await;
-    assert_eq!((first.event.as_str(), data(&first)["settings_revision"].as_i64()), ("upsert", Some(r1)));
+    assert_eq!((first.event.as_str(), data(&first)["revision"].as_i64()), ("upsert", Some(r1)));
     assert_eq!(data(&first)["destination_domains"], json!(["one.example"]));
-    assert_eq!(data(&second)["settings_revision"].as_i64(), Some(r2));
+    assert_eq!(data(&second)["revision"].as_i64(), Some(r2));
     assert!(rev_of(&second.id) > rev_of(&first.id) && rev_of(&first.id) > rev_of(&start));
     drop(sse);
 
@@ -119,13 +120,13 @@ async fn snapshot_then_changes_then_resume(backend: Backend) {
     let replayed = resumed.next().await;
     assert_eq!((replayed.event.as_str(), replayed.id.as_str()), ("upsert", second.id.as_str()));
     let r3 = set_domains(&w.app, &w, sensor, "three.example").await;
-    assert_eq!(data(&resumed.next().await)["settings_revision"].as_i64(), Some(r3));
+    assert_eq!(data(&resumed.next().await)["revision"].as_i64(), Some(r3));
     resumed.expect_quiet(Duration::from_millis(700)).await;
 
     // Resume from the very start replays all three, each once.
     let mut again = Sse::open(&w.app, sensor, &token, Some(&start)).await;
     for expected in [r1, r2, r3] {
-        assert_eq!(data(&again.next().await)["settings_revision"].as_i64(), Some(expected));
+        assert_eq!(data(&again.next().await)["revision"].as_i64(), Some(expected));
     }
     again.expect_quiet(Duration::from_millis(700)).await;
 
@@ -185,7 +186,7 @@ async fn resets(backend: Backend) {
     assert_eq!(reset.event, "reset");
     assert!(data(&reset)["reason"].as_str().unwrap().contains("retained"), "{}", reset.data);
     let snapshot = s.next().await;
-    assert_eq!(data(&snapshot)["settings_revision"].as_i64(), Some(latest));
+    assert_eq!(data(&snapshot)["revision"].as_i64(), Some(latest));
     assert_eq!(data(&snapshot)["destination_domains"], json!(["after.example"]));
     // …while a token at the head still resumes without a reset.
     let head = s.next().await.id;
@@ -285,7 +286,7 @@ async fn long_poll(backend: Backend) {
     let (answer, took) = poll.await.unwrap();
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert_eq!(answer["events"][0]["event"], "upsert");
-    assert_eq!(answer["events"][0]["data"]["settings_revision"].as_i64(), Some(revision));
+    assert_eq!(answer["events"][0]["data"]["revision"].as_i64(), Some(revision));
     assert_eq!(answer["next"], answer["events"][0]["id"]);
     let bad = w.app.get(&format!("/v1/sensors/{sensor}/config?wait=61"), &token).await;
     assert_eq!(bad.status, 422);
@@ -309,7 +310,7 @@ async fn sensor_lifecycle_on_the_stream(backend: Backend) {
     let moved = sse.next().await;
     assert_eq!(moved.event, "upsert");
     assert_eq!(data(&moved)["node_id"], w.a.scn.to_string());
-    assert_eq!(data(&moved)["settings_revision"], 1, "the settings themselves did not change");
+    assert_eq!(data(&moved)["revision"], 1, "the settings themselves did not change");
     let r = w.app.delete(&w.a.sensor_path(sensor), &admin).await;
     assert_eq!(r.status, 204);
     let deleted = sse.next().await;
@@ -342,7 +343,7 @@ async fn follower_survives_restart(backend: Backend) {
     w.app.stop().await;
     // While the API is away the worker keeps its last good settings.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(follower.current().unwrap().settings_revision, *expected.last().unwrap());
+    assert_eq!(follower.in_force().unwrap().revision(), *expected.last().unwrap());
     let restarted = start_on(&w.app.url, &address).await;
     for i in 0..5 {
         expected.push(set_domains(&restarted, &w, sensor, &format!("after{i}.example")).await);
@@ -352,9 +353,9 @@ async fn follower_survives_restart(backend: Backend) {
     let mut upserts = Vec::new();
     let mut ids = Vec::new();
     while let Ok(a) = applied.try_recv() {
-        let Applied { kind, id, config } = a;
-        if kind == "upsert" {
-            upserts.push(config.unwrap().settings_revision);
+        let Applied { kind, id, in_force } = a;
+        if kind == EventKind::Upsert {
+            upserts.push(in_force.unwrap().revision());
             ids.push(rev_of(&id.unwrap()));
         }
     }
@@ -391,7 +392,7 @@ async fn change_on_one_replica_reaches_subscribers_of_another() {
     }
     for f in &followers {
         until_applied(f, last).await;
-        assert_eq!(f.current().unwrap().destination_domains, vec!["x9.example".to_owned()]);
+        assert_eq!(f.in_force().unwrap().config.settings.document.destination_domains, vec!["x9.example".to_owned()]);
     }
 }
 
@@ -424,8 +425,8 @@ async fn ack_fleet_and_write_and_wait(backend: Backend) {
         let report = report.clone();
         tokio::spawn(async move {
             while let Ok(a) = applied.recv().await {
-                if let Some(c) = a.config {
-                    report("live", c.settings_revision, json!([])).await;
+                if let Some(f) = a.in_force {
+                    report("live", f.revision(), json!([])).await;
                 }
             }
         })
@@ -537,7 +538,7 @@ async fn revision_history_and_restore(backend: Backend) {
     assert_eq!(restored.body["destination_domains"], json!(["a.example"]));
     assert_eq!(restored.header("etag"), Some("\"5\""));
     let event = sse.next().await;
-    assert_eq!((event.event.as_str(), data(&event)["settings_revision"].as_i64()), ("upsert", Some(5)));
+    assert_eq!((event.event.as_str(), data(&event)["revision"].as_i64()), ("upsert", Some(5)));
     let five = w.app.get(&format!("{path}/revisions/5"), &admin).await;
     assert_eq!(five.body["restored_from"], 2);
     let audit = w.app.get(&format!("/v1/tenants/{}/audit-events?sensor_id={sensor}&limit=500", w.a.id), &admin).await;
@@ -585,7 +586,7 @@ async fn a_subscriber_that_stops_reading_is_cut_off_and_resumes() {
             .expect("the stream moves")
         {
             Some(Ok(e)) if e.event == "upsert" => {
-                received.push(data(&e)["settings_revision"].as_i64().unwrap());
+                received.push(data(&e)["revision"].as_i64().unwrap());
                 last_id = Some(e.id.clone());
             }
             Some(Ok(_)) => {}
@@ -598,7 +599,7 @@ async fn a_subscriber_that_stops_reading_is_cut_off_and_resumes() {
     loop {
         let e = resumed.next().await;
         assert_eq!(e.event, "upsert");
-        received.push(data(&e)["settings_revision"].as_i64().unwrap());
+        received.push(data(&e)["revision"].as_i64().unwrap());
         if *received.last().unwrap() == last {
             break;
         }

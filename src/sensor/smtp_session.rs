@@ -3,14 +3,14 @@ use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use serde_json::json;
 use smtp_proto::{Error as ParseError, Request};
 
-use super::active::Active;
+use super::context::Context;
 use super::data::{self, Problem};
+use super::follower::InForce;
 use super::io::{Conn, Line, Stream};
-use super::worker::Context;
 use crate::policy::{self, Decision};
+use crate::wire::HandoffEnvelope;
 
 /// RFC 5321 §4.5.3.1.4: 512 octets including CRLF.
 const MAX_COMMAND_LINE: usize = 512;
@@ -26,7 +26,7 @@ struct Transaction {
 struct Session {
     ctx: Arc<Context>,
     /// The settings this session started with; a revision applied mid-session governs the next one.
-    active: Arc<Active>,
+    in_force: Arc<InForce>,
     peer: IpAddr,
     helo: Option<String>,
     tls: bool,
@@ -43,28 +43,28 @@ enum Next {
 pub async fn serve(stream: Box<dyn Stream>, ctx: Arc<Context>, peer: SocketAddr, local: SocketAddr) {
     let peer_ip = canonical(peer.ip());
     let mut conn = Conn::new(stream, ctx.limits.idle_timeout);
-    let Some(active) = ctx.current.load_full() else {
+    let Some(in_force) = ctx.follower.in_force() else {
         conn.reply("421 4.3.2 sensor not configured yet, try again later");
         let _ = conn.flush().await;
         return;
     };
     let network = ctx.sensor_network.unwrap_or_else(|| super::network::interface_network(local.ip()));
-    let connect = policy::evaluate_connect(&active.settings, peer_ip, Some(network));
+    let connect = policy::evaluate_connect(&in_force.settings, peer_ip, Some(network));
     if connect.reply.code == 421 {
         conn.reply(&connect.reply.line());
         let _ = conn.flush().await;
-        metrics::counter!("mailsensor_smtp_sessions_total", "outcome" => "disabled").increment(1);
+        super::metrics::session("disabled");
         return;
     }
     if connect.decision == Decision::Reject {
-        metrics::counter!("mailsensor_smtp_sessions_total", "outcome" => "client_rejected").increment(1);
+        super::metrics::session("client_rejected");
         refuse_client(conn, &connect.reply.line()).await;
         return;
     }
-    metrics::counter!("mailsensor_smtp_sessions_total", "outcome" => "accepted").increment(1);
+    super::metrics::session("accepted");
     conn.reply(&format!("220 {} ESMTP mailsensor", ctx.hostname));
     let mut session =
-        Session { ctx, active, peer: peer_ip, helo: None, tls: false, txn: Transaction::default(), errors: 0 };
+        Session { ctx, in_force, peer: peer_ip, helo: None, tls: false, txn: Transaction::default(), errors: 0 };
     loop {
         match session.run(&mut conn).await {
             Ok(Next::StartTls) => {
@@ -115,7 +115,7 @@ async fn refuse_client(mut conn: Conn, line: &str) {
 
 impl Session {
     fn max_bytes(&self) -> u64 {
-        self.active.config.max_message_bytes
+        self.in_force.max_message_bytes()
     }
 
     fn error(&mut self, conn: &mut Conn, line: &str) {
@@ -234,7 +234,7 @@ impl Session {
         }
         // SIZE= is the client's estimate: refuse early when it is already too big.
         if size > 0 {
-            let outcome = policy::evaluate_size(&self.active.settings, size as u64, self.max_bytes());
+            let outcome = policy::evaluate_size(&self.in_force.settings, size as u64, self.max_bytes());
             if outcome.decision == Decision::Reject {
                 conn.reply(&outcome.reply.line());
                 return;
@@ -253,7 +253,7 @@ impl Session {
             conn.reply("452 4.5.3 too many recipients");
             return;
         }
-        let outcome = policy::evaluate_recipient(&self.active.settings, to);
+        let outcome = policy::evaluate_recipient(&self.in_force.settings, to);
         if outcome.decision == Decision::Accept {
             self.txn.rcpt_to.push(to.to_owned());
         }
@@ -272,14 +272,14 @@ impl Session {
         }
         conn.reply("354 end data with <CR><LF>.<CR><LF>");
         conn.flush().await?;
-        let envelope = json!({
-            "client_ip": self.peer.to_string(),
-            "helo": self.helo.clone().unwrap_or_default(),
-            "mail_from": self.txn.mail_from.clone().unwrap_or_default(),
-            "rcpt_to": self.txn.rcpt_to,
-            "tls": self.tls,
-            "worker": self.ctx.instance_id,
-        });
+        let envelope = HandoffEnvelope {
+            client_ip: self.peer.to_string(),
+            helo: self.helo.clone().unwrap_or_default(),
+            mail_from: self.txn.mail_from.clone().unwrap_or_default(),
+            rcpt_to: std::mem::take(&mut self.txn.rcpt_to),
+            tls: self.tls,
+            worker: self.ctx.instance_id.clone(),
+        };
         let mut handoff = self.ctx.api.start_handoff(&envelope, self.ctx.limits.handoff_timeout);
         let received = data::receive(conn, self.max_bytes(), Some(&mut handoff)).await;
         self.txn = Transaction::default();
@@ -301,7 +301,7 @@ impl Session {
         let reply = match received.problem {
             Some(Problem::TooLarge) => {
                 handoff.abort();
-                policy::evaluate_size(&self.active.settings, received.size, self.max_bytes()).reply.line()
+                policy::evaluate_size(&self.in_force.settings, received.size, self.max_bytes()).reply.line()
             }
             Some(Problem::BareLineEnding) => {
                 handoff.abort();
@@ -318,12 +318,12 @@ impl Session {
             }
             None => match handoff.finish().await {
                 Ok(id) => {
-                    metrics::counter!("mailsensor_smtp_messages_total", "outcome" => "stored").increment(1);
+                    super::metrics::message("stored");
                     format!("250 2.0.0 <{id}> stored")
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "hand-off failed");
-                    metrics::counter!("mailsensor_smtp_messages_total", "outcome" => "handoff_failed").increment(1);
+                    super::metrics::message("handoff_failed");
                     "451 4.3.0 could not store the message, try again later".to_owned()
                 }
             },

@@ -1,7 +1,7 @@
-//! Follows one sensor's config stream: connects, applies the snapshot and each change, resumes
-//! from the last event id after any disconnect, and backs off with jitter while the API is away.
-//! The last good settings stay in place the whole time; they are only replaced, never cleared,
-//! except by a `delete`.
+//! Follows one sensor's config stream: connects, checks the snapshot and each change with
+//! `policy`, keeps the settings in force, resumes from the last event id after any disconnect,
+//! and backs off with jitter while the API is away. The last good settings stay in place the
+//! whole time; they are only replaced, never cleared, except by a `delete`.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,11 +9,12 @@ use arc_swap::ArcSwapOption;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use rand::Rng;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::wire::SensorConfig;
+use crate::policy::SmtpSettings;
+use crate::wire::{EventKind, RejectedItem, SensorConfig};
 
 #[derive(Debug, Clone)]
 pub struct FollowOptions {
@@ -41,20 +42,85 @@ impl FollowOptions {
     }
 }
 
+/// Settings a worker enforces: the document from the stream and its checked form.
+#[derive(Debug)]
+pub struct InForce {
+    pub config: SensorConfig,
+    pub settings: SmtpSettings,
+}
+
+impl InForce {
+    pub fn revision(&self) -> i64 {
+        self.config.settings.revision
+    }
+
+    /// The largest message accepted, in bytes.
+    pub fn max_message_bytes(&self) -> u64 {
+        self.config.settings.max_message_bytes
+    }
+}
+
+/// What the worker has applied, as its acknowledgements report it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedState {
+    /// The last stream position whose event was applied.
+    pub token: Option<String>,
+    pub settings_revision: Option<i64>,
+    /// Items of the last document that could not be applied (the previous settings stay in force).
+    pub rejected: Vec<RejectedItem>,
+}
+
 /// One event as it was applied.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Applied {
-    /// `reset`, `snapshot`, `synced`, `upsert`, `delete` or `bookmark`.
-    pub kind: String,
+    pub kind: EventKind,
     pub id: Option<String>,
     /// The settings in force after this event.
-    pub config: Option<Arc<SensorConfig>>,
+    pub in_force: Option<Arc<InForce>>,
 }
 
 struct Shared {
-    current: ArcSwapOption<SensorConfig>,
-    last_id: std::sync::Mutex<Option<String>>,
+    in_force: ArcSwapOption<InForce>,
+    state: watch::Sender<AppliedState>,
     applied: broadcast::Sender<Applied>,
+}
+
+impl Shared {
+    fn update(&self, change: impl FnOnce(&mut AppliedState)) {
+        self.state.send_modify(change);
+    }
+
+    /// Checks a document with the same `policy` code the API validated it with; keeps the last
+    /// good settings when it does not pass.
+    fn apply(&self, config: SensorConfig) {
+        let unchanged = self.in_force.load().as_ref().is_some_and(|f| f.config == config);
+        if unchanged {
+            return;
+        }
+        let revision = config.settings.revision;
+        match config.settings.document.parse(config.settings.max_message_bytes.max(1)) {
+            Ok(settings) => {
+                tracing::info!(revision, enabled = settings.enabled, "applied settings");
+                super::metrics::settings_revision(revision);
+                self.in_force.store(Some(Arc::new(InForce { config, settings })));
+                self.update(|s| {
+                    s.settings_revision = Some(revision);
+                    s.rejected.clear();
+                });
+            }
+            Err(violations) => {
+                let rejected: Vec<RejectedItem> = violations.into_iter().map(RejectedItem::from).collect();
+                let items: Vec<String> = rejected.iter().map(|r| format!("{}: {}", r.item, r.reason)).collect();
+                tracing::error!(revision, rejected = %items.join("; "), "settings rejected; keeping the last good ones");
+                self.update(|s| s.rejected = rejected);
+            }
+        }
+    }
+
+    fn forget(&self) {
+        self.in_force.store(None);
+        self.update(|s| s.settings_revision = None);
+    }
 }
 
 /// A running follower; dropping it stops it.
@@ -66,27 +132,32 @@ pub struct Follower {
 impl Follower {
     pub fn start(options: FollowOptions) -> Follower {
         let (applied, _) = broadcast::channel(4096);
-        let shared = Arc::new(Shared { current: ArcSwapOption::empty(), last_id: Default::default(), applied });
+        let shared = Arc::new(Shared {
+            in_force: ArcSwapOption::empty(),
+            state: watch::channel(AppliedState::default()).0,
+            applied,
+        });
         let task = tokio::spawn(run(options, shared.clone()));
         Follower { shared, task }
     }
 
     /// The settings in force now (`None` until the first snapshot, or after a `delete`).
-    pub fn current(&self) -> Option<Arc<SensorConfig>> {
-        self.shared.current.load_full()
+    pub fn in_force(&self) -> Option<Arc<InForce>> {
+        self.shared.in_force.load_full()
     }
 
     pub fn last_event_id(&self) -> Option<String> {
-        self.shared.last_id.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared.state.borrow().token.clone()
+    }
+
+    /// What has been applied, changing with every event that moves it.
+    pub fn state(&self) -> watch::Receiver<AppliedState> {
+        self.shared.state.subscribe()
     }
 
     /// Every event applied from now on, in order.
     pub fn applied(&self) -> broadcast::Receiver<Applied> {
         self.shared.applied.subscribe()
-    }
-
-    pub fn stop(&self) {
-        self.task.abort();
     }
 }
 
@@ -130,7 +201,8 @@ async fn run(options: FollowOptions, shared: Arc<Shared>) {
 async fn connect_once(http: &reqwest::Client, options: &FollowOptions, shared: &Shared) -> Outcome {
     let url = format!("{}/v1/sensors/{}/config-stream", options.api.trim_end_matches('/'), options.sensor_id);
     let mut request = http.get(&url).bearer_auth(&options.token).header("accept", "text/event-stream");
-    if let Some(id) = shared.last_id.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+    let resume = shared.state.borrow().token.clone();
+    if let Some(id) = resume {
         request = request.header("last-event-id", id);
     }
     let response = match tokio::time::timeout(options.idle_timeout, request.send()).await {
@@ -144,8 +216,8 @@ async fn connect_once(http: &reqwest::Client, options: &FollowOptions, shared: &
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         // The sensor no longer exists (its deletion was compacted away while we were gone).
         tracing::warn!("config stream: the sensor no longer exists; refusing mail from now on");
-        shared.current.store(None);
-        let _ = shared.applied.send(Applied { kind: "delete".into(), id: None, config: None });
+        shared.forget();
+        let _ = shared.applied.send(Applied { kind: EventKind::Delete, id: None, in_force: None });
         return Outcome::Deleted;
     }
     if !response.status().is_success() {
@@ -170,35 +242,26 @@ async fn connect_once(http: &reqwest::Client, options: &FollowOptions, shared: &
             Ok(None) | Err(_) => break,
         };
         progressed = true;
-        let id = (!next.id.is_empty()).then(|| next.id.clone());
-        let mut config = None;
-        match next.event.as_str() {
-            "snapshot" | "upsert" => match serde_json::from_str::<SensorConfig>(&next.data) {
-                Ok(c) => {
-                    let c = Arc::new(c);
-                    shared.current.store(Some(c.clone()));
-                    config = Some(c);
-                }
-                // Keep the last good settings; the worker reports the rejection.
+        let Some(kind) = EventKind::from_name(&next.event) else {
+            tracing::debug!(event = %next.event, "config stream: unknown event kind ignored");
+            continue;
+        };
+        match kind {
+            EventKind::Snapshot | EventKind::Upsert => match serde_json::from_str::<SensorConfig>(&next.data) {
+                Ok(config) => shared.apply(config),
+                // Keep the last good settings.
                 Err(e) => tracing::warn!(error = %e, "config stream: unreadable settings"),
             },
-            "delete" => {
-                shared.current.store(None);
-            }
-            _ => {}
+            EventKind::Delete => shared.forget(),
+            EventKind::Reset | EventKind::Synced | EventKind::Bookmark => {}
         }
         // The id moves only after the event it belongs to is applied.
-        if matches!(next.event.as_str(), "synced" | "upsert" | "delete" | "bookmark")
-            && let Some(id) = &id
-        {
-            *shared.last_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
+        let id = (kind.has_token() && !next.id.is_empty()).then(|| next.id.clone());
+        if let Some(id) = &id {
+            shared.update(|s| s.token = Some(id.clone()));
         }
-        let _ = shared.applied.send(Applied {
-            kind: next.event.clone(),
-            id: if next.event == "snapshot" || next.event == "reset" { None } else { id },
-            config: config.or_else(|| shared.current.load_full()),
-        });
-        if next.event == "delete" {
+        let _ = shared.applied.send(Applied { kind, id, in_force: shared.in_force.load_full() });
+        if kind == EventKind::Delete {
             return Outcome::Deleted;
         }
     }

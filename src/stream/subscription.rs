@@ -4,16 +4,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::{AccessMode, DatabaseBackend, DatabaseConnection, IsolationLevel, TransactionTrait};
-use serde_json::{Value, json};
+use sea_orm::DatabaseConnection;
+use serde_json::json;
 use tokio::sync::broadcast::{self, error::RecvError};
 use uuid::Uuid;
 
 use super::ChangeFeed;
-use super::wire::{Reset, SensorConfig, SensorDeleted};
-use crate::api::smtp_integration::MessageSizeLimit;
-use crate::store::revisions::{Change, ChangeKind};
+use crate::store::revisions::{ChangeKind, Revision};
 use crate::store::{self, StoreError, TenantScope};
+use crate::wire::{EventKind, Reset, StreamEvent};
 
 /// How long a resume token newer than this replica has seen may wait for the replica to catch up.
 pub const LAGGING_REPLICA_WAIT: Duration = Duration::from_secs(3);
@@ -39,58 +38,8 @@ impl std::fmt::Display for Token {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Reset,
-    Snapshot,
-    Synced,
-    Upsert,
-    Delete,
-    Bookmark,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Reset => "reset",
-            EventKind::Snapshot => "snapshot",
-            EventKind::Synced => "synced",
-            EventKind::Upsert => "upsert",
-            EventKind::Delete => "delete",
-            EventKind::Bookmark => "bookmark",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub kind: EventKind,
-    pub id: Option<Token>,
-    pub data: Value,
-}
-
-impl Event {
-    /// Server-Sent Events framing.
-    pub fn to_sse(&self) -> String {
-        let mut out = format!("event: {}\n", self.kind.as_str());
-        if let Some(id) = &self.id {
-            out.push_str(&format!("id: {id}\n"));
-        }
-        out.push_str(&format!("data: {}\n\n", self.data));
-        out
-    }
-
-    pub fn to_wire(&self) -> super::wire::StreamEvent {
-        super::wire::StreamEvent {
-            event: self.kind.as_str().to_owned(),
-            id: self.id.as_ref().map(Token::to_string),
-            data: self.data.clone(),
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
-pub enum SessionError {
+pub enum SubscribeError {
     #[error("sensor not found")]
     NotFound,
     #[error("this replica has not yet seen revision {0}; retry")]
@@ -114,11 +63,10 @@ pub struct Subscription {
     sensor: Uuid,
     replay: Option<Replay>,
     epoch: String,
-    cap: u64,
-    receiver: broadcast::Receiver<Arc<Change>>,
+    receiver: broadcast::Receiver<Arc<Revision>>,
     /// Highest revision consumed: everything up to it that concerns this sensor was queued.
     position: i64,
-    queued: VecDeque<Event>,
+    queued: VecDeque<StreamEvent>,
     ended: bool,
 }
 
@@ -131,38 +79,15 @@ pub enum Ended {
     Closed,
 }
 
-fn config(tenant: Uuid, sensor: Uuid, node: Uuid, doc: &Value, cap: u64) -> Option<SensorConfig> {
-    let settings = store::settings::settings_from_json(doc)?;
-    Some(SensorConfig {
-        sensor_id: sensor,
-        tenant_id: tenant,
-        node_id: node,
-        settings_revision: doc["revision"].as_i64()?,
-        enabled: settings.enabled,
-        destination_domains: settings.destination_domains.entries().to_vec(),
-        clients: settings.clients.entries().to_vec(),
-        message_size_limit: MessageSizeLimit::from(settings.message_size_limit),
-        max_message_bytes: settings.max_message_bytes(cap),
-    })
-}
-
 impl Subscription {
-    fn change_event(&self, change: &Change) -> Event {
-        let id = Some(Token { epoch: self.epoch.clone(), rev: change.rev });
-        match change.kind {
-            ChangeKind::Delete => Event {
-                kind: EventKind::Delete,
-                id,
-                data: serde_json::to_value(SensorDeleted { sensor_id: change.sensor_id }).unwrap_or_default(),
-            },
-            ChangeKind::Upsert => {
-                let node = change.payload["node_id"].as_str().and_then(|n| n.parse().ok()).unwrap_or_default();
-                let data = config(change.tenant_id, change.sensor_id, node, &change.payload, self.cap)
-                    .and_then(|c| serde_json::to_value(c).ok())
-                    .unwrap_or_else(|| json!({"sensor_id": change.sensor_id}));
-                Event { kind: EventKind::Upsert, id, data }
-            }
-        }
+    /// The log stores each change in its wire form, so it goes out as it is.
+    fn change_event(&self, change: &Revision) -> StreamEvent {
+        let event = match change.kind {
+            ChangeKind::Delete => EventKind::Delete,
+            ChangeKind::Upsert => EventKind::Upsert,
+        };
+        let id = Token { epoch: self.epoch.clone(), rev: change.rev };
+        StreamEvent { event, id: Some(id.to_string()), data: change.payload.clone() }
     }
 
     /// Everything up to this token has been delivered (while missed changes are still being
@@ -173,7 +98,7 @@ impl Subscription {
     }
 
     /// The next event, or why there will be none.
-    pub async fn next(&mut self) -> Result<Event, Ended> {
+    pub async fn next(&mut self) -> Result<StreamEvent, Ended> {
         loop {
             if self.queued.is_empty()
                 && let Some(replay) = &mut self.replay
@@ -197,7 +122,7 @@ impl Subscription {
                 continue;
             }
             if let Some(event) = self.queued.pop_front() {
-                if event.kind == EventKind::Delete {
+                if event.event == EventKind::Delete {
                     self.ended = true;
                 }
                 return Ok(event);
@@ -221,7 +146,7 @@ impl Subscription {
     }
 
     /// An event if one is ready now (long-poll draining).
-    pub async fn next_ready(&mut self) -> Option<Event> {
+    pub async fn next_ready(&mut self) -> Option<StreamEvent> {
         // A replay page may need a database read; live events are either there or not.
         let wait = if self.replay.is_some() { Duration::from_secs(2) } else { Duration::from_millis(1) };
         tokio::time::timeout(wait, self.next()).await.ok().and_then(Result::ok)
@@ -235,7 +160,7 @@ pub async fn open(
     sensor: Uuid,
     last_event_id: Option<&str>,
     cap: u64,
-) -> Result<Subscription, SessionError> {
+) -> Result<Subscription, SubscribeError> {
     let db = feed.db();
     // Subscribe before reading anything, so no change can fall between the read and the stream.
     let receiver = feed.subscribe();
@@ -254,7 +179,6 @@ pub async fn open(
         sensor,
         replay: None,
         epoch: head.epoch.clone(),
-        cap,
         receiver,
         position: 0,
         queued: VecDeque::new(),
@@ -262,29 +186,31 @@ pub async fn open(
     };
     match (reset_reason, token) {
         (Some(reason), _) => {
-            let (rev, snapshot) = snapshot(db, tenant, sensor, cap).await?;
+            let scope = TenantScope::whole_tenant(tenant);
+            let (rev, snapshot) = store::settings::snapshot(db, scope, sensor).await.map_err(|e| match e {
+                StoreError::NotFound(_) => SubscribeError::NotFound,
+                e => SubscribeError::Store(e),
+            })?;
             sub.position = rev;
-            sub.queued.push_back(Event {
-                kind: EventKind::Reset,
+            let reset = Reset { reason: reason.to_owned() };
+            sub.queued.push_back(StreamEvent { event: EventKind::Reset, id: None, data: to_json(reset) });
+            sub.queued.push_back(StreamEvent {
+                event: EventKind::Snapshot,
                 id: None,
-                data: serde_json::to_value(Reset { reason: reason.to_owned() }).unwrap_or_default(),
+                data: to_json(snapshot.config(cap)),
             });
-            sub.queued.push_back(Event {
-                kind: EventKind::Snapshot,
-                id: None,
-                data: serde_json::to_value(snapshot).unwrap_or_default(),
-            });
-            sub.queued.push_back(Event { kind: EventKind::Synced, id: Some(sub.position()), data: json!({}) });
+            let synced = Some(sub.position().to_string());
+            sub.queued.push_back(StreamEvent { event: EventKind::Synced, id: synced, data: json!({}) });
         }
         (None, Some(token)) => {
             if token.rev > feed.seen() && !feed.wait_seen(token.rev, LAGGING_REPLICA_WAIT).await {
-                return Err(SessionError::Lagging(token.rev));
+                return Err(SubscribeError::Lagging(token.rev));
             }
             // The sensor must still be this tenant's, unless its deletion is what we replay.
             let upto = feed.seen();
             let exists = store::sensors::get(db, TenantScope::whole_tenant(tenant), sensor).await.is_ok();
             if !exists && !store::revisions::deleted_between(db, sensor, token.rev, upto).await? {
-                return Err(SessionError::NotFound);
+                return Err(SubscribeError::NotFound);
             }
             sub.position = upto;
             sub.replay = Some(Replay { db: db.clone(), tenant, after: token.rev, upto });
@@ -294,29 +220,6 @@ pub async fn open(
     Ok(sub)
 }
 
-/// The sensor's current settings and the revision they are current at, read in one snapshot.
-async fn snapshot(
-    db: &DatabaseConnection,
-    tenant: Uuid,
-    sensor: Uuid,
-    cap: u64,
-) -> Result<(i64, SensorConfig), SessionError> {
-    // One consistent snapshot on PostgreSQL; SQLite transactions are serialised anyway (and it
-    // rejects isolation settings).
-    let txn = match db.get_database_backend() {
-        DatabaseBackend::Postgres => {
-            db.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await
-        }
-        _ => db.begin().await,
-    }
-    .map_err(StoreError::from)?;
-    let head = store::revisions::head(&txn).await?;
-    let scope = TenantScope::whole_tenant(tenant);
-    let sensor_row = store::sensors::get(&txn, scope, sensor).await.map_err(|_| SessionError::NotFound)?;
-    let record = store::settings::read(&txn, scope, sensor).await?;
-    txn.commit().await.map_err(StoreError::from)?;
-    let doc = store::settings::change_payload(&record.settings, record.revision);
-    let config = config(tenant, sensor, sensor_row.node_id, &doc, cap)
-        .ok_or_else(|| StoreError::Db(sea_orm::DbErr::Custom("stored settings no longer parse".into())))?;
-    Ok((head.rev, config))
+fn to_json(value: impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
 }

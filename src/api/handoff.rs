@@ -1,0 +1,213 @@
+//! The workers' hand-off: a received message streamed in, stored in chunks, scanned and published.
+use actix_web::{HttpRequest, HttpResponse, http::header, post, web};
+use futures_util::StreamExt;
+use md5::Md5;
+use sha2::{Digest as _, Sha256};
+use uuid::Uuid;
+
+use super::AppState;
+use super::body::{Fields, FromFields, JsonObject};
+use super::caller::Caller;
+use super::error::{ApiError, FieldError};
+use super::messages::MessageView;
+use super::responses::*;
+use crate::scan;
+use crate::store::{
+    self,
+    entity::message,
+    messages::{Begun, Digest},
+};
+use crate::wire::{HANDOFF_CONTENT_TYPE, HandoffEnvelope};
+
+const MAX_ENVELOPE_LINE: usize = 1024 * 1024;
+const CHUNK: usize = 256 * 1024;
+/// Messages up to this size are scanned from memory; larger ones are read back chunk by chunk.
+const SCAN_FROM_MEMORY: usize = 1024 * 1024;
+
+impl FromFields for HandoffEnvelope {
+    fn from_fields(f: &mut Fields) -> Option<Self> {
+        let client_ip: Option<String> = f.required("client_ip");
+        if let Some(ip) = &client_ip
+            && ip.parse::<std::net::IpAddr>().is_err()
+        {
+            f.error("/client_ip", "must be an IP address");
+        }
+        let helo = f.required("helo");
+        let mail_from = f.required("mail_from");
+        let rcpt_to = f.string_list("rcpt_to");
+        if rcpt_to.as_ref().is_none_or(Vec::is_empty) && !f.has_error_at("rcpt_to") {
+            f.error("/rcpt_to", "at least one accepted recipient is required");
+        }
+        let tls = f.required("tls");
+        let worker = f.required("worker");
+        Some(HandoffEnvelope {
+            client_ip: client_ip?,
+            helo: helo?,
+            mail_from: mail_from?,
+            rcpt_to: rcpt_to?,
+            tls: tls?,
+            worker: worker?,
+        })
+    }
+}
+
+fn valid_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 128 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+fn parse_envelope(line: &[u8]) -> Result<HandoffEnvelope, ApiError> {
+    match serde_json::from_slice::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(map)) => JsonObject(map).parse(),
+        _ => Err(ApiError::BadRequest("the first line of the body must be the envelope as a JSON object".into())),
+    }
+}
+
+/// Hand a received message to the control plane (sensor token for that sensor only).
+///
+/// The body is one line of JSON with the envelope (`HandoffEnvelope`), a `\n`, then the raw message
+/// exactly as received after the SMTP `DATA` (dot-unstuffed), streamed. The message is stored in chunks
+/// as it arrives and scanned; it becomes visible only when complete. `201` means stored and scanned:
+/// only then may the worker answer `250`. A repeated `Idempotency-Key` answers `200` with the message
+/// already stored and stores nothing new.
+#[utoipa::path(
+    tag = "messages",
+    params(
+        ("sensor_id" = Uuid, Path),
+        ("Idempotency-Key" = String, Header, description = "Unique per message attempt: 1–128 of A-Z a-z 0-9 - _ . :"),
+    ),
+    request_body(content = HandoffEnvelope, content_type = "application/vnd.mailsensor.handoff",
+        description = "First line: the envelope as JSON; then the raw message bytes"),
+    responses(
+        (status = 201, description = "Stored and scanned", body = MessageView, headers(("Location" = String, description = "URL of the message"))),
+        (status = 200, description = "Already stored under this Idempotency-Key", body = MessageView),
+        (status = 400, response = BadRequest), (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 409, response = Conflict),
+        (status = 413, description = "Larger than the platform cap", body = super::error::Problem, content_type = "application/problem+json"),
+        (status = 415, response = UnsupportedMediaType), (status = 422, response = Unprocessable),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v1/sensors/{sensor_id}/messages")]
+pub async fn hand_off(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<Uuid>,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let sensor = path.into_inner();
+    let tenant = caller.own_sensor(&state, sensor, true).await?;
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.starts_with(HANDOFF_CONTENT_TYPE) {
+        return Err(ApiError::UnsupportedMediaType(format!("send the message as {HANDOFF_CONTENT_TYPE}")));
+    }
+    let key = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    if !valid_key(&key) {
+        return Err(ApiError::validation([FieldError::parameter(
+            "Idempotency-Key",
+            "required: 1–128 of A-Z a-z 0-9 - _ . :",
+        )]));
+    }
+
+    // The envelope line, then whatever of the message came with it.
+    let mut head = Vec::new();
+    let newline = loop {
+        if let Some(pos) = head.iter().position(|b| *b == b'\n') {
+            break pos;
+        }
+        if head.len() > MAX_ENVELOPE_LINE {
+            return Err(ApiError::BadRequest("the envelope line is longer than 1 MiB".into()));
+        }
+        match payload.next().await {
+            Some(Ok(bytes)) => head.extend_from_slice(&bytes),
+            Some(Err(e)) => return Err(ApiError::BadRequest(format!("the upload broke off: {e}"))),
+            None => return Err(ApiError::BadRequest("the body ended before the envelope line did".into())),
+        }
+    };
+    let envelope = parse_envelope(&head[..newline])?;
+    let id = match store::messages::begin(&state.db, tenant, sensor, &key, &envelope).await? {
+        Begun::AlreadyStored(existing) => return Ok(HttpResponse::Ok().json(MessageView::from(*existing))),
+        Begun::New(id) => id,
+    };
+    match receive(&state, id, head.split_off(newline + 1), payload).await {
+        Ok(stored) => Ok(HttpResponse::Created()
+            .insert_header((header::LOCATION, format!("/v1/tenants/{tenant}/messages/{}", stored.id)))
+            .json(MessageView::from(stored))),
+        Err(e) => {
+            // Nothing partial is ever kept.
+            if let Err(cleanup) = store::messages::abandon(&state.db, id).await {
+                tracing::warn!(error = %cleanup, message = %id, "could not remove a broken upload");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Streams the rest of the body into chunks, then scans and publishes the message.
+async fn receive(
+    state: &AppState,
+    id: Uuid,
+    first: Vec<u8>,
+    mut payload: web::Payload,
+) -> Result<message::Model, ApiError> {
+    let cap = state.max_message_bytes;
+    let mut sha256 = Sha256::new();
+    let mut md5 = Md5::new();
+    let mut size: u64 = 0;
+    let mut pending = first;
+    let mut in_memory = Some(Vec::new());
+    let mut seq = 0;
+    let flush = async |data: Vec<u8>, seq: &mut i32| -> Result<(), ApiError> {
+        store::messages::append_chunk(&state.db, id, *seq, data).await?;
+        *seq += 1;
+        Ok(())
+    };
+    loop {
+        let next = if pending.len() >= CHUNK { None } else { payload.next().await };
+        let done = match next {
+            Some(Ok(bytes)) => {
+                pending.extend_from_slice(&bytes);
+                false
+            }
+            Some(Err(e)) => return Err(ApiError::BadRequest(format!("the upload broke off: {e}"))),
+            None => pending.len() < CHUNK,
+        };
+        while pending.len() >= CHUNK || (done && !pending.is_empty()) {
+            let take = pending.len().min(CHUNK);
+            let rest = pending.split_off(take);
+            let data = std::mem::replace(&mut pending, rest);
+            size += data.len() as u64;
+            if size > cap {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "the message is larger than the platform cap of {cap} bytes"
+                )));
+            }
+            sha256.update(&data);
+            md5.update(&data);
+            in_memory = in_memory.filter(|m: &Vec<u8>| m.len() + data.len() <= SCAN_FROM_MEMORY).map(|mut m| {
+                m.extend_from_slice(&data);
+                m
+            });
+            flush(data, &mut seq).await?;
+        }
+        if done {
+            break;
+        }
+    }
+    // Only a few messages are held whole and parsed at once, so memory stays bounded whatever the
+    // number of concurrent uploads; parsing is CPU work, off the async threads.
+    let permit = state.scans.clone().acquire_owned().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let raw = match in_memory {
+        Some(raw) => raw,
+        None => store::messages::read_raw(&state.db, id).await?,
+    };
+    let report = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        scan::scan(&raw)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    metrics::counter!("mailsensor_messages_stored_total", "verdict" => report.verdict.as_str()).increment(1);
+    let digest = Digest { size, sha256: hex::encode(sha256.finalize()), md5: hex::encode(md5.finalize()) };
+    Ok(store::messages::finish(&state.db, id, digest, &report).await?)
+}

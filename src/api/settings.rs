@@ -1,0 +1,220 @@
+//! A sensor's SMTP integration settings: read, replace (PUT) and change (JSON merge patch).
+use actix_web::{HttpRequest, HttpResponse, get, http::header, patch, put, web};
+use uuid::Uuid;
+
+use super::AppState;
+use super::body::{Fields, FromFields, JsonObject};
+use super::caller::{Caller, Permission};
+use super::error::{ApiError, FieldError};
+use super::fleet::{WaitParams, wait_applied};
+use super::responses::*;
+use crate::policy::SmtpSettings;
+use crate::store::{self, StoreError, TenantScope, settings::SettingsRecord};
+use crate::wire::{SettingsDocument, SettingsPatch, SizeLimitPatch, SmtpIntegration};
+
+/// The settings of a sensor the caller may reach with `needs`; out of scope reads like missing.
+pub(super) async fn settings_in_scope(
+    state: &AppState,
+    caller: &Caller,
+    (tenant, sensor): (Uuid, Uuid),
+    needs: Permission,
+) -> Result<(TenantScope, SettingsRecord), ApiError> {
+    let scope = caller.scope(state, tenant).await?;
+    let record = store::settings::get(&state.db, scope, sensor).await?;
+    caller.require(needs)?;
+    Ok((scope, record))
+}
+
+/// `If-Match` on a settings write.
+pub(super) enum IfMatch {
+    /// No header, or `*`: write over whatever is current.
+    Any,
+    /// Only over one of these revisions.
+    Revisions(Vec<i64>),
+}
+
+impl IfMatch {
+    pub(super) fn of(req: &HttpRequest) -> IfMatch {
+        let Some(value) = req.headers().get(header::IF_MATCH) else { return IfMatch::Any };
+        let value = value.to_str().unwrap_or("");
+        if value.trim() == "*" {
+            return IfMatch::Any;
+        }
+        let revisions = value
+            .split(',')
+            .filter_map(|tag| tag.trim().trim_start_matches("W/").trim_matches('"').parse::<i64>().ok())
+            .collect();
+        IfMatch::Revisions(revisions)
+    }
+
+    /// The revision the write must be based on (`None`: any); 412 when `current` is not one asked for.
+    pub(super) fn expected(&self, current: &SettingsRecord) -> Result<Option<i64>, ApiError> {
+        match self {
+            IfMatch::Any => Ok(None),
+            IfMatch::Revisions(revisions) if revisions.contains(&current.revision) => Ok(Some(current.revision)),
+            IfMatch::Revisions(_) => Err(StoreError::Stale { current_etag: current.etag() }.into()),
+        }
+    }
+}
+
+/// Answers a settings write, after waiting for the workers when asked to.
+pub(super) async fn answer_write(
+    state: &AppState,
+    scope: TenantScope,
+    record: SettingsRecord,
+    wait: Option<std::time::Duration>,
+) -> Result<HttpResponse, ApiError> {
+    let mut body = record.served(state.max_message_bytes);
+    if let Some(timeout) = wait {
+        body.rollout = Some(wait_applied(state, scope, record.sensor_id, record.revision, timeout).await?);
+    }
+    Ok(HttpResponse::Ok().insert_header((header::ETAG, record.etag())).json(body))
+}
+
+impl FromFields for SettingsPatch {
+    /// Every field that has the right JSON type; the others are reported in `f`.
+    fn from_fields(f: &mut Fields) -> Option<Self> {
+        Some(SettingsPatch {
+            enabled: f.optional("enabled"),
+            destination_domains: f.string_list("destination_domains"),
+            clients: f.string_list("clients"),
+            message_size_limit: f.object("message_size_limit", |g| SizeLimitPatch {
+                unlimited: g.optional("unlimited"),
+                value: g.optional("value"),
+                unit: g.optional("unit"),
+            }),
+        })
+    }
+}
+
+/// Builds the settings from a body (PUT: `base` None, every field required; PATCH: fields left
+/// out come from `base`), reporting type errors and policy violations together in one 422.
+fn parse_settings(body: JsonObject, base: Option<&SmtpSettings>, cap: u64) -> Result<SmtpSettings, ApiError> {
+    let mut f = Fields::new(body).ignoring(SmtpIntegration::READ_ONLY);
+    let patch = SettingsPatch::from_fields(&mut f).unwrap_or_default();
+    if base.is_none() {
+        let given = [
+            ("enabled", patch.enabled.is_some()),
+            ("destination_domains", patch.destination_domains.is_some()),
+            ("clients", patch.clients.is_some()),
+            ("message_size_limit", patch.message_size_limit.is_some()),
+        ];
+        for (name, given) in given {
+            if !given && !f.has_error_at(name) {
+                let pointer = f.pointer(name);
+                f.error(pointer, "this field is required");
+            }
+        }
+    }
+    let draft = patch.over(base.map(SettingsDocument::from).as_ref());
+    let checked = SmtpSettings::parse(&draft, cap);
+    let violations: Vec<FieldError> = match &checked {
+        Ok(_) => Vec::new(),
+        // A field that was already the wrong JSON type would only repeat itself here.
+        Err(v) => v.iter().filter(|v| !f.has_error_under(&v.pointer)).cloned().map(FieldError::from).collect(),
+    };
+    f.finish_with(violations)?;
+    checked.map_err(ApiError::validation)
+}
+
+/// Read a sensor's SMTP integration settings (with `ETag`).
+#[utoipa::path(
+    tag = "smtp-integration",
+    params(("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = SmtpIntegration, headers(("ETag" = String, description = "Current revision, for If-Match"))),
+        (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/v1/tenants/{tenant_id}/sensors/{sensor_id}/smtp-integration")]
+pub async fn get_settings(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, record) = settings_in_scope(&state, &caller, path.into_inner(), Permission::ReadSettings).await?;
+    let body = record.served(state.max_message_bytes);
+    Ok(HttpResponse::Ok().insert_header((header::ETAG, record.etag())).json(body))
+}
+
+/// Replace a sensor's SMTP integration settings. Every bad entry is reported in one 422. Read-only fields from a `GET` may be sent back; they are ignored.
+#[utoipa::path(
+    tag = "smtp-integration",
+    params(
+        ("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path),
+        ("If-Match" = Option<String>, Header, description = "ETag from a previous read; the write fails with 412 if the settings changed since"),
+        WaitParams,
+    ),
+    request_body = SettingsDocument,
+    responses(
+        (status = 200, body = SmtpIntegration, headers(("ETag" = String, description = "New revision"))),
+        (status = 400, response = BadRequest), (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 412, response = PreconditionFailed),
+        (status = 415, response = UnsupportedMediaType), (status = 422, response = Unprocessable),
+    ),
+    security(("bearer" = []))
+)]
+#[put("/v1/tenants/{tenant_id}/sensors/{sensor_id}/smtp-integration")]
+pub async fn put_settings(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(Uuid, Uuid)>,
+    wait: web::Query<WaitParams>,
+    body: JsonObject,
+) -> Result<HttpResponse, ApiError> {
+    let wait = wait.parse()?;
+    let (scope, current) = settings_in_scope(&state, &caller, *path, Permission::WriteSettings).await?;
+    let expected = IfMatch::of(&req).expected(&current)?;
+    let new = parse_settings(body, None, state.max_message_bytes)?;
+    let write =
+        store::settings::Write { actor: &caller.actor(), expected, restored_from: None, cap: state.max_message_bytes };
+    let record = store::settings::replace(&state.db, scope, current.sensor_id, &new, write).await?;
+    answer_write(&state, scope, record, wait).await
+}
+
+/// Change some of a sensor's SMTP integration settings (JSON merge patch).
+#[utoipa::path(
+    tag = "smtp-integration",
+    params(
+        ("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path),
+        ("If-Match" = Option<String>, Header, description = "ETag from a previous read; the write fails with 412 if the settings changed since"),
+        WaitParams,
+    ),
+    request_body(content = SettingsPatch, content_type = "application/merge-patch+json"),
+    responses(
+        (status = 200, body = SmtpIntegration, headers(("ETag" = String, description = "New revision"))),
+        (status = 400, response = BadRequest), (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 412, response = PreconditionFailed),
+        (status = 415, response = UnsupportedMediaType), (status = 422, response = Unprocessable),
+    ),
+    security(("bearer" = []))
+)]
+#[patch("/v1/tenants/{tenant_id}/sensors/{sensor_id}/smtp-integration")]
+pub async fn patch_settings(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(Uuid, Uuid)>,
+    wait: web::Query<WaitParams>,
+    body: JsonObject,
+) -> Result<HttpResponse, ApiError> {
+    let wait = wait.parse()?;
+    let if_match = IfMatch::of(&req);
+    let actor = caller.actor();
+    // Without If-Match the patch applies to whatever is current: on a concurrent write, re-read and re-apply.
+    let mut attempts = 0;
+    loop {
+        let (scope, current) = settings_in_scope(&state, &caller, *path, Permission::WriteSettings).await?;
+        let expected = if_match.expected(&current)?;
+        let new = parse_settings(JsonObject(body.0.clone()), Some(&current.settings), state.max_message_bytes)?;
+        let over = expected.or(Some(current.revision));
+        let write =
+            store::settings::Write { actor: &actor, expected: over, restored_from: None, cap: state.max_message_bytes };
+        match store::settings::replace(&state.db, scope, current.sensor_id, &new, write).await {
+            Err(StoreError::Stale { .. }) if expected.is_none() && attempts < 3 => attempts += 1,
+            result => return answer_write(&state, scope, result?, wait).await,
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! What a scan finds: the report, its parts and detections, and the verdict they decide.
+use std::fmt;
+
+/// How bad a message or a single detection is. Ordered: `Clean < Suspicious < Malicious`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Clean,
+    Suspicious,
+    Malicious,
+}
+
+impl Verdict {
+    /// `clean`, `suspicious` or `malicious`, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Clean => "clean",
+            Verdict::Suspicious => "suspicious",
+            Verdict::Malicious => "malicious",
+        }
+    }
+
+    /// The inverse of [`Verdict::as_str`], ignoring ASCII case.
+    pub fn parse(s: &str) -> Option<Verdict> {
+        [Verdict::Clean, Verdict::Suspicious, Verdict::Malicious]
+            .into_iter()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Detection kind: the EICAR test string.
+pub const KIND_EICAR: &str = "eicar_test_file";
+/// Detection kind: a part that starts like an executable or a script.
+pub const KIND_EXECUTABLE: &str = "executable_content";
+/// Detection kind: a part name with a risky extension.
+pub const KIND_RISKY_EXTENSION: &str = "risky_extension";
+/// Detection kind: the message was not parsed (parsing it would not be bounded work), or not
+/// all of its parts or detections are listed.
+pub const KIND_TOO_COMPLEX: &str = "mime_structure_too_complex";
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Detection {
+    /// `eicar_test_file`, `executable_content`, `risky_extension` or `mime_structure_too_complex`.
+    pub kind: String,
+    /// Human-readable, e.g. `EICAR test string in attachment "eicar.com"`.
+    pub description: String,
+    /// Index into `parts` where found, if in a part; `None` when found in the raw message only.
+    pub part: Option<usize>,
+    /// What this detection alone implies.
+    pub verdict: Verdict,
+}
+
+/// One leaf MIME part.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Part {
+    pub index: usize,
+    /// Attachment/inline filename (Content-Disposition filename or Content-Type name), if any.
+    pub name: Option<String>,
+    /// e.g. `text/plain`, `application/octet-stream`; lowercase.
+    pub content_type: String,
+    /// Decoded size in bytes.
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the decoded content.
+    pub sha256: String,
+    /// Lowercase hex MD5 of the decoded content.
+    pub md5: String,
+    pub is_attachment: bool,
+}
+
+/// The top-level headers that identify a message.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct HeaderSummary {
+    /// As a display string, e.g. `Alice <alice@example.com>`; several joined with `, `.
+    pub from: Option<String>,
+    /// All To addresses joined with `, `.
+    pub to: Option<String>,
+    pub subject: Option<String>,
+    /// Without the angle brackets.
+    pub message_id: Option<String>,
+    /// RFC 3339 if parseable, else the raw header text.
+    pub date: Option<String>,
+}
+
+/// Everything [`scan()`] found out about a message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScanReport {
+    pub headers: HeaderSummary,
+    pub parts: Vec<Part>,
+    pub detections: Vec<Detection>,
+    /// The worst of the detections, `Clean` if none.
+    pub verdict: Verdict,
+    /// `false` when mail-parser could not parse the message at all (still scanned as raw bytes),
+    /// or was not let near it (a `mime_structure_too_complex` detection says why).
+    pub parsed: bool,
+}
+
+/// The most parts listed in a report; later ones are still scanned.
+pub const MAX_LISTED_PARTS: usize = 10_000;
+/// The most detections listed in a report, apart from ones that make the verdict worse.
+pub const MAX_LISTED_DETECTIONS: usize = 1_000;

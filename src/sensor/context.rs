@@ -1,0 +1,48 @@
+//! What every SMTP session of a worker shares, and the limits it runs under.
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio_rustls::TlsAcceptor;
+
+use super::follower::Follower;
+use super::handoff::ApiClient;
+
+#[derive(Debug, Clone)]
+pub struct WorkerLimits {
+    pub max_sessions: usize,
+    pub max_sessions_per_ip: usize,
+    pub idle_timeout: Duration,
+    pub max_recipients: usize,
+    /// How long to wait for the API to confirm a stored message after the data ends.
+    pub handoff_timeout: Duration,
+    pub heartbeat: Duration,
+    /// On SIGTERM, how long in-flight sessions may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerLimits {
+    fn default() -> Self {
+        WorkerLimits {
+            max_sessions: 1000,
+            max_sessions_per_ip: 50,
+            idle_timeout: Duration::from_secs(300),
+            max_recipients: 100,
+            handoff_timeout: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every session of a worker shares.
+pub struct Context {
+    /// The settings in force, from the config stream.
+    pub follower: Arc<Follower>,
+    pub api: ApiClient,
+    pub tls: Option<TlsAcceptor>,
+    pub hostname: String,
+    pub instance_id: String,
+    pub sensor_network: Option<IpNet>,
+    pub limits: WorkerLimits,
+}
