@@ -52,6 +52,21 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Scope first, role second: `find` loads the object within the caller's scope of `tenant`
+    /// (outside it, it is missing: 404), and only then is `needs` checked (403).
+    pub async fn reach<T>(
+        &self,
+        state: &AppState,
+        tenant: Uuid,
+        needs: Permission,
+        find: impl AsyncFnOnce(TenantScope) -> Result<T, store::StoreError>,
+    ) -> Result<(TenantScope, T), ApiError> {
+        let scope = self.scope(state, tenant).await?;
+        let found = find(scope).await?;
+        self.require(needs)?;
+        Ok((scope, found))
+    }
+
     pub fn role(&self) -> Role {
         self.principal.role()
     }

@@ -214,9 +214,9 @@ pub async fn list_workers(
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<web::Json<Fleet>, ApiError> {
     let (tenant, sensor) = path.into_inner();
-    let scope = caller.scope(&state, tenant).await?;
-    let current = store::settings::get(&state.db, scope, sensor).await?;
-    caller.require(Permission::ReadSettings)?;
+    let (scope, current) = caller
+        .reach(&state, tenant, Permission::ReadSettings, async |s| store::settings::get(&state.db, s, sensor).await)
+        .await?;
     let workers = store::workers::list(&state.db, scope, sensor).await?;
     Ok(web::Json(Fleet {
         settings_revision: current.revision,

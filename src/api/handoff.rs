@@ -55,11 +55,48 @@ fn valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= 128 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
-fn parse_envelope(line: &[u8]) -> Result<HandoffEnvelope, ApiError> {
-    match serde_json::from_slice::<serde_json::Value>(line) {
-        Ok(serde_json::Value::Object(map)) => JsonObject(map).parse(),
-        _ => Err(ApiError::BadRequest("the first line of the body must be the envelope as a JSON object".into())),
+/// The hand-off's media type and its `Idempotency-Key`.
+fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.starts_with(HANDOFF_CONTENT_TYPE) {
+        return Err(ApiError::UnsupportedMediaType(format!("send the message as {HANDOFF_CONTENT_TYPE}")));
     }
+    let key = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !valid_key(key) {
+        return Err(ApiError::validation([FieldError::parameter(
+            "Idempotency-Key",
+            "required: 1–128 of A-Z a-z 0-9 - _ . :",
+        )]));
+    }
+    Ok(key.to_owned())
+}
+
+/// The envelope line, and whatever of the message came with it.
+async fn read_envelope(payload: &mut web::Payload) -> Result<(HandoffEnvelope, Vec<u8>), ApiError> {
+    let mut head = Vec::new();
+    let newline = loop {
+        if let Some(pos) = head.iter().position(|b| *b == b'\n') {
+            break pos;
+        }
+        if head.len() > MAX_ENVELOPE_LINE {
+            return Err(ApiError::BadRequest("the envelope line is longer than 1 MiB".into()));
+        }
+        match payload.next().await {
+            Some(Ok(bytes)) => head.extend_from_slice(&bytes),
+            Some(Err(e)) => return Err(ApiError::BadRequest(format!("the upload broke off: {e}"))),
+            None => return Err(ApiError::BadRequest("the body ended before the envelope line did".into())),
+        }
+    };
+    let rest = head.split_off(newline + 1);
+    let envelope = match serde_json::from_slice::<serde_json::Value>(&head[..newline]) {
+        Ok(serde_json::Value::Object(map)) => JsonObject(map).parse()?,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "the first line of the body must be the envelope as a JSON object".into(),
+            ));
+        }
+    };
+    Ok((envelope, rest))
 }
 
 /// Hand a received message to the control plane (sensor token for that sensor only).
@@ -97,39 +134,13 @@ pub async fn hand_off(
 ) -> Result<HttpResponse, ApiError> {
     let sensor = path.into_inner();
     let tenant = caller.own_sensor(&state, sensor, true).await?;
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.starts_with(HANDOFF_CONTENT_TYPE) {
-        return Err(ApiError::UnsupportedMediaType(format!("send the message as {HANDOFF_CONTENT_TYPE}")));
-    }
-    let key = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    if !valid_key(&key) {
-        return Err(ApiError::validation([FieldError::parameter(
-            "Idempotency-Key",
-            "required: 1–128 of A-Z a-z 0-9 - _ . :",
-        )]));
-    }
-
-    // The envelope line, then whatever of the message came with it.
-    let mut head = Vec::new();
-    let newline = loop {
-        if let Some(pos) = head.iter().position(|b| *b == b'\n') {
-            break pos;
-        }
-        if head.len() > MAX_ENVELOPE_LINE {
-            return Err(ApiError::BadRequest("the envelope line is longer than 1 MiB".into()));
-        }
-        match payload.next().await {
-            Some(Ok(bytes)) => head.extend_from_slice(&bytes),
-            Some(Err(e)) => return Err(ApiError::BadRequest(format!("the upload broke off: {e}"))),
-            None => return Err(ApiError::BadRequest("the body ended before the envelope line did".into())),
-        }
-    };
-    let envelope = parse_envelope(&head[..newline])?;
+    let key = idempotency_key(&req)?;
+    let (envelope, rest) = read_envelope(&mut payload).await?;
     let id = match store::messages::begin(&state.db, tenant, sensor, &key, &envelope).await? {
         Begun::AlreadyStored(existing) => return Ok(HttpResponse::Ok().json(MessageView::from(*existing))),
         Begun::New(id) => id,
     };
-    match receive(&state, id, head.split_off(newline + 1), payload).await {
+    match receive(&state, id, rest, payload).await {
         Ok(stored) => Ok(HttpResponse::Created()
             .insert_header((header::LOCATION, format!("/v1/tenants/{tenant}/messages/{}", stored.id)))
             .json(MessageView::from(stored))),

@@ -177,9 +177,9 @@ pub async fn get_message(
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<web::Json<MessageView>, ApiError> {
     let (tenant, id) = path.into_inner();
-    let scope = caller.scope(&state, tenant).await?;
-    let message = store::messages::get(&state.db, scope, id).await?;
-    caller.require(Permission::ReadMessages)?;
+    let (_, message) = caller
+        .reach(&state, tenant, Permission::ReadMessages, async |s| store::messages::get(&state.db, s, id).await)
+        .await?;
     Ok(web::Json(message.into()))
 }
 
@@ -200,9 +200,9 @@ pub async fn get_raw(
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, id) = path.into_inner();
-    let scope = caller.scope(&state, tenant).await?;
-    let message = store::messages::get(&state.db, scope, id).await?;
-    caller.require(Permission::ReadMessages)?;
+    let (_, message) = caller
+        .reach(&state, tenant, Permission::ReadMessages, async |s| store::messages::get(&state.db, s, id).await)
+        .await?;
     let db = state.db.clone();
     let chunks = futures_util::stream::unfold(0, move |seq| {
         let db = db.clone();

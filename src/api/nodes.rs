@@ -92,9 +92,9 @@ pub async fn get_node(
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<web::Json<NodeView>, ApiError> {
     let (tenant, id) = path.into_inner();
-    let scope = caller.scope(&state, tenant).await?;
-    let node = store::nodes::get(&state.db, scope, id).await?;
-    caller.require(Permission::ReadNodes)?;
+    let (_, node) = caller
+        .reach(&state, tenant, Permission::ReadNodes, async |s| store::nodes::get(&state.db, s, id).await)
+        .await?;
     Ok(web::Json(node.into()))
 }
 
@@ -115,9 +115,9 @@ pub async fn delete_scn(
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, id) = path.into_inner();
-    let scope = caller.scope(&state, tenant).await?;
-    store::nodes::get(&state.db, scope, id).await?;
-    caller.require(Permission::ManageScns)?;
+    let (scope, _) = caller
+        .reach(&state, tenant, Permission::ManageScns, async |s| store::nodes::get(&state.db, s, id).await)
+        .await?;
     store::nodes::delete_scn(&state.db, scope, id, &caller.actor()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -131,9 +131,9 @@ pub async fn get_sensor(
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<web::Json<SensorView>, ApiError> {
     let (tenant, id) = path.into_inner();
-    let scope = caller.scope(&state, tenant).await?;
-    let sensor = store::sensors::get(&state.db, scope, id).await?;
-    caller.require(Permission::ReadSensors)?;
+    let (_, sensor) = caller
+        .reach(&state, tenant, Permission::ReadSensors, async |s| store::sensors::get(&state.db, s, id).await)
+        .await?;
     Ok(web::Json(sensor.into()))
 }
 
@@ -157,9 +157,9 @@ pub async fn update_sensor(
     body: JsonObject,
 ) -> Result<web::Json<SensorView>, ApiError> {
     let (tenant, id) = path.into_inner();
-    let scope = caller.scope(&state, tenant).await?;
-    store::sensors::get(&state.db, scope, id).await?;
-    caller.require(Permission::ManageSensors)?;
+    let (scope, _) = caller
+        .reach(&state, tenant, Permission::ManageSensors, async |s| store::sensors::get(&state.db, s, id).await)
+        .await?;
     let UpdateSensor { name, node_id } = body.parse()?;
     let actor = caller.actor();
     let sensor =
@@ -181,9 +181,9 @@ pub async fn delete_sensor(
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, id) = path.into_inner();
-    let scope = caller.scope(&state, tenant).await?;
-    store::sensors::get(&state.db, scope, id).await?;
-    caller.require(Permission::ManageSensors)?;
+    let (scope, _) = caller
+        .reach(&state, tenant, Permission::ManageSensors, async |s| store::sensors::get(&state.db, s, id).await)
+        .await?;
     store::sensors::delete(&state.db, scope, id, &caller.actor()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

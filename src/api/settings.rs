@@ -19,10 +19,7 @@ pub(super) async fn settings_in_scope(
     (tenant, sensor): (Uuid, Uuid),
     needs: Permission,
 ) -> Result<(TenantScope, SettingsRecord), ApiError> {
-    let scope = caller.scope(state, tenant).await?;
-    let record = store::settings::get(&state.db, scope, sensor).await?;
-    caller.require(needs)?;
-    Ok((scope, record))
+    caller.reach(state, tenant, needs, async |scope| store::settings::get(&state.db, scope, sensor).await).await
 }
 
 /// `If-Match` on a settings write.

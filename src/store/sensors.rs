@@ -13,9 +13,7 @@ use super::{Page, PageRequest, StoreError, TenantScope, scope, settings};
 use crate::policy::Violation;
 use crate::wire::{SensorDeleted, SettingsDocument};
 
-pub async fn get(db: &impl ConnectionTrait, scope: TenantScope, id: Uuid) -> Result<sensor::Model, StoreError> {
-    scope::sensor(db, scope, id).await
-}
+pub use super::scope::sensor as get;
 
 pub async fn list(
     db: &DatabaseConnection,

@@ -50,7 +50,24 @@ async fn mx(w: &World, settings: Value, tweak: impl FnOnce(&mut WorkerConfig)) -
     tweak(&mut config);
     let worker = sensor::start(config).await.unwrap();
     until_worker_has(&worker, revision).await;
+    until_fleet_has(w, revision).await;
     worker
+}
+
+/// Waits until the API has heard a worker acknowledge `revision`: only a worker the API knows of
+/// counts in a write's `?wait=applied`.
+async fn until_fleet_has(w: &World, revision: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let path = format!("{}/workers", w.a.sensor_path(w.a.pcn_sensor));
+    loop {
+        let fleet = w.app.get(&path, &w.admin_pcn()).await;
+        let items = fleet.body["items"].as_array().cloned().unwrap_or_default();
+        if items.iter().any(|i| i["applied_settings_revision"].as_i64() == Some(revision)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no worker acknowledged revision {revision}: {:?}", fleet.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn until_worker_has(worker: &RunningWorker, revision: i64) {
