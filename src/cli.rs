@@ -148,6 +148,27 @@ pub struct TokenArgs {
     pub ttl: u64,
 }
 
+impl TokenArgs {
+    /// What the role needs or forbids among `--tenant`, `--node` and `--sensor`, one line per
+    /// problem naming the flag: a token the API would refuse is never minted.
+    pub fn claim_problems(&self) -> Vec<String> {
+        let (needs, forbids): (&[&str], &[&str]) = match self.role {
+            Role::PlatformOperator => (&[], &["--tenant", "--node", "--sensor"]),
+            Role::Sensor => (&["--tenant", "--sensor"], &["--node"]),
+            _ => (&["--tenant", "--node"], &["--sensor"]),
+        };
+        let given = |flag: &str| match flag {
+            "--tenant" => self.tenant.is_some(),
+            "--node" => self.node.is_some(),
+            _ => self.sensor.is_some(),
+        };
+        let role = self.role.as_str();
+        let missing = needs.iter().filter(|f| !given(f)).map(|f| format!("role {role} needs {f}"));
+        let extra = forbids.iter().filter(|f| given(f)).map(|f| format!("role {role} takes no {f}"));
+        missing.chain(extra).collect()
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct SensorArgs {
     /// Base URL of the control plane API.

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use mailsensor::auth::{Claims, KeySet};
+use mailsensor::auth::{Claims, KeyConfigError, KeySet};
 use mailsensor::cli::SensorArgs;
 use mailsensor::cli::{Cli, Command};
 use mailsensor::sensor::{self, WorkerConfig, WorkerLimits};
@@ -28,6 +28,13 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Token(args) => {
+            let problems = args.claim_problems();
+            if !problems.is_empty() {
+                anyhow::bail!("{}", problems.join("; "));
+            }
+            if args.auth.signing_key.is_none() && args.auth.hs256_secret.is_none() {
+                return Err(KeyConfigError::NoSigningKey.into());
+            }
             let keys = KeySet::from_config(&args.auth.config())?;
             let now = chrono::Utc::now().timestamp().max(0) as u64;
             let claims = Claims {

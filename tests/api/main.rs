@@ -11,5 +11,6 @@ mod settings;
 mod smtp;
 mod stream;
 mod tenancy;
+mod token_cli;
 mod tokens;
 mod vectors;
