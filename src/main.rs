@@ -11,8 +11,11 @@ use mailsensor::server::{self, ServerParts};
 use mailsensor::{api, dev, store};
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILSENSOR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
+    // actix-http reports a client's malformed request (answered 400) as an ERROR "stream error";
+    // it is the client's fault, not the server's, so it stays out of the default log.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILSENSOR_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn,actix_http::h1::dispatcher=off")
+    });
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }
 

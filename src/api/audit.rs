@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::caller::{Caller, Permission};
 use super::error::{ApiError, FieldError};
-use super::pagination::{Page, PageParams, time_param, uuid_param};
+use super::pagination::{Page, PageParams, present, time_param, uuid_param};
 use super::responses::*;
 use super::views::AuditEventView;
 use crate::store::{self, audit::AuditFilter};
@@ -16,22 +16,24 @@ use crate::store::{self, audit::AuditFilter};
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Only events about this sensor.
+    #[param(value_type = Option<Uuid>)]
     pub sensor_id: Option<String>,
     /// Only events by this actor (`sub` claim).
     pub actor: Option<String>,
     /// Only events at or after this time (RFC 3339).
-    #[param(example = "2026-11-28T00:00:00Z")]
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>, example = "2026-11-28T00:00:00Z")]
     pub since: Option<String>,
     /// Only events before this time (RFC 3339).
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     pub until: Option<String>,
 }
 
 impl AuditQuery {
     fn filter(&self, errors: &mut Vec<FieldError>) -> AuditFilter {
-        let since = time_param("since", self.since.as_deref(), errors);
-        let until = time_param("until", self.until.as_deref(), errors);
-        let sensor_id = uuid_param("sensor_id", self.sensor_id.as_deref(), errors);
-        AuditFilter { sensor_id, actor: self.actor.clone(), since, until }
+        let since = time_param("since", &self.since, errors);
+        let until = time_param("until", &self.until, errors);
+        let sensor_id = uuid_param("sensor_id", &self.sensor_id, errors);
+        AuditFilter { sensor_id, actor: present(&self.actor).map(str::to_owned), since, until }
     }
 }
 

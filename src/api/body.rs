@@ -97,6 +97,27 @@ impl Fields {
         self.errors.push(FieldError::body(pointer, message));
     }
 
+    /// A problem found outside the body (a path or query parameter), reported with the body's.
+    pub fn push(&mut self, error: FieldError) {
+        self.errors.push(error);
+    }
+
+    /// Reports every member of this object that is `null` and takes it out: for a document whose
+    /// every field is required, a merge patch's "remove this member" cannot mean anything.
+    pub fn refuse_nulls(&mut self, why: &str) {
+        let nulls: Vec<String> = self
+            .map
+            .iter()
+            .filter(|(k, v)| v.is_null() && !self.ignored.contains(&k.as_str()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in nulls {
+            self.map.remove(&key);
+            let pointer = self.pointer(&escape(&key));
+            self.error(pointer, why);
+        }
+    }
+
     /// Whether a problem was already recorded for field `name` or inside it.
     pub fn has_error_at(&self, name: &str) -> bool {
         self.has_error_under(&self.pointer(name))

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::caller::Caller;
 use super::error::{ApiError, FieldError};
+use super::pagination::present;
 use super::responses::*;
 use crate::stream::{self, SubscribeError, Subscription};
 use crate::wire::{self, EventKind, StreamEvent};
@@ -58,14 +59,15 @@ impl Drop for OpenStreams {
 /// this replica has seen waits up to 3 s for it, then answers 503 with `Retry-After`. A client that
 /// does not keep up is disconnected and resumes from its last id.
 #[utoipa::path(
-    tag = "config-stream",
+    operation_id = "stream_sensor_config",
+    tag = "workers",
     params(
         ("sensor_id" = Uuid, Path),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume token `<epoch>:<rev>` from the last event received"),
     ),
     responses(
         (status = 200, description = "An endless event stream; each event's `data` is one of SensorConfig, SensorDeleted, Reset or `{}`",
-            content_type = "text/event-stream", body = wire::StreamEvent),
+            content_type = "text/event-stream", body = String),
         (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound),
         (status = 503, description = "This replica lags behind the resume token; retry", content_type = "application/problem+json", body = super::error::Problem),
     ),
@@ -111,13 +113,15 @@ pub struct PollParams {
     /// `next` from the previous answer (or an SSE event id); absent = start with a snapshot.
     pub after: Option<String>,
     /// Seconds to wait for a change when there is none yet, 0–60 (default 30).
+    #[param(value_type = Option<u8>, minimum = 0, maximum = 60)]
     pub wait: Option<String>,
 }
 
 /// Long-poll alternative to the stream, for clients that cannot hold one open: the same events and
 /// token semantics, returned as a JSON batch.
 #[utoipa::path(
-    tag = "config-stream",
+    operation_id = "poll_sensor_config",
+    tag = "workers",
     params(("sensor_id" = Uuid, Path), PollParams),
     responses(
         (status = 200, body = wire::ConfigPoll), (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
@@ -135,12 +139,12 @@ pub async fn config_poll(
 ) -> Result<web::Json<wire::ConfigPoll>, ApiError> {
     let sensor = path.into_inner();
     let tenant = caller.own_sensor(&state, sensor, false).await?;
-    let wait = match query.wait.as_deref().map(str::parse::<u64>) {
+    let wait = match present(&query.wait).map(str::parse::<u64>) {
         None => Duration::from_secs(30),
         Some(Ok(n)) if n <= 60 => Duration::from_secs(n),
         Some(_) => return Err(ApiError::validation([FieldError::parameter("wait", "must be 0 to 60 seconds")])),
     };
-    let mut sub = stream::open(&state.feed, tenant, sensor, query.after.as_deref(), state.max_message_bytes)
+    let mut sub = stream::open(&state.feed, tenant, sensor, present(&query.after), state.max_message_bytes)
         .await
         .map_err(subscribe_error)?;
     let mut events = Vec::new();

@@ -8,16 +8,16 @@ use utoipa::ToSchema;
 use crate::auth::TokenError;
 use crate::store::StoreError;
 
-/// One bad input. `pointer` (RFC 6901, into the request body) or `parameter` (query or path) says where.
+/// One bad input. Either `pointer` (RFC 6901, into the request body) or `parameter` (query, path or header) says where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(example = json!({"pointer": "/destination_domains/1", "message": "wildcards are not needed: \"example.com\" already covers its subdomains"}))]
 pub struct FieldError {
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(example = "/destination_domains/1")]
+    #[schema(nullable = false)]
     pub pointer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(example = "limit")]
+    #[schema(nullable = false)]
     pub parameter: Option<String>,
-    #[schema(example = "wildcards are not needed: \"example.com\" already covers its subdomains")]
     pub message: String,
 }
 
@@ -39,17 +39,16 @@ impl From<crate::policy::Violation> for FieldError {
 
 /// RFC 9457 problem details.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"type": "urn:mailsensor:problem:not-found", "title": "Not found", "status": 404, "detail": "sensor not found"}))]
 pub struct Problem {
-    #[schema(example = "urn:mailsensor:problem:validation")]
+    /// `urn:mailsensor:problem:<kind>`; stable, for programs to branch on.
     pub r#type: String,
-    #[schema(example = "Invalid request")]
     pub title: String,
-    #[schema(example = 422)]
     pub status: u16,
-    #[schema(example = "2 fields are invalid")]
     pub detail: String,
     /// Every bad field, present on 422 only.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub errors: Option<Vec<FieldError>>,
 }
 

@@ -17,6 +17,7 @@ use crate::policy;
 
 /// What to try against the settings.
 #[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"client_ip": "192.0.2.10", "recipients": ["alice@example.com", "bob@hr.example.com"], "size": 1048576, "sensor_network": "192.0.2.0/24"}))]
 pub struct EvaluateRequest {
     /// The connecting mail server's address.
@@ -26,9 +27,10 @@ pub struct EvaluateRequest {
     #[serde(default)]
     pub recipients: Vec<String>,
     /// Message size in bytes, as in `MAIL FROM ... SIZE=`.
+    #[schema(nullable = false, value_type = Option<i64>, minimum = 0)]
     pub size: Option<u64>,
     /// Network of the worker's interface that receives the connection (e.g. `192.0.2.25/24`); needed only when the blank-field rule "same subnet as the sensor" applies.
-    #[schema(value_type = Option<String>, example = "192.0.2.0/24")]
+    #[schema(nullable = false, value_type = Option<String>, example = "192.0.2.0/24")]
     pub sensor_network: Option<IpNet>,
 }
 
@@ -127,7 +129,13 @@ impl FromFields for EvaluateRequest {
             }
         });
         let recipients = f.string_list("recipients").unwrap_or_default();
-        let size: Option<u64> = f.optional("size");
+        let size = f.optional::<i64>("size").and_then(|size| match u64::try_from(size) {
+            Ok(size) => Some(size),
+            Err(_) => {
+                f.error("/size", "must be a byte count, 0 or more");
+                None
+            }
+        });
         let network_text: Option<String> = f.optional("sensor_network");
         let sensor_network = network_text.and_then(|t| {
             let t = t.trim();
@@ -178,7 +186,8 @@ impl Evaluation {
 
 /// Explain what a worker would do with a connection and envelope under the current settings: the decision at each stage, the entry or blank-field rule that decided, and the exact SMTP reply.
 #[utoipa::path(
-    tag = "smtp-integration",
+    operation_id = "evaluate_smtp_integration",
+    tag = "evaluate",
     params(("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path)),
     request_body = EvaluateRequest,
     responses(

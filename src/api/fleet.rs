@@ -12,6 +12,7 @@ use super::AppState;
 use super::body::{Fields, FromFields, JsonObject};
 use super::caller::{Caller, Permission};
 use super::error::{ApiError, FieldError};
+use super::pagination::present;
 use super::responses::*;
 use crate::store::{self, TenantScope, entity::sensor_worker};
 use crate::wire::{RejectedItem, Rollout, WorkerReport};
@@ -23,30 +24,38 @@ fn is_live(w: &sensor_worker::Model) -> bool {
     Utc::now().signed_duration_since(w.last_seen).to_std().map(|age| age <= WORKER_TIMEOUT).unwrap_or(true)
 }
 
+/// What a write may wait for.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitFor {
+    /// Every live worker of the sensor has applied the write.
+    Applied,
+}
+
 /// `?wait=applied&timeout=5`: answer only once every live worker has applied the write, or the timeout passed.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WaitParams {
-    /// `applied`: wait until every live worker of the sensor has applied the new revision.
-    #[param(example = "applied")]
+    /// `applied`: answer only once every live worker of the sensor has applied the new revision (or `timeout` passed).
+    #[param(value_type = Option<WaitFor>)]
     pub wait: Option<String>,
-    /// Seconds to wait at most, 1–60 (default 10); `5s` is accepted too.
-    #[param(example = "5")]
+    /// With `wait`: seconds to wait at most, 1–60 (default 10).
+    #[param(value_type = Option<u8>, minimum = 1, maximum = 60)]
     pub timeout: Option<String>,
 }
 
 impl WaitParams {
     pub(super) fn parse(&self) -> Result<Option<Duration>, ApiError> {
         let mut errors = Vec::new();
-        let wait = match self.wait.as_deref() {
+        let wait = match present(&self.wait) {
             None => false,
-            Some("applied") => true,
+            Some(v) if serde_json::from_value::<WaitFor>(v.into()).is_ok() => true,
             Some(_) => {
                 errors.push(FieldError::parameter("wait", "the only value is `applied`"));
                 false
             }
         };
-        let timeout = match self.timeout.as_deref().map(|t| t.trim_end_matches('s').parse::<u64>()) {
+        let timeout = match present(&self.timeout).map(|t| t.trim_end_matches('s').parse::<u64>()) {
             None => Duration::from_secs(10),
             Some(Ok(n)) if (1..=60).contains(&n) => Duration::from_secs(n),
             Some(_) => {
@@ -161,7 +170,8 @@ fn valid_instance_id(id: &str) -> bool {
 
 /// Acknowledge applied settings and heartbeat (sensor token for that sensor only).
 #[utoipa::path(
-    tag = "config-stream",
+    operation_id = "report_worker_state",
+    tag = "workers",
     params(("sensor_id" = Uuid, Path), ("instance_id" = String, Path, description = "The worker's own id: 1–128 of A-Z a-z 0-9 - _ . :")),
     request_body = WorkerReport,
     responses(
@@ -183,7 +193,7 @@ pub async fn report_worker(
     let mut f = Fields::new(body);
     let report = WorkerReport::from_fields(&mut f);
     if !valid_instance_id(&instance_id) {
-        f.error("", "instance_id must be 1–128 of A-Z a-z 0-9 - _ . :");
+        f.push(FieldError::parameter("instance_id", "must be 1–128 of A-Z a-z 0-9 - _ . :"));
     }
     let report = f.finish(report)?;
     let scope = store::TenantScope::whole_tenant(tenant);
@@ -202,7 +212,8 @@ pub struct Fleet {
 
 /// List a sensor's workers with their state (`synced`, `stale`, `error`, `disconnected`).
 #[utoipa::path(
-    tag = "config-stream",
+    operation_id = "list_sensor_workers",
+    tag = "fleet",
     params(("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path)),
     responses((status = 200, body = Fleet), (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
     security(("bearer" = []))

@@ -107,13 +107,14 @@ async fn read_envelope(payload: &mut web::Payload) -> Result<(HandoffEnvelope, V
 /// only then may the worker answer `250`. A repeated `Idempotency-Key` answers `200` with the message
 /// already stored and stores nothing new.
 #[utoipa::path(
-    tag = "messages",
+    operation_id = "hand_off_message",
+    tag = "workers",
     params(
         ("sensor_id" = Uuid, Path),
         ("Idempotency-Key" = String, Header, description = "Unique per message attempt: 1–128 of A-Z a-z 0-9 - _ . :"),
     ),
-    request_body(content = HandoffEnvelope, content_type = "application/vnd.mailsensor.handoff",
-        description = "First line: the envelope as JSON; then the raw message bytes"),
+    request_body(content = Vec<u8>, content_type = "application/vnd.mailsensor.handoff",
+        description = "First line: the envelope (schema `HandoffEnvelope`) as one line of JSON; then the raw message bytes"),
     responses(
         (status = 201, description = "Stored and scanned", body = MessageView, headers(("Location" = String, description = "URL of the message"))),
         (status = 200, description = "Already stored under this Idempotency-Key", body = MessageView),

@@ -15,14 +15,21 @@ pub struct Health {
 }
 
 /// The process is up.
-#[utoipa::path(tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(operation_id = "get_health", tag = "operations", responses((status = 200, body = Health)))]
 #[get("/healthz")]
 pub async fn healthz() -> web::Json<Health> {
     web::Json(Health { status: "ok".into() })
 }
 
 /// The database is reachable and every migration is applied.
-#[utoipa::path(tag = "operations", responses((status = 200, body = Health), (status = 503, description = "Not ready", body = super::error::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(
+    operation_id = "get_readiness",
+    tag = "operations",
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "Not ready", body = super::error::Problem, content_type = "application/problem+json"),
+    )
+)]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Health>, ApiError> {
     store::is_ready(&state.db).await.map_err(ApiError::Unavailable)?;
@@ -30,7 +37,11 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Health>, Api
 }
 
 /// Prometheus metrics (text exposition format).
-#[utoipa::path(tag = "operations", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+#[utoipa::path(
+    operation_id = "get_metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::caller::{Caller, Permission};
 use super::error::{ApiError, FieldError};
-use super::pagination::{Page, PageParams, time_param, uuid_param};
+use super::pagination::{Page, PageParams, present, time_param, uuid_param};
 use super::responses::*;
 use crate::scan;
 use crate::store::{self, entity::message, messages::MessageFilter};
@@ -108,21 +108,25 @@ impl From<message::Model> for MessageView {
 #[into_params(parameter_in = Query)]
 pub struct MessageQuery {
     /// Only messages received by this sensor.
+    #[param(value_type = Option<Uuid>)]
     pub sensor_id: Option<String>,
-    /// `clean`, `suspicious` or `malicious`.
+    /// Only messages with this verdict.
+    #[param(value_type = Option<VerdictName>)]
     pub verdict: Option<String>,
     /// Received at or after (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub since: Option<String>,
     /// Received before (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub until: Option<String>,
 }
 
 impl MessageQuery {
     fn filter(&self, errors: &mut Vec<FieldError>) -> MessageFilter {
-        let since = time_param("since", self.since.as_deref(), errors);
-        let until = time_param("until", self.until.as_deref(), errors);
-        let sensor_id = uuid_param("sensor_id", self.sensor_id.as_deref(), errors);
-        let verdict = self.verdict.as_deref().and_then(|v| match scan::Verdict::parse(v) {
+        let since = time_param("since", &self.since, errors);
+        let until = time_param("until", &self.until, errors);
+        let sensor_id = uuid_param("sensor_id", &self.sensor_id, errors);
+        let verdict = present(&self.verdict).and_then(|v| match scan::Verdict::parse(v) {
             Some(v) => Some(v.as_str().to_owned()),
             None => {
                 errors.push(FieldError::parameter("verdict", "must be clean, suspicious or malicious"));
@@ -185,10 +189,11 @@ pub async fn get_message(
 
 /// Download the raw message exactly as received (`message/rfc822`), streamed.
 #[utoipa::path(
+    operation_id = "get_raw_message",
     tag = "messages",
     params(("tenant_id" = Uuid, Path), ("message_id" = Uuid, Path)),
     responses(
-        (status = 200, description = "The raw message", content_type = "message/rfc822", body = String),
+        (status = 200, description = "The raw message, byte for byte", content_type = "message/rfc822", body = Vec<u8>),
         (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound),
     ),
     security(("bearer" = []))

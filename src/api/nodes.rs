@@ -13,8 +13,9 @@ use super::views::NodeView;
 use crate::store;
 
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateScn {
-    #[schema(example = "Branch office SCN")]
+    #[schema(example = "Branch office SCN", min_length = 1, max_length = 200)]
     pub name: String,
 }
 

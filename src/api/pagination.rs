@@ -14,7 +14,7 @@ pub const MAX_LIMIT: u64 = 500;
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Items per page, 1–500 (default 50).
-    #[param(minimum = 1, maximum = 500, example = 50)]
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     /// `next_cursor` from the previous page.
     pub cursor: Option<String>,
@@ -23,7 +23,7 @@ pub struct PageParams {
 impl PageParams {
     /// Collects problems into `errors` so a handler can report them with its other parameters.
     pub fn parse(&self, errors: &mut Vec<FieldError>) -> PageRequest {
-        let limit = match self.limit.as_deref().map(str::parse::<u64>) {
+        let limit = match present(&self.limit).map(str::parse::<u64>) {
             None => DEFAULT_LIMIT,
             Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
             Some(_) => {
@@ -31,7 +31,7 @@ impl PageParams {
                 DEFAULT_LIMIT
             }
         };
-        let after = match self.cursor.as_deref().map(Uuid::parse_str) {
+        let after = match present(&self.cursor).map(Uuid::parse_str) {
             None => None,
             Some(Ok(id)) => Some(id),
             Some(Err(_)) => {
@@ -46,7 +46,7 @@ impl PageParams {
     pub fn revision_page(&self) -> Result<(u64, Option<i64>), ApiError> {
         let mut errors = Vec::new();
         let limit = PageParams { limit: self.limit.clone(), cursor: None }.parse(&mut errors).limit;
-        let before = match self.cursor.as_deref().map(str::parse::<i64>) {
+        let before = match present(&self.cursor).map(str::parse::<i64>) {
             None => None,
             Some(Ok(n)) if n > 0 => Some(n),
             Some(_) => {
@@ -79,9 +79,15 @@ impl<T: ToSchema> Page<T> {
     }
 }
 
+/// A query parameter's value; an empty one (`?limit=`, as forms and generated clients send for
+/// "not set") counts as absent.
+pub fn present(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|v| !v.is_empty())
+}
+
 /// A query parameter that must be an RFC 3339 time; a bad one is added to `errors`.
-pub fn time_param(name: &str, value: Option<&str>, errors: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
-    let value = value?;
+pub fn time_param(name: &str, value: &Option<String>, errors: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
+    let value = present(value)?;
     match DateTime::parse_from_rfc3339(value) {
         Ok(t) => Some(t.with_timezone(&Utc)),
         Err(_) => {
@@ -92,8 +98,8 @@ pub fn time_param(name: &str, value: Option<&str>, errors: &mut Vec<FieldError>)
 }
 
 /// A query parameter that must be a UUID; a bad one is added to `errors`.
-pub fn uuid_param(name: &str, value: Option<&str>, errors: &mut Vec<FieldError>) -> Option<Uuid> {
-    let value = value?;
+pub fn uuid_param(name: &str, value: &Option<String>, errors: &mut Vec<FieldError>) -> Option<Uuid> {
+    let value = present(value)?;
     match Uuid::parse_str(value) {
         Ok(id) => Some(id),
         Err(_) => {

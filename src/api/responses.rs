@@ -64,3 +64,34 @@ pub struct UnsupportedMediaType(#[to_schema] pub Problem);
     })
 )]
 pub struct Unprocessable(#[to_schema] pub Problem);
+
+/// The example a Swagger UI user sees for the error response called `name`.
+pub(super) fn example(name: &str) -> Option<serde_json::Value> {
+    let (kind, title, status, detail) = match name {
+        "Unauthorized" => ("unauthorized", "Authentication required", 401, "the token has expired"),
+        "Forbidden" => {
+            ("forbidden", "Not allowed", 403, "role security_officer may not read SMTP integration settings")
+        }
+        "NotFound" => ("not-found", "Not found", 404, "sensor not found"),
+        "Conflict" => ("conflict", "Conflict", 409, "a sensor with this name already exists in the tenant"),
+        "PreconditionFailed" => (
+            "precondition-failed",
+            "Precondition failed",
+            412,
+            "the resource changed since you read it (current ETag \"8\")",
+        ),
+        "BadRequest" => {
+            ("bad-request", "Malformed request", 400, "the body is not valid JSON: expected value at line 1 column 1")
+        }
+        "UnsupportedMediaType" => (
+            "unsupported-media-type",
+            "Unsupported media type",
+            415,
+            "send the body as application/json, not text/plain",
+        ),
+        _ => return None,
+    };
+    Some(
+        serde_json::json!({"type": format!("urn:mailsensor:problem:{kind}"), "title": title, "status": status, "detail": detail}),
+    )
+}

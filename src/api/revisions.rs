@@ -44,7 +44,8 @@ impl SettingsRevision {
 
 /// List a sensor's settings revisions, newest first.
 #[utoipa::path(
-    tag = "smtp-integration",
+    operation_id = "list_settings_revisions",
+    tag = "revisions",
     params(("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path), PageParams),
     responses(
         (status = 200, body = Page<SettingsRevision>), (status = 401, response = Unauthorized),
@@ -71,7 +72,8 @@ pub async fn list_revisions(
 
 /// Read one revision of a sensor's settings.
 #[utoipa::path(
-    tag = "smtp-integration",
+    operation_id = "get_settings_revision",
+    tag = "revisions",
     params(("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path), ("revision" = i64, Path)),
     responses(
         (status = 200, body = SettingsRevision), (status = 401, response = Unauthorized),
@@ -93,7 +95,8 @@ pub async fn get_revision(
 
 /// Restore an earlier revision: writes a new revision with that content (audited, streamed to workers).
 #[utoipa::path(
-    tag = "smtp-integration",
+    operation_id = "restore_settings_revision",
+    tag = "revisions",
     params(
         ("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path), ("revision" = i64, Path),
         ("If-Match" = Option<String>, Header, description = "ETag of the current settings; 412 if they changed since"),

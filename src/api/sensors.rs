@@ -14,8 +14,9 @@ use super::views::SensorView;
 use crate::store;
 
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateSensor {
-    #[schema(example = "mx-copy-1")]
+    #[schema(example = "mx-copy-1", min_length = 1, max_length = 200)]
     pub name: String,
     /// The central node (PCN or SCN) to attach the sensor to. An administrator signed in at an SCN may only name that SCN.
     pub node_id: Uuid,
@@ -31,10 +32,13 @@ impl FromFields for CreateSensor {
 
 /// Rename, re-attach, or both.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateSensor {
     /// New name.
+    #[schema(nullable = false, min_length = 1, max_length = 200)]
     pub name: Option<String>,
     /// Re-attach the sensor to this central node.
+    #[schema(nullable = false)]
     pub node_id: Option<Uuid>,
 }
 
@@ -53,6 +57,7 @@ impl FromFields for UpdateSensor {
 #[into_params(parameter_in = Query)]
 pub struct SensorFilter {
     /// Only sensors attached to this node.
+    #[param(value_type = Option<Uuid>)]
     pub node_id: Option<String>,
 }
 
@@ -109,7 +114,7 @@ pub async fn list_sensors(
     caller.require(Permission::ReadSensors)?;
     let mut errors = Vec::new();
     let page = query.parse(&mut errors);
-    let node = uuid_param("node_id", filter.node_id.as_deref(), &mut errors);
+    let node = uuid_param("node_id", &filter.node_id, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }

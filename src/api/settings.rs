@@ -75,10 +75,13 @@ impl FromFields for SettingsPatch {
             enabled: f.optional("enabled"),
             destination_domains: f.string_list("destination_domains"),
             clients: f.string_list("clients"),
-            message_size_limit: f.object("message_size_limit", |g| SizeLimitPatch {
-                unlimited: g.optional("unlimited"),
-                value: g.optional("value"),
-                unit: g.optional("unit"),
+            message_size_limit: f.object("message_size_limit", |g| {
+                g.refuse_nulls("cannot be null; to lift the limit, give {\"unlimited\": true}");
+                SizeLimitPatch {
+                    unlimited: g.optional("unlimited"),
+                    value: g.optional("value"),
+                    unit: g.optional("unit"),
+                }
             }),
         })
     }
@@ -88,6 +91,7 @@ impl FromFields for SettingsPatch {
 /// out come from `base`), reporting type errors and policy violations together in one 422.
 fn parse_settings(body: JsonObject, base: Option<&SmtpSettings>, cap: u64) -> Result<SmtpSettings, ApiError> {
     let mut f = Fields::new(body).ignoring(SmtpIntegration::READ_ONLY);
+    f.refuse_nulls("cannot be null: every setting has a value (leave the field out to keep it)");
     let patch = SettingsPatch::from_fields(&mut f).unwrap_or_default();
     if base.is_none() {
         let given = [
@@ -116,6 +120,7 @@ fn parse_settings(body: JsonObject, base: Option<&SmtpSettings>, cap: u64) -> Re
 
 /// Read a sensor's SMTP integration settings (with `ETag`).
 #[utoipa::path(
+    operation_id = "get_smtp_integration",
     tag = "smtp-integration",
     params(("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path)),
     responses(
@@ -137,6 +142,7 @@ pub async fn get_settings(
 
 /// Replace a sensor's SMTP integration settings. Every bad entry is reported in one 422. Read-only fields from a `GET` may be sent back; they are ignored.
 #[utoipa::path(
+    operation_id = "replace_smtp_integration",
     tag = "smtp-integration",
     params(
         ("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path),
@@ -173,6 +179,7 @@ pub async fn put_settings(
 
 /// Change some of a sensor's SMTP integration settings (JSON merge patch).
 #[utoipa::path(
+    operation_id = "update_smtp_integration",
     tag = "smtp-integration",
     params(
         ("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path),

@@ -14,11 +14,12 @@ use crate::auth::Principal;
 use crate::store;
 
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateTenant {
-    #[schema(example = "Acme Corp")]
+    #[schema(example = "Acme Corp", min_length = 1, max_length = 200)]
     pub name: String,
     /// Name of the tenant's PCN; defaults to "PCN".
-    #[schema(example = "Head office PCN")]
+    #[schema(nullable = false, example = "Head office PCN", min_length = 1, max_length = 200)]
     pub pcn_name: Option<String>,
 }
 
@@ -31,8 +32,9 @@ impl FromFields for CreateTenant {
 }
 
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RenameTenant {
-    #[schema(example = "Acme Corporation")]
+    #[schema(example = "Acme Corporation", min_length = 1, max_length = 200)]
     pub name: String,
 }
 

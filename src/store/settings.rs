@@ -241,7 +241,8 @@ pub struct Write<'a> {
     pub cap: u64,
 }
 
-/// Replaces the settings with `new`, as a new revision.
+/// Replaces the settings with `new`, as a new revision; settings equal to the current ones are
+/// answered as they are, with nothing written.
 pub async fn replace(
     db: &DatabaseConnection,
     scope: TenantScope,
@@ -253,6 +254,11 @@ pub async fn replace(
     let current = read(&txn, scope, sensor_id, true).await?;
     if write.expected.is_some_and(|expected| expected != current.revision) {
         return Err(StoreError::Stale { current_etag: current.etag() });
+    }
+    if current.settings == *new {
+        // Nothing changes: no revision, no audit event, nothing for the workers.
+        txn.rollback().await?;
+        return Ok(current);
     }
     let record = SettingsRecord {
         settings: new.clone(),

@@ -6,17 +6,24 @@ use crate::policy::Violation;
 
 /// What a worker reports: sent after applying a revision, and as a periodic heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WorkerReport {
     /// Stream position (`<epoch>:<rev>`) applied.
+    #[schema(nullable = false)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_token: Option<String>,
     /// The settings revision (`revision` of the last snapshot/upsert) applied.
+    #[schema(nullable = false)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_settings_revision: Option<i64>,
     /// Items the worker could not apply, with the reason.
+    #[schema(nullable = false)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<Vec<RejectedItem>>,
-    #[schema(example = "0.1.0")]
+    #[schema(example = "0.1.0", min_length = 1, max_length = 200)]
     pub version: String,
     /// Where the worker accepts SMTP.
-    #[schema(example = "10.0.3.7:25")]
+    #[schema(nullable = false, example = "10.0.3.7:25")]
     pub listen_address: Option<String>,
 }
 

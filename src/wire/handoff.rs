@@ -7,6 +7,7 @@ pub const HANDOFF_CONTENT_TYPE: &str = "application/vnd.mailsensor.handoff";
 
 /// The first line of a hand-off body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct HandoffEnvelope {
     #[schema(example = "192.0.2.10")]
     pub client_ip: String,

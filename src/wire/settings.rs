@@ -62,6 +62,7 @@ impl From<MessageSizeLimit> for SizeLimitDraft {
 
 /// The SMTP integration settings of one sensor: what an administrator writes with `PUT`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({
     "enabled": true,
     "destination_domains": ["example.com", "!hr.example.com"],
@@ -108,13 +109,15 @@ impl SettingsDocument {
 /// `message_size_limit` in a merge patch: a `value` or `unit` given alone means "limited", the
 /// rest comes from the current limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"value": 10, "unit": "MB"}))]
 pub struct SizeLimitPatch {
+    #[schema(nullable = false)]
     pub unlimited: Option<bool>,
-    #[schema(value_type = Option<u64>, minimum = 1, example = 10)]
+    #[schema(nullable = false, value_type = Option<u64>, minimum = 1, example = 10)]
     pub value: Option<i64>,
     /// Kept as written so a near miss (`"mb"`) gets a precise message rather than a type error.
-    #[schema(value_type = Option<SizeUnit>)]
+    #[schema(nullable = false, value_type = Option<SizeUnit>)]
     pub unit: Option<String>,
 }
 
@@ -138,11 +141,16 @@ impl SizeLimitPatch {
 
 /// A JSON merge patch (RFC 7396) of the settings: fields left out keep their value; a list given replaces the whole list.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"destination_domains": ["example.com"], "message_size_limit": {"value": 10, "unit": "MB"}}))]
 pub struct SettingsPatch {
+    #[schema(nullable = false)]
     pub enabled: Option<bool>,
+    #[schema(nullable = false)]
     pub destination_domains: Option<Vec<String>>,
+    #[schema(nullable = false)]
     pub clients: Option<Vec<String>>,
+    #[schema(nullable = false)]
     pub message_size_limit: Option<SizeLimitPatch>,
 }
 

@@ -80,7 +80,21 @@ pub struct StreamEvent {
     #[schema(example = "6f1c0c8e-2f0e-4d3c-9a43-7f3f2b1b6d3e:42")]
     pub id: Option<String>,
     /// `SensorConfig` for snapshot/upsert, `SensorDeleted` for delete, `Reset` for reset, `{}` otherwise.
+    #[schema(schema_with = event_data)]
     pub data: serde_json::Value,
+}
+
+/// The schema of an event's `data`: one of the event payloads, or `{}`.
+fn event_data() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::AnyOfBuilder;
+    use utoipa::openapi::{ObjectBuilder, Ref};
+    AnyOfBuilder::new()
+        .item(Ref::from_schema_name(SensorConfig::name()))
+        .item(Ref::from_schema_name(SensorDeleted::name()))
+        .item(Ref::from_schema_name(Reset::name()))
+        .item(ObjectBuilder::new().title(Some("NoData")).description(Some("`synced` and `bookmark`: `{}`")))
+        .build()
+        .into()
 }
 
 impl StreamEvent {

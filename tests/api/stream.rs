@@ -490,7 +490,8 @@ async fn ack_fleet_and_write_and_wait(backend: Backend) {
         .put(&format!("/v1/sensors/{sensor}/workers/bad%20id"), &token, json!({"version": 1, "extra": true}))
         .await;
     assert_eq!(r.status, 422);
-    assert_eq!(r.pointers().len(), 3, "{:?}", r.body);
+    assert_eq!(r.pointers(), ["/version", "/extra"], "{:?}", r.body);
+    assert!(r.body["errors"].as_array().unwrap().iter().any(|e| e["parameter"] == "instance_id"), "{:?}", r.body);
     let r = w.app.put(&format!("{path}?wait=soon"), &w.admin_pcn(), body).await;
     assert_eq!(r.status, 422);
     acker.abort();
