@@ -112,21 +112,14 @@ fn merge_all_of(doc: &mut Value) {
 }
 
 /// `message_size_limit` is one of two shapes; saying so lets generated clients build either one
-/// without a field that the other forbids.
+/// without a field that the other forbids. `Limited` comes first: clients try the alternatives in
+/// order, and only it requires `value` and `unit`.
 fn size_limit_as_one_of(doc: &mut Value) {
     let schema = &mut doc["components"]["schemas"]["MessageSizeLimit"];
     let description = schema["description"].clone();
     *schema = json!({
         "description": description,
         "oneOf": [
-            {
-                "title": "Unlimited",
-                "description": "Up to the platform cap.",
-                "type": "object",
-                "required": ["unlimited"],
-                "properties": {"unlimited": {"type": "boolean", "const": true}},
-                "additionalProperties": false
-            },
             {
                 "title": "Limited",
                 "description": "At most `value` `unit`s (binary units).",
@@ -137,6 +130,14 @@ fn size_limit_as_one_of(doc: &mut Value) {
                     "value": {"type": "integer", "format": "int64", "minimum": 1, "example": 25},
                     "unit": {"$ref": "#/components/schemas/SizeUnit"}
                 },
+                "additionalProperties": false
+            },
+            {
+                "title": "Unlimited",
+                "description": "Up to the platform cap.",
+                "type": "object",
+                "required": ["unlimited"],
+                "properties": {"unlimited": {"type": "boolean", "const": true}},
                 "additionalProperties": false
             }
         ]

@@ -1,0 +1,141 @@
+"""The README flow through the generated Python client (openapi-python-client), against a live server.
+
+Run by scripts/sdk-test with the generated package on PYTHONPATH and, in the environment, the API
+URL, the SMTP port of `mailsensor dev`'s worker and the tokens `dev` printed. Exits non-zero, with
+the step that failed, on the first surprise.
+"""
+import os
+import smtplib
+import sys
+import time
+import uuid
+
+from mailsensor_client import AuthenticatedClient
+from mailsensor_client.api.evaluate import evaluate_smtp_integration
+from mailsensor_client.api.fleet import list_sensor_workers
+from mailsensor_client.api.messages import get_message, get_raw_message, list_messages
+from mailsensor_client.api.revisions import list_settings_revisions, restore_settings_revision
+from mailsensor_client.api.sensors import create_sensor, delete_sensor
+from mailsensor_client.api.smtp_integration import (
+    get_smtp_integration,
+    replace_smtp_integration,
+    update_smtp_integration,
+)
+from mailsensor_client.models import (
+    CreateSensor,
+    EvaluateRequest,
+    FieldError,
+    Limited,
+    Problem,
+    SettingsDocument,
+    SettingsPatch,
+    SizeLimitPatch,
+    SizeUnit,
+    SmtpIntegration,
+    Unlimited,
+)
+
+API = os.environ["MAILSENSOR_API"]
+TENANT = uuid.UUID(os.environ["TENANT"])
+PCN = uuid.UUID(os.environ["PCN"])
+DEMO_SENSOR = uuid.UUID(os.environ["PCN_SENSOR"])
+SMTP_PORT = int(os.environ["SMTP_PORT"])
+
+
+def check(condition, what):
+    if not condition:
+        print(f"python sdk: FAILED: {what}", file=sys.stderr)
+        sys.exit(1)
+
+
+def client(token):
+    return AuthenticatedClient(base_url=API, token=token, raise_on_unexpected_status=True)
+
+
+admin = client(os.environ["ADMIN_PCN"])
+auditor = client(os.environ["AUDITOR"])
+officer = client(os.environ["OFFICER"])
+
+# Create a sensor on the PCN.
+created = create_sensor.sync_detailed(TENANT, client=admin, body=CreateSensor(name=f"py-sdk-{uuid.uuid4().hex[:8]}", node_id=PCN))
+check(created.status_code == 201, f"create sensor: {created.status_code} {created.content!r}")
+sensor = created.parsed.id
+
+# Read its settings, with the ETag.
+read = get_smtp_integration.sync_detailed(TENANT, sensor, client=admin)
+check(isinstance(read.parsed, SmtpIntegration), f"read: {read.content!r}")
+check(read.parsed.enabled is False and isinstance(read.parsed.message_size_limit, Unlimited), "defaults")
+etag = read.headers["etag"]
+
+# Replace them with If-Match.
+document = SettingsDocument(
+    enabled=True,
+    destination_domains=["example.com", "!hr.example.com"],
+    clients=["192.0.2.0/24", "!192.0.2.7"],
+    message_size_limit=Limited(unlimited=False, value=25, unit=SizeUnit.MB),
+)
+put = replace_smtp_integration.sync_detailed(TENANT, sensor, client=admin, body=document, if_match=etag)
+check(put.status_code == 200 and put.parsed.revision == 2, f"PUT: {put.status_code} {put.content!r}")
+# The same write again over the old ETag: 412, a Problem, told apart by its status.
+stale = replace_smtp_integration.sync_detailed(TENANT, sensor, client=admin, body=document, if_match=etag)
+check(stale.status_code == 412 and isinstance(stale.parsed, Problem), f"412: {stale.status_code} {stale.content!r}")
+check(stale.headers["etag"] == '"2"', "412 names the current ETag")
+
+# Change one thing with a merge patch (the README's PATCH).
+patch = update_smtp_integration.sync_detailed(
+    TENANT, sensor, client=admin, body=SettingsPatch(message_size_limit=SizeLimitPatch(value=10))
+)
+check(patch.status_code == 200, f"PATCH: {patch.status_code} {patch.content!r}")
+limit = patch.parsed.message_size_limit
+check(isinstance(limit, Limited) and limit.value == 10 and limit.unit == SizeUnit.MB, f"patched limit: {limit}")
+
+# A bad write: a 422 whose errors are typed, one per bad field.
+bad = update_smtp_integration.sync_detailed(
+    TENANT, sensor, client=admin, body=SettingsPatch(destination_domains=["*.example.org"], clients=["10.0.0.5/24"])
+)
+check(bad.status_code == 422 and isinstance(bad.parsed, Problem), f"422: {bad.status_code} {bad.content!r}")
+check(all(isinstance(e, FieldError) for e in bad.parsed.errors), "errors are FieldError models")
+check(
+    [e.pointer for e in bad.parsed.errors] == ["/destination_domains/0", "/clients/0"],
+    f"every bad field: {[e.to_dict() for e in bad.parsed.errors]}",
+)
+
+# What would a worker do?
+evaluation = evaluate_smtp_integration.sync(
+    TENANT,
+    sensor,
+    client=auditor,
+    body=EvaluateRequest(client_ip="192.0.2.10", recipients=["a@sales.example.com", "b@hr.example.com"], size=1048576),
+)
+check(evaluation.connect.decision.value == "accept", f"connect: {evaluation.connect}")
+check([r.decision.value for r in evaluation.recipients] == ["accept", "reject"], "recipients")
+check(evaluation.recipients[1].reply.code == 550, "the exact reply")
+
+# History and restore.
+history = list_settings_revisions.sync(TENANT, sensor, client=admin, limit=10)
+check([r.revision for r in history.items] == [3, 2, 1], f"history: {[r.revision for r in history.items]}")
+restored = restore_settings_revision.sync_detailed(TENANT, sensor, 1, client=admin)
+check(restored.status_code == 200 and restored.parsed.revision == 4 and restored.parsed.enabled is False, "restore")
+
+# The fleet view of the demo sensor, which `dev` runs a worker for.
+fleet = list_sensor_workers.sync(TENANT, DEMO_SENSOR, client=admin)
+check(len(fleet.items) >= 1 and fleet.items[0].state.value == "synced", f"fleet: {fleet}")
+
+# Messages: one sent through the demo worker, found and read back raw.
+subject = f"py-sdk {uuid.uuid4()}"
+with smtplib.SMTP("127.0.0.1", SMTP_PORT, timeout=30) as smtp:
+    smtp.sendmail("alice@example.org", ["bob@example.com"], f"Subject: {subject}\r\n\r\nhello\r\n".encode())
+found = None
+for _ in range(50):
+    page = list_messages.sync(TENANT, client=officer, sensor_id=DEMO_SENSOR, limit=500)
+    found = next((m for m in page.items if m.headers.subject == subject), None)
+    if found:
+        break
+    time.sleep(0.1)
+check(found is not None, "the message is listed")
+check(get_message.sync(TENANT, found.id, client=officer).envelope.rcpt_to == ["bob@example.com"], "envelope")
+raw = get_raw_message.sync_detailed(TENANT, found.id, client=officer)
+check(raw.status_code == 200 and subject.encode() in raw.content, f"raw: {raw.status_code}")
+
+check(delete_sensor.sync_detailed(TENANT, sensor, client=admin).status_code == 204, "delete")
+print("python sdk: the README flow passed")
