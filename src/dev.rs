@@ -42,7 +42,15 @@ fn dev_secret(dir: &Path) -> anyhow::Result<String> {
     }
     let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
     std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    owner_only(&path, 0o600)?;
     Ok(secret)
+}
+
+/// The data folder holds a signing secret and the database: only its owner may read them.
+fn owner_only(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("restricting {} to its owner", path.display()))
 }
 
 pub async fn seed(db: &sea_orm::DatabaseConnection, cap: u64) -> anyhow::Result<Demo> {
@@ -85,6 +93,7 @@ pub async fn seed(db: &sea_orm::DatabaseConnection, cap: u64) -> anyhow::Result<
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    owner_only(&args.data_dir, 0o700)?;
     let secret = dev_secret(&args.data_dir)?;
     let keys = Arc::new(KeySet::from_config(&AuthConfig {
         issuer: "mailsensor".into(),
@@ -95,6 +104,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let db_path = args.data_dir.join("mailsensor.sqlite");
     let db = store::connect(&format!("sqlite://{}", db_path.display()), 4).await?;
     store::migrate(&db).await.context("applying migrations")?;
+    owner_only(&db_path, 0o600)?;
     let demo = seed(&db, args.max_message_bytes).await?;
 
     let now = chrono::Utc::now().timestamp().max(0) as u64;

@@ -40,9 +40,20 @@ impl FromRequest for JsonObject {
                 }
                 None => return Err(ApiError::UnsupportedMediaType("send the body as application/json".into())),
             }
-            let bytes = bytes.await.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
+            let bytes = bytes.await.map_err(|e| {
+                if e.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(format!("a JSON body may be at most {MAX_JSON_BODY} bytes"))
+                } else {
+                    ApiError::BadRequest(format!("cannot read the body: {e}"))
+                }
+            })?;
             match serde_json::from_slice::<Value>(&bytes) {
-                Ok(Value::Object(map)) => Ok(JsonObject(map)),
+                Ok(Value::Object(map)) => {
+                    // PostgreSQL text cannot hold NUL: refuse it here, by name, rather than fail later.
+                    let mut nul = Vec::new();
+                    find_nul(&Value::Object(map.clone()), "", &mut nul);
+                    if nul.is_empty() { Ok(JsonObject(map)) } else { Err(ApiError::Validation(nul)) }
+                }
                 Ok(_) => Err(ApiError::validation([FieldError::body("", "the body must be a JSON object")])),
                 Err(e) => Err(ApiError::BadRequest(format!("the body is not valid JSON: {e}"))),
             }
@@ -252,6 +263,29 @@ impl Fields {
         let mut errors = self.finish_errors();
         errors.append(&mut more);
         if errors.is_empty() { Ok(()) } else { Err(ApiError::Validation(errors)) }
+    }
+}
+
+/// Every string (or key) in `value` that holds a NUL character, by pointer.
+fn find_nul(value: &Value, pointer: &str, found: &mut Vec<FieldError>) {
+    const MESSAGE: &str = "must not contain a NUL character (U+0000)";
+    match value {
+        Value::String(s) if s.contains('\0') => found.push(FieldError::body(pointer, MESSAGE)),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                find_nul(item, &format!("{pointer}/{i}"), found);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                let at = format!("{pointer}/{}", escape(key));
+                if key.contains('\0') {
+                    found.push(FieldError::body(at.clone(), MESSAGE));
+                }
+                find_nul(item, &at, found);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -54,6 +54,10 @@ pub struct Caller {
 impl Caller {
     /// Scope first, role second: `find` loads the object within the caller's scope of `tenant`
     /// (outside it, it is missing: 404), and only then is `needs` checked (403).
+    ///
+    /// A kind of object the principal can never reach (the operator inside a tenant, a sensor's
+    /// token outside its worker endpoints) is looked for in a scope that sees nothing, so an
+    /// existing object answers exactly like a missing one.
     pub async fn reach<T>(
         &self,
         state: &AppState,
@@ -62,9 +66,22 @@ impl Caller {
         find: impl AsyncFnOnce(TenantScope) -> Result<T, store::StoreError>,
     ) -> Result<(TenantScope, T), ApiError> {
         let scope = self.scope(state, tenant).await?;
-        let found = find(scope).await?;
+        let looked_in = if self.can_reach(needs) { scope } else { TenantScope::nothing_of(tenant) };
+        let found = find(looked_in).await?;
         self.require(needs)?;
         Ok((scope, found))
+    }
+
+    /// Whether objects of the kind `needs` acts on are within this principal's reach at all.
+    fn can_reach(&self, needs: Permission) -> bool {
+        use Permission::*;
+        match self.role() {
+            // Tenancy only: the tenant and its nodes, never what is inside them.
+            Role::PlatformOperator => matches!(needs, ManageTenants | ManageScns | ReadNodes),
+            // Its own sensor's worker endpoints only (`own_sensor`).
+            Role::Sensor => false,
+            _ => true,
+        }
     }
 
     pub fn role(&self) -> Role {

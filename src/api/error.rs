@@ -70,6 +70,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("this resource answers {}", .0.join(", "))]
+    MethodNotAllowed(Vec<String>),
     #[error("{}", validation_summary(.0))]
     Validation(Vec<FieldError>),
     #[error("{0}")]
@@ -104,6 +106,7 @@ impl ApiError {
             ApiError::BadRequest(_) => ("bad-request", "Malformed request"),
             ApiError::PayloadTooLarge(_) => ("too-large", "Payload too large"),
             ApiError::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported media type"),
+            ApiError::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
             ApiError::Validation(_) => ("validation", "Invalid request"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("internal", "Internal error"),
@@ -134,6 +137,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -179,6 +183,11 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            ApiError::MethodNotAllowed(methods) => {
+                if let Ok(value) = HeaderValue::from_str(&methods.join(", ")) {
+                    response.insert_header((header::ALLOW, value));
+                }
             }
             _ => {}
         }

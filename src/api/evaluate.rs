@@ -23,8 +23,9 @@ pub struct EvaluateRequest {
     /// The connecting mail server's address.
     #[schema(value_type = String, example = "192.0.2.10")]
     pub client_ip: IpAddr,
-    /// Recipients as given in `RCPT TO`.
+    /// Recipients as given in `RCPT TO`, at most 100 (as in one SMTP transaction).
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub recipients: Vec<String>,
     /// Message size in bytes, as in `MAIL FROM ... SIZE=`.
     #[schema(nullable = false, value_type = Option<i64>, minimum = 0)]
@@ -129,6 +130,10 @@ impl FromFields for EvaluateRequest {
             }
         });
         let recipients = f.string_list("recipients").unwrap_or_default();
+        if recipients.len() > policy::MAX_RECIPIENTS {
+            let message = format!("at most {} recipients, as in one SMTP transaction", policy::MAX_RECIPIENTS);
+            f.error("/recipients", message);
+        }
         let size = f.optional::<i64>("size").and_then(|size| match u64::try_from(size) {
             Ok(size) => Some(size),
             Err(_) => {

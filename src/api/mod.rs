@@ -119,6 +119,53 @@ async fn record_metrics(
     Ok(response)
 }
 
+/// Which methods each documented path answers, so a method it does not answer gets 405 with
+/// `Allow` rather than a 404 that would say the path does not exist.
+struct KnownPaths(Vec<(Vec<String>, Vec<String>)>);
+
+impl KnownPaths {
+    fn from_spec(spec: &serde_json::Value) -> Self {
+        let paths = spec["paths"].as_object().into_iter().flatten().map(|(path, item)| {
+            let segments = path.split('/').map(str::to_owned).collect();
+            let methods = item.as_object().into_iter().flatten().map(|(m, _)| m.to_uppercase()).collect();
+            (segments, methods)
+        });
+        KnownPaths(paths.collect())
+    }
+
+    fn methods(&self, path: &str) -> Option<&[String]> {
+        let given: Vec<&str> = path.split('/').collect();
+        let matches = |template: &[String]| {
+            template.len() == given.len()
+                && template.iter().zip(&given).all(|(t, g)| t == g || (t.starts_with('{') && !g.is_empty()))
+        };
+        self.0.iter().find(|(template, _)| matches(template)).map(|(_, methods)| methods.as_slice())
+    }
+}
+
+/// PostgreSQL text cannot hold NUL: a query parameter with one is refused by name before any
+/// handler sees it.
+async fn refuse_nul_in_query(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+    if req.query_string().to_ascii_lowercase().contains("%00") {
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map(|q| q.into_inner());
+        let names: Vec<String> = pairs
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, v)| k.contains('\0') || v.contains('\0'))
+            .map(|(k, _)| k.replace('\0', "\\0"))
+            .collect();
+        if !names.is_empty() {
+            let errors = names.into_iter().map(|n| error::FieldError::parameter(n, "must not contain a NUL character"));
+            let response = HttpResponse::from_error(ApiError::validation(errors));
+            return Ok(req.into_response(response).map_into_right_body());
+        }
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
 fn not_found_problem(what: &'static str) -> actix_web::Error {
     ApiError::NotFound(what).into()
 }
@@ -136,6 +183,7 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let known = std::sync::Arc::new(KnownPaths::from_spec(&spec));
     let (app, _) = App::new().into_utoipa_app().app_data(state).configure(routes).split_for_parts();
     app.app_data(web::PathConfig::default().error_handler(|_, _| not_found_problem("resource")))
         .app_data(
@@ -146,7 +194,16 @@ pub fn app(
         .app_data(web::PayloadConfig::new(body::MAX_JSON_BODY))
         .service(SwaggerUi::new("/docs/{_:.*}").external_url_unchecked("/openapi.json", spec))
         .service(web::redirect("/docs", "/docs/"))
-        .default_service(web::to(|| async { HttpResponse::from_error(not_found_problem("resource")) }))
+        .default_service(web::to(move |req: actix_web::HttpRequest| {
+            let known = known.clone();
+            async move {
+                match known.methods(req.path()) {
+                    Some(methods) => HttpResponse::from_error(ApiError::MethodNotAllowed(methods.to_vec())),
+                    None => HttpResponse::from_error(not_found_problem("resource")),
+                }
+            }
+        }))
+        .wrap(from_fn(refuse_nul_in_query))
         .wrap(from_fn(record_metrics))
         .wrap(from_fn(request_id::assign))
         .wrap(tracing_actix_web::TracingLogger::default())

@@ -80,6 +80,10 @@ pub enum TokenError {
     UnknownKid(String),
     #[error("the token has expired")]
     Expired,
+    #[error("the token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("the token has critical header parameters this API does not understand")]
+    UnknownCritical,
     #[error("the token's signature is invalid")]
     BadSignature,
     #[error("the token was issued by another issuer")]
@@ -178,6 +182,7 @@ impl KeySet {
     /// Verifies signature, algorithm, `exp`, `iss`, `aud`, `sub`, and the role's claims.
     pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+        refuse_critical(token)?;
         // The key decides the algorithm, never the token: an HS256 token is checked only against
         // the shared secret, so a public key can never be used as an HMAC secret.
         let (algorithm, key) = match (&header.kid, header.alg) {
@@ -185,7 +190,7 @@ impl KeySet {
                 (Algorithm::HS256, self.secret.as_ref().ok_or_else(|| TokenError::AlgorithmNotAllowed("HS256".into()))?)
             }
             (Some(kid), alg) => {
-                let entry = self.by_kid.get(kid).ok_or_else(|| TokenError::UnknownKid(kid.clone()))?;
+                let entry = self.by_kid.get(kid).ok_or_else(|| TokenError::UnknownKid(shown(kid)))?;
                 if entry.algorithm != alg {
                     return Err(TokenError::AlgorithmNotAllowed(format!("{alg:?}")));
                 }
@@ -198,6 +203,7 @@ impl KeySet {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 30;
+        validation.validate_nbf = true;
         let data = decode::<serde_json::Value>(token, key, &validation).map_err(classify)?;
         let claims: Claims = serde_json::from_value(data.claims).map_err(|e| {
             let text = e.to_string();
@@ -225,10 +231,32 @@ impl KeySet {
     }
 }
 
+/// RFC 7515 §4.1.11: a `crit` header names extensions the recipient must understand; this API
+/// understands none, so such a token is refused rather than half-understood.
+fn refuse_critical(token: &str) -> Result<(), TokenError> {
+    use base64::Engine as _;
+    let encoded = token.split('.').next().unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).map_err(|_| TokenError::Malformed)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
+    if header.contains_key("crit") { Err(TokenError::UnknownCritical) } else { Ok(()) }
+}
+
+/// A value from a token, safe to echo in an answer and a log line: control characters escaped
+/// (no forged log lines, no terminal escapes), and at most 64 characters.
+fn shown(value: &str) -> String {
+    let escaped: String = value.chars().flat_map(char::escape_default).collect();
+    match escaped.char_indices().nth(64) {
+        Some((cut, _)) => format!("{}…", &escaped[..cut]),
+        None => escaped,
+    }
+}
+
 fn classify(e: jsonwebtoken::errors::Error) -> TokenError {
     use jsonwebtoken::errors::ErrorKind;
     match e.kind() {
         ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
         ErrorKind::InvalidSignature => TokenError::BadSignature,
         ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
         ErrorKind::InvalidAudience => TokenError::WrongAudience,

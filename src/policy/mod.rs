@@ -39,3 +39,7 @@ pub use violation::Violation;
 
 /// The most entries either list may hold.
 pub const MAX_LIST_ENTRIES: usize = 10_000;
+
+/// The most recipients of one message (RFC 5321 §4.5.3.1.8 asks for at least 100); a worker
+/// answers `452 4.5.3` beyond it, and the explainer refuses more.
+pub const MAX_RECIPIENTS: usize = 100;

@@ -27,7 +27,7 @@ impl Default for WorkerLimits {
             max_sessions: 1000,
             max_sessions_per_ip: 50,
             idle_timeout: Duration::from_secs(300),
-            max_recipients: 100,
+            max_recipients: crate::policy::MAX_RECIPIENTS,
             handoff_timeout: Duration::from_secs(60),
             heartbeat: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),

@@ -20,6 +20,12 @@ impl TenantScope {
     pub fn whole_tenant(tenant: Uuid) -> Self {
         TenantScope { tenant, node: None, sensor: None }
     }
+
+    /// A scope in which no node or sensor of `tenant` is found: for a principal whose reach does
+    /// not extend to such objects, so that one that exists answers exactly like a missing one.
+    pub fn nothing_of(tenant: Uuid) -> Self {
+        TenantScope { tenant, node: Some(Uuid::nil()), sensor: Some(Uuid::nil()) }
+    }
 }
 
 /// The sensors in `scope`.

@@ -62,6 +62,10 @@ async fn dev_runs_the_readme_flow_and_keeps_its_data() {
     let mut dev = start_dev(&dir).await;
     let http = reqwest::Client::new();
     assert_eq!(dev.tokens.len(), 5, "five tokens printed: {:?}", dev.tokens.keys());
+    // The signing secret and the database are its owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |name: &str| std::fs::metadata(dir.join(name)).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(""), mode("hs256.secret"), mode("mailsensor.sqlite")), (0o700, 0o600, 0o600));
     let docs = http.get(format!("{}/docs/", dev.base)).send().await.unwrap();
     assert_eq!(docs.status(), 200);
 

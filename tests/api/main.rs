@@ -4,6 +4,7 @@ mod helpers;
 mod api_surface;
 mod audit;
 mod bodies;
+mod defence;
 mod dev;
 mod layers;
 mod openapi;

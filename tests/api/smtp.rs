@@ -594,14 +594,14 @@ async fn message_access(backend: Backend) {
 
     let t = w.a.id;
     let who = [
-        ("platform_operator", w.operator.clone(), 403, 0),
+        ("platform_operator", w.operator.clone(), 404, 0),
         ("administrator@PCN", w.member(&w.a, Role::Administrator, w.a.pcn), 200, 2),
         ("administrator@SCN", w.member(&w.a, Role::Administrator, w.a.scn), 404, 1),
         ("security_auditor@PCN", w.member(&w.a, Role::SecurityAuditor, w.a.pcn), 200, 2),
         ("senior_security_officer@PCN", w.member(&w.a, Role::SeniorSecurityOfficer, w.a.pcn), 200, 2),
         ("security_officer@PCN", w.member(&w.a, Role::SecurityOfficer, w.a.pcn), 200, 2),
         ("security_officer@SCN", w.member(&w.a, Role::SecurityOfficer, w.a.scn), 404, 1),
-        ("sensor", w.sensor_token(&w.a, w.a.pcn_sensor), 403, 0),
+        ("sensor", w.sensor_token(&w.a, w.a.pcn_sensor), 404, 0),
         ("administrator of tenant B", w.member(&w.b, Role::Administrator, w.b.pcn), 404, 0),
     ];
     for (name, token, pcn_status, listed) in who {

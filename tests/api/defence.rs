@@ -1,0 +1,137 @@
+//! What a probe of the API found, each fixed: tokens valid only later or with critical headers,
+//! log-forging key ids, existence oracles, NUL bytes, unbounded explainer input, undeclared
+//! methods, oversized bodies.
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::*;
+use crate::on_both_backends;
+
+fn b64(v: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+}
+
+/// A token with exactly this header and these claims, signed with the test HS256 secret.
+fn signed(header: Value, claims: &Value) -> String {
+    let message = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let key = EncodingKey::from_secret(TEST_HS256_SECRET.as_bytes());
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).unwrap();
+    format!("{message}.{signature}")
+}
+
+async fn refused(w: &World, token: &str, why: &str) -> Reply {
+    let r = w.app.get(&w.a.settings_path(w.a.pcn_sensor), token).await;
+    assert_eq!(r.status, 401, "{why}: {:?}", r.body);
+    assert!(r.header("www-authenticate").is_some_and(|c| c.starts_with("Bearer")), "{why}");
+    r
+}
+
+async fn tokens_valid_later_or_with_critical_headers(backend: Backend) {
+    let w = world(backend).await;
+    let claims = json!({
+        "sub": "alice", "role": "administrator", "tenant": w.a.id, "node": w.a.pcn,
+        "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 7200, "iat": now()
+    });
+    let plain = json!({"alg": "HS256", "typ": "JWT"});
+    let ok = w.app.get(&w.a.settings_path(w.a.pcn_sensor), &signed(plain.clone(), &claims)).await;
+    assert_eq!(ok.status, 200, "the baseline passes: {:?}", ok.body);
+
+    let mut later = claims.clone();
+    later["nbf"] = json!(now() + 3600);
+    let r = refused(&w, &signed(plain.clone(), &later), "nbf an hour ahead").await;
+    assert!(r.body["detail"].as_str().unwrap().contains("not valid yet"), "{:?}", r.body);
+
+    let critical = json!({"alg": "HS256", "typ": "JWT", "crit": ["x-unknown"], "x-unknown": 1});
+    refused(&w, &signed(critical, &claims), "unknown crit").await;
+
+    // A key id made to forge a log line comes back escaped, in the answer as in the log.
+    let forged = json!({"alg": "RS256", "typ": "JWT", "kid": "k1\n2026-01-01 INFO forged\u{1b}[31m"});
+    let r = refused(&w, &signed(forged, &claims), "forged kid").await;
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(!detail.contains('\n') && !detail.contains('\u{1b}'), "{detail:?}");
+    assert!(detail.contains("k1\\n2026"), "{detail:?}");
+}
+
+async fn out_of_reach_reads_like_missing(backend: Backend) {
+    let w = world(backend).await;
+    let sensor_token = w.sensor_token(&w.a, w.a.pcn_sensor);
+    let cases = [
+        (&w.operator, w.a.sensor_path(w.a.scn_sensor), w.a.sensor_path(Uuid::now_v7())),
+        (&w.operator, w.a.settings_path(w.a.pcn_sensor), w.a.settings_path(Uuid::now_v7())),
+        (
+            &sensor_token,
+            format!("/v1/tenants/{}/nodes/{}", w.a.id, w.a.pcn),
+            format!("/v1/tenants/{}/nodes/{}", w.a.id, Uuid::now_v7()),
+        ),
+        (&sensor_token, w.a.sensor_path(w.a.scn_sensor), w.a.sensor_path(Uuid::now_v7())),
+    ];
+    for (token, existing, missing) in cases {
+        let (a, b) = (w.app.get(&existing, token).await, w.app.get(&missing, token).await);
+        assert_eq!((a.status.as_u16(), &a.body), (404, &b.body), "{existing} vs {missing}");
+    }
+}
+
+async fn nul_bytes_are_refused_by_name(backend: Backend) {
+    let w = world(backend).await;
+    let admin = w.admin_pcn();
+    let r = w.app.get(&format!("/v1/tenants/{}/audit-events?actor=%00", w.a.id), &admin).await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert_eq!(r.body["errors"][0]["parameter"], "actor");
+    let r = w
+        .app
+        .patch(&w.a.settings_path(w.a.pcn_sensor), &admin, json!({"destination_domains": ["a\u{0}.example"]}))
+        .await;
+    assert_eq!((r.status.as_u16(), r.pointers()), (422, vec!["/destination_domains/0".to_owned()]), "{:?}", r.body);
+    let token = w.sensor_token(&w.a, w.a.pcn_sensor);
+    let path = format!("/v1/sensors/{}/workers/w1", w.a.pcn_sensor);
+    let r = w.app.put(&path, &token, json!({"version": "1\u{0}", "listen_address": "x"})).await;
+    assert_eq!((r.status.as_u16(), r.pointers()), (422, vec!["/version".to_owned()]), "{:?}", r.body);
+    let r = w.app.post(&format!("/v1/tenants/{}/sensors", w.a.id), &admin, json!({"name": "x", "n\u{0}": 1})).await;
+    assert_eq!(r.status, 422, "a NUL in a key: {:?}", r.body);
+}
+
+async fn bounded_inputs(backend: Backend) {
+    let w = world(backend).await;
+    let admin = w.admin_pcn();
+    let recipients: Vec<String> = (0..101).map(|i| format!("r{i}@example.com")).collect();
+    let evaluate = format!("{}/evaluate", w.a.settings_path(w.a.pcn_sensor));
+    let r = w.app.post(&evaluate, &admin, json!({"client_ip": "192.0.2.1", "recipients": recipients})).await;
+    assert_eq!((r.status.as_u16(), r.pointers()), (422, vec!["/recipients".to_owned()]), "{:?}", r.body);
+    let r = w.app.post(&evaluate, &admin, json!({"client_ip": "192.0.2.1", "recipients": &recipients[..100]})).await;
+    assert_eq!(r.status, 200, "100 is fine: {:?}", r.body);
+
+    let huge = json!({"destination_domains": ["x".repeat(10 * 1024 * 1024)]});
+    let r = w.app.patch(&w.a.settings_path(w.a.pcn_sensor), &admin, huge).await;
+    assert_eq!(r.status, 413, "{:?}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+}
+
+async fn undeclared_methods_answer_405(backend: Backend) {
+    let w = world(backend).await;
+    for (method, path, allow) in [
+        ("TRACE", "/v1/tenants".to_owned(), "GET, POST"),
+        ("DELETE", "/v1/tenants".to_owned(), "GET, POST"),
+        ("POST", w.a.settings_path(w.a.pcn_sensor), "GET, PATCH, PUT"),
+    ] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let r = w.app.call(method.clone(), &path, Some(&w.admin_pcn()), None, &[]).await;
+        assert_eq!(r.status, 405, "{method} {path}: {:?}", r.body);
+        let mut got: Vec<&str> = r.header("allow").unwrap_or_default().split(", ").collect();
+        got.sort_unstable();
+        assert_eq!(got.join(", "), allow, "{method} {path}");
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    }
+    let r = w.app.get("/v1/no-such-thing", &w.admin_pcn()).await;
+    assert_eq!(r.status, 404);
+}
+
+on_both_backends!(
+    tokens_valid_later_or_with_critical_headers,
+    out_of_reach_reads_like_missing,
+    nul_bytes_are_refused_by_name,
+    bounded_inputs,
+    undeclared_methods_answer_405
+);
