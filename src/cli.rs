@@ -116,6 +116,10 @@ pub struct DevArgs {
     /// SMTP address of the in-process sensor worker for the demo sensor on the PCN.
     #[arg(long, env = "MAILSENSOR_SMTP_LISTEN", default_value = "127.0.0.1:2525")]
     pub smtp_listen: SocketAddr,
+    /// Use this database instead of the SQLite file in the data folder (e.g. a PostgreSQL URL, to try
+    /// the demo on the production backend).
+    #[arg(long = "database-url", env = "MAILSENSOR_DEV_DATABASE_URL")]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -102,9 +102,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         ..Default::default()
     })?);
     let db_path = args.data_dir.join("mailsensor.sqlite");
-    let db = store::connect(&format!("sqlite://{}", db_path.display()), 4).await?;
+    let url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", db_path.display()));
+    let db = store::connect(&url, 4).await?;
     store::migrate(&db).await.context("applying migrations")?;
-    owner_only(&db_path, 0o600)?;
+    if args.database_url.is_none() {
+        owner_only(&db_path, 0o600)?;
+    }
     let demo = seed(&db, args.max_message_bytes).await?;
 
     let now = chrono::Utc::now().timestamp().max(0) as u64;

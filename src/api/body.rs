@@ -61,6 +61,10 @@ impl FromRequest for JsonObject {
     }
 }
 
+/// Why a `null` member is refused: absent and `null` would otherwise mean the same, and a
+/// generated client should send neither for "not set" but leave the member out.
+pub const NULL_REFUSED: &str = "must not be null; leave the field out instead";
+
 /// A request body type, parsed from its fields with every problem collected.
 pub trait FromFields: Sized {
     /// Takes this type's fields out of `f`; `None` when one was missing or bad (the reason is in `f`).
@@ -159,8 +163,10 @@ impl Fields {
     pub fn required<T: DeserializeOwned>(&mut self, name: &str) -> Option<T> {
         if !self.map.contains_key(name) || self.map.get(name) == Some(&Value::Null) {
             self.map.remove(name);
-            let pointer = self.pointer(name);
-            self.error(pointer, "this field is required");
+            if !self.has_error_at(name) {
+                let pointer = self.pointer(name);
+                self.error(pointer, "this field is required");
+            }
             return None;
         }
         self.optional(name)

@@ -139,7 +139,7 @@ pub async fn config_poll(
 ) -> Result<web::Json<wire::ConfigPoll>, ApiError> {
     let sensor = path.into_inner();
     let tenant = caller.own_sensor(&state, sensor, false).await?;
-    let wait = match present(&query.wait).map(str::parse::<u64>) {
+    let wait = match query.wait.as_deref().map(str::parse::<u64>) {
         None => Duration::from_secs(30),
         Some(Ok(n)) if n <= 60 => Duration::from_secs(n),
         Some(_) => return Err(ApiError::validation([FieldError::parameter("wait", "must be 0 to 60 seconds")])),

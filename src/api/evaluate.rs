@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
-use super::body::{Fields, FromFields, JsonObject};
+use super::body::{Fields, FromFields, JsonObject, NULL_REFUSED};
 use super::caller::{Caller, Permission};
 use super::error::{ApiError, FieldError};
 use super::responses::*;
@@ -21,7 +21,7 @@ use crate::policy;
 #[schema(example = json!({"client_ip": "192.0.2.10", "recipients": ["alice@example.com", "bob@hr.example.com"], "size": 1048576, "sensor_network": "192.0.2.0/24"}))]
 pub struct EvaluateRequest {
     /// The connecting mail server's address.
-    #[schema(value_type = String, example = "192.0.2.10")]
+    #[schema(schema_with = ip_address, example = "192.0.2.10")]
     pub client_ip: IpAddr,
     /// Recipients as given in `RCPT TO`, at most 100 (as in one SMTP transaction).
     #[serde(default)]
@@ -119,8 +119,17 @@ fn rule_name(value: impl Serialize) -> String {
     }
 }
 
+/// An IPv4 or IPv6 address, in the formats JSON Schema names.
+fn ip_address() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
+    let format =
+        |f| ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)).format(Some(SchemaFormat::KnownFormat(f)));
+    AnyOfBuilder::new().item(format(KnownFormat::Ipv4)).item(format(KnownFormat::Ipv6)).build().into()
+}
+
 impl FromFields for EvaluateRequest {
     fn from_fields(f: &mut Fields) -> Option<Self> {
+        f.refuse_nulls(NULL_REFUSED);
         let ip_text: Option<String> = f.required("client_ip");
         let client_ip = ip_text.and_then(|t| match t.trim().parse::<IpAddr>() {
             Ok(ip) => Some(ip),

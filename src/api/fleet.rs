@@ -9,10 +9,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::body::{Fields, FromFields, JsonObject};
+use super::body::{Fields, FromFields, JsonObject, NULL_REFUSED};
 use super::caller::{Caller, Permission};
 use super::error::{ApiError, FieldError};
-use super::pagination::present;
 use super::responses::*;
 use crate::store::{self, TenantScope, entity::sensor_worker};
 use crate::wire::{RejectedItem, Rollout, WorkerReport};
@@ -47,7 +46,7 @@ pub struct WaitParams {
 impl WaitParams {
     pub(super) fn parse(&self) -> Result<Option<Duration>, ApiError> {
         let mut errors = Vec::new();
-        let wait = match present(&self.wait) {
+        let wait = match self.wait.as_deref() {
             None => false,
             Some(v) if serde_json::from_value::<WaitFor>(v.into()).is_ok() => true,
             Some(_) => {
@@ -55,7 +54,7 @@ impl WaitParams {
                 false
             }
         };
-        let timeout = match present(&self.timeout).map(|t| t.trim_end_matches('s').parse::<u64>()) {
+        let timeout = match self.timeout.as_deref().map(|t| t.trim_end_matches('s').parse::<u64>()) {
             None => Duration::from_secs(10),
             Some(Ok(n)) if (1..=60).contains(&n) => Duration::from_secs(n),
             Some(_) => {
@@ -103,6 +102,7 @@ pub(super) async fn wait_applied(
 /// What a worker reports: sent after applying a revision, and as a periodic heartbeat.
 impl FromFields for WorkerReport {
     fn from_fields(f: &mut Fields) -> Option<Self> {
+        f.refuse_nulls(NULL_REFUSED);
         let applied_token = f.optional("applied_token");
         let applied_settings_revision = f.optional("applied_settings_revision");
         let rejected = f.optional("rejected");
@@ -172,7 +172,10 @@ fn valid_instance_id(id: &str) -> bool {
 #[utoipa::path(
     operation_id = "report_worker_state",
     tag = "workers",
-    params(("sensor_id" = Uuid, Path), ("instance_id" = String, Path, description = "The worker's own id: 1–128 of A-Z a-z 0-9 - _ . :")),
+    params(
+        ("sensor_id" = Uuid, Path),
+        ("instance_id" = String, Path, description = "The worker's own id: 1–128 of A-Z a-z 0-9 - _ . :", pattern = "^[A-Za-z0-9._:-]{1,128}$"),
+    ),
     request_body = WorkerReport,
     responses(
         (status = 200, body = WorkerView), (status = 400, response = BadRequest), (status = 401, response = Unauthorized),

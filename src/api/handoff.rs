@@ -6,7 +6,7 @@ use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 use super::AppState;
-use super::body::{Fields, FromFields, JsonObject};
+use super::body::{Fields, FromFields, JsonObject, NULL_REFUSED};
 use super::caller::Caller;
 use super::error::{ApiError, FieldError};
 use super::messages::MessageView;
@@ -26,6 +26,7 @@ const SCAN_FROM_MEMORY: usize = 1024 * 1024;
 
 impl FromFields for HandoffEnvelope {
     fn from_fields(f: &mut Fields) -> Option<Self> {
+        f.refuse_nulls(NULL_REFUSED);
         let client_ip: Option<String> = f.required("client_ip");
         if let Some(ip) = &client_ip
             && ip.parse::<std::net::IpAddr>().is_err()

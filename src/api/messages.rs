@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::caller::{Caller, Permission};
 use super::error::{ApiError, FieldError};
-use super::pagination::{Page, PageParams, present, time_param, uuid_param};
+use super::pagination::{Page, PageParams, time_param, uuid_param};
 use super::responses::*;
 use crate::scan;
 use crate::store::{self, entity::message, messages::MessageFilter};
@@ -126,7 +126,7 @@ impl MessageQuery {
         let since = time_param("since", &self.since, errors);
         let until = time_param("until", &self.until, errors);
         let sensor_id = uuid_param("sensor_id", &self.sensor_id, errors);
-        let verdict = present(&self.verdict).and_then(|v| match scan::Verdict::parse(v) {
+        let verdict = self.verdict.as_deref().and_then(|v| match scan::Verdict::parse(v) {
             Some(v) => Some(v.as_str().to_owned()),
             None => {
                 errors.push(FieldError::parameter("verdict", "must be clean, suspicious or malicious"));

@@ -4,23 +4,25 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
-use super::body::{Fields, FromFields, JsonObject};
+use super::body::{Fields, FromFields, JsonObject, NULL_REFUSED};
 use super::caller::{Caller, Permission};
 use super::error::ApiError;
 use super::pagination::{Page, PageParams};
 use super::responses::*;
 use super::views::NodeView;
 use crate::store;
+use crate::wire::NameSchema;
 
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateScn {
-    #[schema(example = "Branch office SCN", min_length = 1, max_length = 200)]
+    #[schema(value_type = NameSchema, example = "Branch office SCN")]
     pub name: String,
 }
 
 impl FromFields for CreateScn {
     fn from_fields(f: &mut Fields) -> Option<Self> {
+        f.refuse_nulls(NULL_REFUSED);
         Some(CreateScn { name: f.name("name")? })
     }
 }

@@ -9,7 +9,7 @@ use super::AppState;
 use super::caller::{Caller, Permission};
 use super::error::ApiError;
 use super::fleet::WaitParams;
-use super::pagination::{Page, PageParams};
+use super::pagination::{Page, RevisionPageParams};
 use super::responses::*;
 use super::settings::{IfMatch, answer_write, settings_in_scope};
 use crate::policy::SmtpSettings;
@@ -46,7 +46,7 @@ impl SettingsRevision {
 #[utoipa::path(
     operation_id = "list_settings_revisions",
     tag = "revisions",
-    params(("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path), PageParams),
+    params(("tenant_id" = Uuid, Path), ("sensor_id" = Uuid, Path), RevisionPageParams),
     responses(
         (status = 200, body = Page<SettingsRevision>), (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden), (status = 404, response = NotFound), (status = 422, response = Unprocessable),
@@ -58,11 +58,11 @@ pub async fn list_revisions(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(Uuid, Uuid)>,
-    query: web::Query<PageParams>,
+    query: web::Query<RevisionPageParams>,
 ) -> Result<web::Json<Page<SettingsRevision>>, ApiError> {
     let (tenant, sensor) = path.into_inner();
     let (scope, _) = settings_in_scope(&state, &caller, (tenant, sensor), Permission::ReadSettings).await?;
-    let (limit, before) = query.revision_page()?;
+    let (limit, before) = query.parse()?;
     let (entries, next) = store::settings::history(&state.db, scope, sensor, before, limit).await?;
     Ok(web::Json(Page {
         items: entries.into_iter().map(|e| SettingsRevision::new(e, state.max_message_bytes)).collect(),

@@ -5,18 +5,19 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::body::{Fields, FromFields, JsonObject};
+use super::body::{Fields, FromFields, JsonObject, NULL_REFUSED};
 use super::caller::{Caller, Permission};
 use super::error::ApiError;
 use super::pagination::{Page, PageParams, uuid_param};
 use super::responses::*;
 use super::views::SensorView;
 use crate::store;
+use crate::wire::NameSchema;
 
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSensor {
-    #[schema(example = "mx-copy-1", min_length = 1, max_length = 200)]
+    #[schema(value_type = NameSchema, example = "mx-copy-1")]
     pub name: String,
     /// The central node (PCN or SCN) to attach the sensor to. An administrator signed in at an SCN may only name that SCN.
     pub node_id: Uuid,
@@ -24,6 +25,7 @@ pub struct CreateSensor {
 
 impl FromFields for CreateSensor {
     fn from_fields(f: &mut Fields) -> Option<Self> {
+        f.refuse_nulls(NULL_REFUSED);
         let name = f.name("name");
         let node_id = f.required("node_id");
         Some(CreateSensor { name: name?, node_id: node_id? })
@@ -32,10 +34,11 @@ impl FromFields for CreateSensor {
 
 /// Rename, re-attach, or both.
 #[derive(ToSchema)]
+#[schema(min_properties = 1)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSensor {
     /// New name.
-    #[schema(nullable = false, min_length = 1, max_length = 200)]
+    #[schema(nullable = false, value_type = Option<NameSchema>)]
     pub name: Option<String>,
     /// Re-attach the sensor to this central node.
     #[schema(nullable = false)]
@@ -44,6 +47,7 @@ pub struct UpdateSensor {
 
 impl FromFields for UpdateSensor {
     fn from_fields(f: &mut Fields) -> Option<Self> {
+        f.refuse_nulls(NULL_REFUSED);
         let name = f.optional_name("name");
         let node_id = f.optional("node_id");
         if name.is_none() && node_id.is_none() && !f.has_error_at("name") && !f.has_error_at("node_id") {

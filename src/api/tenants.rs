@@ -4,7 +4,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
-use super::body::{Fields, FromFields, JsonObject};
+use super::body::{Fields, FromFields, JsonObject, NULL_REFUSED};
 use super::caller::{Caller, Permission};
 use super::error::ApiError;
 use super::pagination::{Page, PageParams};
@@ -12,19 +12,21 @@ use super::responses::*;
 use super::views::{NodeView, TenantView};
 use crate::auth::Principal;
 use crate::store;
+use crate::wire::NameSchema;
 
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
-    #[schema(example = "Acme Corp", min_length = 1, max_length = 200)]
+    #[schema(value_type = NameSchema, example = "Acme Corp")]
     pub name: String,
     /// Name of the tenant's PCN; defaults to "PCN".
-    #[schema(nullable = false, example = "Head office PCN", min_length = 1, max_length = 200)]
+    #[schema(nullable = false, value_type = Option<NameSchema>, example = "Head office PCN")]
     pub pcn_name: Option<String>,
 }
 
 impl FromFields for CreateTenant {
     fn from_fields(f: &mut Fields) -> Option<Self> {
+        f.refuse_nulls(NULL_REFUSED);
         let name = f.name("name");
         let pcn_name = f.optional_name("pcn_name");
         Some(CreateTenant { name: name?, pcn_name })
@@ -34,12 +36,13 @@ impl FromFields for CreateTenant {
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameTenant {
-    #[schema(example = "Acme Corporation", min_length = 1, max_length = 200)]
+    #[schema(value_type = NameSchema, example = "Acme Corporation")]
     pub name: String,
 }
 
 impl FromFields for RenameTenant {
     fn from_fields(f: &mut Fields) -> Option<Self> {
+        f.refuse_nulls(NULL_REFUSED);
         Some(RenameTenant { name: f.name("name")? })
     }
 }

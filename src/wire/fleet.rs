@@ -20,7 +20,7 @@ pub struct WorkerReport {
     #[schema(nullable = false)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<Vec<RejectedItem>>,
-    #[schema(example = "0.1.0", min_length = 1, max_length = 200)]
+    #[schema(value_type = super::NameSchema, example = "0.1.0")]
     pub version: String,
     /// Where the worker accepts SMTP.
     #[schema(nullable = false, example = "10.0.3.7:25")]

@@ -6,10 +6,12 @@
 //! settings is `policy`'s, their JSON form is this module's.
 pub mod fleet;
 pub mod handoff;
+mod name;
 pub mod settings;
 pub mod stream;
 
 pub use fleet::{RejectedItem, WorkerReport};
 pub use handoff::{HANDOFF_CONTENT_TYPE, HandoffEnvelope};
+pub use name::NameSchema;
 pub use settings::{MessageSizeLimit, Rollout, SettingsDocument, SettingsPatch, SizeLimitPatch, SmtpIntegration};
 pub use stream::{ConfigPoll, EventKind, Reset, SensorConfig, SensorDeleted, StreamEvent};

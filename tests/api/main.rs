@@ -6,6 +6,7 @@ mod audit;
 mod bodies;
 mod defence;
 mod dev;
+mod isolation;
 mod layers;
 mod openapi;
 mod roles;
