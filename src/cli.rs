@@ -212,9 +212,19 @@ pub struct SensorArgs {
     /// Most SMTP sessions at once from one client address.
     #[arg(long, env = "MAILSENSOR_MAX_SESSIONS_PER_IP", default_value_t = 50)]
     pub max_sessions_per_ip: usize,
-    /// Seconds a client may stay silent before the session is closed.
+    /// Seconds one command line (or one wait for message data) may take, however slowly the client
+    /// sends it; then the session is closed.
     #[arg(long, env = "MAILSENSOR_IDLE_TIMEOUT_SECS", default_value_t = 300)]
     pub idle_timeout_secs: u64,
+    /// Seconds one SMTP session may last in all.
+    #[arg(long, env = "MAILSENSOR_SESSION_TIMEOUT_SECS", default_value_t = 3600)]
+    pub session_timeout_secs: u64,
+    /// Bytes per second a message must arrive at, on average, after its first 30 seconds.
+    #[arg(long, env = "MAILSENSOR_MIN_DATA_RATE", default_value_t = 1024)]
+    pub min_data_rate: u64,
+    /// Seconds a client the settings refuse may stay connected (to read why, and QUIT).
+    #[arg(long, env = "MAILSENSOR_REFUSED_GRACE_SECS", default_value_t = 10)]
+    pub refused_grace_secs: u64,
     /// Seconds in-flight sessions get to finish after SIGTERM.
     #[arg(long, env = "MAILSENSOR_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,

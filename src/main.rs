@@ -126,6 +126,9 @@ fn worker_config(args: SensorArgs) -> anyhow::Result<WorkerConfig> {
             max_sessions: args.max_sessions,
             max_sessions_per_ip: args.max_sessions_per_ip,
             idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs),
+            session_timeout: std::time::Duration::from_secs(args.session_timeout_secs),
+            min_data_rate: args.min_data_rate,
+            refused_grace: std::time::Duration::from_secs(args.refused_grace_secs),
             shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_secs),
             ..WorkerLimits::default()
         },

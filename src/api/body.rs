@@ -15,6 +15,8 @@ use super::error::{ApiError, FieldError};
 
 /// Largest JSON body accepted: two 10,000-entry lists of long domain names fit well below it.
 pub const MAX_JSON_BODY: usize = 8 * 1024 * 1024;
+/// Deepest nesting of a JSON body; no request the API documents goes past 3.
+pub const MAX_JSON_DEPTH: usize = 32;
 
 /// A JSON object from the request body (`application/json` or `application/merge-patch+json`).
 pub struct JsonObject(pub Map<String, Value>);
@@ -47,7 +49,14 @@ impl FromRequest for JsonObject {
                     ApiError::BadRequest(format!("cannot read the body: {e}"))
                 }
             })?;
+            let too_deep = || {
+                let message = format!("the body is nested deeper than {MAX_JSON_DEPTH} levels");
+                ApiError::validation([FieldError::body("", message)])
+            };
             match serde_json::from_slice::<Value>(&bytes) {
+                Ok(value) if depth(&value) > MAX_JSON_DEPTH => Err(too_deep()),
+                // serde_json stops at 128 levels on its own, before anything deeper is built.
+                Err(e) if e.to_string().starts_with("recursion limit exceeded") => Err(too_deep()),
                 Ok(Value::Object(map)) => {
                     // PostgreSQL text cannot hold NUL: refuse it here, by name, rather than fail later.
                     let mut nul = Vec::new();
@@ -269,6 +278,14 @@ impl Fields {
         let mut errors = self.finish_errors();
         errors.append(&mut more);
         if errors.is_empty() { Ok(()) } else { Err(ApiError::Validation(errors)) }
+    }
+}
+
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 

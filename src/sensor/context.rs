@@ -12,7 +12,16 @@ use super::handoff::ApiClient;
 pub struct WorkerLimits {
     pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
+    /// How long one command line (or one wait for more message data) may take, however the
+    /// client trickles it in: a byte now and then does not keep a session alive.
     pub idle_timeout: Duration,
+    /// How long one session may last in all.
+    pub session_timeout: Duration,
+    /// The slowest a message may arrive, on average, once `data_rate_grace` has passed.
+    pub min_data_rate: u64,
+    pub data_rate_grace: Duration,
+    /// How long a client the settings refuse may stay connected (to read why, and QUIT).
+    pub refused_grace: Duration,
     pub max_recipients: usize,
     /// How long to wait for the API to confirm a stored message after the data ends.
     pub handoff_timeout: Duration,
@@ -27,6 +36,10 @@ impl Default for WorkerLimits {
             max_sessions: 1000,
             max_sessions_per_ip: 50,
             idle_timeout: Duration::from_secs(300),
+            session_timeout: Duration::from_secs(3600),
+            min_data_rate: 1024,
+            data_rate_grace: Duration::from_secs(30),
+            refused_grace: Duration::from_secs(10),
             max_recipients: crate::policy::MAX_RECIPIENTS,
             handoff_timeout: Duration::from_secs(60),
             heartbeat: Duration::from_secs(10),

@@ -68,11 +68,21 @@ impl Check {
 
 /// Reads the message up to `<CRLF>.<CRLF>`, passing it to `handoff` while nothing is wrong.
 /// `None` when the connection ends before the data does.
+/// The slowest a message may arrive: `bytes_per_sec` on average, once `grace` has passed.
+#[derive(Debug, Clone, Copy)]
+pub struct MinRate {
+    pub bytes_per_sec: u64,
+    pub grace: std::time::Duration,
+}
+
 pub async fn receive(
     conn: &mut Conn,
     max: u64,
+    rate: MinRate,
     mut handoff: Option<&mut Handoff>,
 ) -> std::io::Result<Option<Received>> {
+    let started = tokio::time::Instant::now();
+    let mut arrived: u64 = 0;
     let mut receiver = DataReceiver::new();
     // The data starts right after the CRLF of the DATA command: without this, a lone "." (an
     // empty message) would not end it and a dot-stuffed first line would not be unstuffed.
@@ -81,11 +91,17 @@ pub async fn receive(
     let mut check = Check::default();
     let mut handoff_failed = false;
     loop {
-        let available = tokio::time::timeout(conn.idle, conn.reader.fill_buf())
+        let available = tokio::time::timeout_at(conn.deadline(), conn.reader.fill_buf())
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout in DATA"))??;
         if available.is_empty() {
             return Ok(None);
+        }
+        // A client that keeps a session open by trickling the message in is cut off.
+        arrived += available.len() as u64;
+        let elapsed = started.elapsed();
+        if elapsed > rate.grace && arrived < rate.bytes_per_sec.saturating_mul(elapsed.as_secs()) {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "message data too slow"));
         }
         let mut iter = available.iter();
         let done = receiver.ingest(&mut iter, &mut buf);

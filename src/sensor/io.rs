@@ -43,12 +43,20 @@ pub enum Line {
 pub struct Conn {
     pub reader: BufReader<BoxedStream>,
     pub idle: Duration,
+    /// When the whole session must be over, whatever the client is doing.
+    pub ends: tokio::time::Instant,
     out: Vec<u8>,
 }
 
 impl Conn {
-    pub fn new(stream: Box<dyn Stream>, idle: Duration) -> Self {
-        Conn { reader: BufReader::with_capacity(16 * 1024, BoxedStream(stream)), idle, out: Vec::with_capacity(1024) }
+    pub fn new(stream: Box<dyn Stream>, idle: Duration, ends: tokio::time::Instant) -> Self {
+        let reader = BufReader::with_capacity(16 * 1024, BoxedStream(stream));
+        Conn { reader, idle, ends, out: Vec::with_capacity(1024) }
+    }
+
+    /// When a wait that starts now must end: after the idle timeout, or at the session's end.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        (tokio::time::Instant::now() + self.idle).min(self.ends)
     }
 
     /// Queues a reply; it is sent on `flush`, so pipelined commands get their replies in one write.
@@ -78,7 +86,8 @@ impl Conn {
         if self.reader.buffer().is_empty() { self.flush().await } else { Ok(()) }
     }
 
-    /// Reads one line of at most `limit` bytes, waiting at most the idle timeout.
+    /// Reads one line of at most `limit` bytes; the whole line must arrive within the idle
+    /// timeout (and the session's time), however slowly the client trickles it.
     ///
     /// Replies still queued are sent before waiting on the socket, and whenever more than
     /// [`MAX_PENDING_REPLIES`] are queued: a client that pipelines without reading gets its
@@ -87,11 +96,12 @@ impl Conn {
     pub async fn read_line(&mut self, limit: usize) -> std::io::Result<Line> {
         let mut line = Vec::new();
         let mut too_long = false;
+        let deadline = self.deadline();
         loop {
             if self.reader.buffer().is_empty() || self.out.len() >= MAX_PENDING_REPLIES {
                 self.flush().await?;
             }
-            let available = tokio::time::timeout(self.idle, self.reader.fill_buf())
+            let available = tokio::time::timeout_at(deadline, self.reader.fill_buf())
                 .await
                 .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout"))??;
             if available.is_empty() {

@@ -42,7 +42,8 @@ enum Next {
 /// Serves one connection to the end.
 pub async fn serve(stream: Box<dyn Stream>, ctx: Arc<Context>, peer: SocketAddr, local: SocketAddr) {
     let peer_ip = canonical(peer.ip());
-    let mut conn = Conn::new(stream, ctx.limits.idle_timeout);
+    let ends = tokio::time::Instant::now() + ctx.limits.session_timeout;
+    let mut conn = Conn::new(stream, ctx.limits.idle_timeout, ends);
     let Some(in_force) = ctx.follower.in_force() else {
         conn.reply("421 4.3.2 sensor not configured yet, try again later");
         let _ = conn.flush().await;
@@ -58,7 +59,8 @@ pub async fn serve(stream: Box<dyn Stream>, ctx: Arc<Context>, peer: SocketAddr,
     }
     if connect.decision == Decision::Reject {
         super::metrics::session("client_rejected");
-        refuse_client(conn, &connect.reply.line()).await;
+        // Long enough to read why and say QUIT; not long enough to hold a session slot.
+        let _ = tokio::time::timeout(ctx.limits.refused_grace, refuse_client(conn, &connect.reply.line())).await;
         return;
     }
     super::metrics::session("accepted");
@@ -69,10 +71,15 @@ pub async fn serve(stream: Box<dyn Stream>, ctx: Arc<Context>, peer: SocketAddr,
         match session.run(&mut conn).await {
             Ok(Next::StartTls) => {
                 let Some(acceptor) = session.ctx.tls.clone() else { return };
+                let ends = conn.ends;
                 let stream = conn.into_stream();
-                match tokio::time::timeout(session.ctx.limits.idle_timeout, acceptor.accept(stream)).await {
+                let handshake = tokio::time::timeout_at(
+                    ends.min(tokio::time::Instant::now() + session.ctx.limits.idle_timeout),
+                    acceptor.accept(stream),
+                );
+                match handshake.await {
                     Ok(Ok(tls)) => {
-                        conn = Conn::new(Box::new(tls), session.ctx.limits.idle_timeout);
+                        conn = Conn::new(Box::new(tls), session.ctx.limits.idle_timeout, ends);
                         // RFC 3207 §4.2: forget everything learnt before the handshake.
                         session.tls = true;
                         session.helo = None;
@@ -139,7 +146,7 @@ impl Session {
                 }
                 Ok(Line::Eof) => return Ok(Next::Close),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    conn.reply("421 4.4.2 idle timeout, closing connection");
+                    conn.reply(timeout_reply(conn));
                     let _ = conn.flush().await;
                     return Ok(Next::Close);
                 }
@@ -281,7 +288,9 @@ impl Session {
             worker: self.ctx.instance_id.clone(),
         };
         let mut handoff = self.ctx.api.start_handoff(&envelope, self.ctx.limits.handoff_timeout);
-        let received = data::receive(conn, self.max_bytes(), Some(&mut handoff)).await;
+        let limits = &self.ctx.limits;
+        let rate = data::MinRate { bytes_per_sec: limits.min_data_rate, grace: limits.data_rate_grace };
+        let received = data::receive(conn, self.max_bytes(), rate, Some(&mut handoff)).await;
         self.txn = Transaction::default();
         let received = match received {
             Ok(Some(r)) => r,
@@ -292,7 +301,7 @@ impl Session {
             Err(e) => {
                 handoff.abort();
                 if e.kind() == std::io::ErrorKind::TimedOut {
-                    conn.reply("421 4.4.2 idle timeout, closing connection");
+                    conn.reply(timeout_reply(conn));
                     let _ = conn.flush().await;
                 }
                 return Ok(Some(Next::Close));
@@ -335,6 +344,15 @@ impl Session {
             return Ok(Some(Next::Close));
         }
         Ok(None)
+    }
+}
+
+/// Why a wait on the client ran out: the session's own time, or this one step's.
+fn timeout_reply(conn: &Conn) -> &'static str {
+    if tokio::time::Instant::now() >= conn.ends {
+        "421 4.4.2 session time limit reached, closing connection"
+    } else {
+        "421 4.4.2 idle timeout, closing connection"
     }
 }
 

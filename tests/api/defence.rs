@@ -103,6 +103,24 @@ async fn bounded_inputs(backend: Backend) {
     let r = w.app.post(&evaluate, &admin, json!({"client_ip": "192.0.2.1", "recipients": &recipients[..100]})).await;
     assert_eq!(r.status, 200, "100 is fine: {:?}", r.body);
 
+    // Nesting: past the documented 32 levels, and past serde_json's own 128.
+    for levels in [40, 5000] {
+        let body = format!("{{\"destination_domains\": {}{}}}", "[".repeat(levels), "]".repeat(levels));
+        let r = w
+            .app
+            .http
+            .patch(format!("{}{}", w.app.base, w.a.settings_path(w.a.pcn_sensor)))
+            .bearer_auth(&admin)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{levels} levels");
+        let problem: Value = r.json().await.unwrap();
+        assert!(problem["detail"].as_str().unwrap().contains("deeper than 32"), "{problem}");
+    }
+
     let huge = json!({"destination_domains": ["x".repeat(10 * 1024 * 1024)]});
     let r = w.app.patch(&w.a.settings_path(w.a.pcn_sensor), &admin, huge).await;
     assert_eq!(r.status, 413, "{:?}", r.body);

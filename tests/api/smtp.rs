@@ -467,6 +467,100 @@ async fn idle_timeout_and_worker_limit(backend: Backend) {
     worker.shutdown().await;
 }
 
+/// Sends `bytes` one at a time, `every` apart, until the worker answers or closes; returns what
+/// it answered and how long that took.
+async fn trickle(stream: &mut TcpStream, bytes: &[u8], every: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    for b in bytes.iter().cycle() {
+        if stream.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        let mut peek = [0u8; 1];
+        match tokio::time::timeout(every, stream.peek(&mut peek)).await {
+            Ok(Ok(_)) => break,
+            Ok(Err(_)) => break,
+            Err(_) => {}
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "a trickling client is never cut off");
+    }
+    (read_reply(stream).await, started.elapsed())
+}
+
+/// A slowloris: a command line, or a message, sent a byte at a time just inside the idle
+/// timeout, is cut off all the same; so is a session that only ever says NOOP.
+async fn slow_clients_are_cut_off(backend: Backend) {
+    let w = world(backend).await;
+    let worker = mx(&w, settings(&["example.com"], &[], unlimited()), |c| {
+        c.limits.idle_timeout = Duration::from_millis(1500);
+        c.limits.session_timeout = Duration::from_secs(4);
+        c.limits.min_data_rate = 1000;
+        c.limits.data_rate_grace = Duration::from_millis(1500);
+    })
+    .await;
+    // One command line trickled in: each byte well inside the idle timeout, the line not.
+    let mut slow = TcpStream::connect_std_from("127.0.0.1", worker.smtp_addr).await;
+    assert!(read_reply(&mut slow).await.starts_with("220"));
+    let (reply, took) = trickle(&mut slow, b"EHLO slow.example.test", Duration::from_millis(300)).await;
+    assert!(reply.starts_with("421 4.4.2"), "{reply:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    // A message trickled in after DATA: below the minimum rate once the grace has passed.
+    let mut data = TcpStream::connect_std_from("127.0.0.1", worker.smtp_addr).await;
+    read_reply(&mut data).await;
+    for line in ["EHLO x.test\r\n", "MAIL FROM:<a@example.org>\r\n", "RCPT TO:<b@example.com>\r\n", "DATA\r\n"] {
+        data.write_all(line.as_bytes()).await.unwrap();
+        read_reply(&mut data).await;
+    }
+    let (reply, took) = trickle(&mut data, b"Subject: slow\r\n", Duration::from_millis(300)).await;
+    assert!(reply.starts_with("421 4.4.2"), "{reply:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(messages(&w).await.is_empty(), "nothing stored");
+
+    // A session that stays busy with NOOPs ends at the session time limit.
+    let mut busy = TcpStream::connect_std_from("127.0.0.1", worker.smtp_addr).await;
+    read_reply(&mut busy).await;
+    let started = Instant::now();
+    let reply = loop {
+        busy.write_all(b"NOOP\r\n").await.unwrap();
+        let reply = read_reply(&mut busy).await;
+        if !reply.starts_with("250") {
+            break reply;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the session never ends");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(reply.starts_with("421 4.4.2 session time limit"), "{reply:?}");
+    worker.shutdown().await;
+}
+
+/// Refused clients that stay connected are closed after a short grace, so a flood of them cannot
+/// hold the worker's session slots.
+async fn refused_client_flood(backend: Backend) {
+    let w = world(backend).await;
+    let worker = mx(&w, settings(&["example.com"], &["127.0.0.1"], unlimited()), |c| {
+        c.limits.max_sessions = 3;
+        c.limits.refused_grace = Duration::from_millis(700);
+    })
+    .await;
+    let mut refused = Vec::new();
+    for i in 0..3 {
+        let mut stream = TcpStream::connect_std_from(&format!("127.0.0.{}", 10 + i), worker.smtp_addr).await;
+        assert!(read_reply(&mut stream).await.starts_with("554 5.7.1"));
+        refused.push(stream);
+    }
+    let mut full = TcpStream::connect_std_from("127.0.0.1", worker.smtp_addr).await;
+    assert!(read_reply(&mut full).await.starts_with("421 4.7.0"), "the refused clients hold every slot for now");
+    for stream in &mut refused {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+        assert!(matches!(closed, Ok(Ok(_))), "a refused client is closed after its grace");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut allowed = TcpStream::connect_std_from("127.0.0.1", worker.smtp_addr).await;
+    assert!(read_reply(&mut allowed).await.starts_with("220"), "the slots are free again");
+    worker.shutdown().await;
+}
+
 /// A client nobody here wrote: Python's smtplib.
 async fn python_smtplib_client(backend: Backend) {
     let w = world(backend).await;
@@ -736,6 +830,8 @@ async fn graceful_shutdown(backend: Backend) {
 
 on_both_backends!(
     idle_timeout_and_worker_limit,
+    slow_clients_are_cut_off,
+    refused_client_flood,
     reply_code_table,
     blank_field_rules,
     settings_change_governs_the_next_session,
