@@ -158,6 +158,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut parts = ServerParts::new(db, keys, args.max_message_bytes);
     parts.workers = Some(2);
     let running = server::start(listener, parts).await?;
+    let stopper = running.stopper();
     let api = tokio::spawn(running.server);
     let worker = crate::sensor::start(crate::sensor::WorkerConfig {
         api: base.clone(),
@@ -175,7 +176,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     say!("SMTP worker for the demo sensor on the PCN: {} (accepts mail from this machine)", worker.smtp_addr);
     say!("  swaks --server {} --to someone@example.com --from me@example.org", worker.smtp_addr);
     say!("  curl -s -H \"Authorization: Bearer $OFFICER\" {base}/v1/tenants/{}/messages\n", demo.tenant);
-    api.await??;
+    server::terminated().await;
+    // Mail first: stop taking SMTP sessions (the open ones finish) while the API can still store
+    // what they hand off; then the API.
     worker.shutdown().await;
+    stopper.stop().await;
+    api.await??;
+    running.feed.shutdown();
     Ok(())
 }

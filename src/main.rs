@@ -74,7 +74,12 @@ async fn main() -> anyhow::Result<()> {
             parts.workers = args.http_workers;
             parts.feed.retention = std::time::Duration::from_secs(args.revision_retention_hours * 3600);
             let running = server::start(listener, parts).await?;
-            running.server.await?;
+            let stopper = running.stopper();
+            let serving = actix_web::rt::spawn(running.server);
+            server::terminated().await;
+            tracing::info!("shutting down");
+            stopper.stop().await;
+            serving.await??;
             // Stop the background work before the runtime goes, so shutdown is quiet and clean.
             running.feed.shutdown();
             db.close().await.ok();
@@ -86,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Sensor(args) => {
             init_tracing();
             let worker = sensor::start(worker_config(args)?).await?;
-            shutdown_signal().await;
+            server::terminated().await;
             tracing::info!("shutting down");
             worker.shutdown().await;
         }
@@ -133,13 +138,4 @@ fn worker_config(args: SensorArgs) -> anyhow::Result<WorkerConfig> {
             ..WorkerLimits::default()
         },
     })
-}
-
-/// SIGTERM (orchestrators) or Ctrl-C.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-    }
 }

@@ -40,15 +40,46 @@ impl ServerParts {
     }
 }
 
-/// A started server: await `server` to run it; `feed` is its revision-log tailer.
+/// A started server: await (or spawn) `server` to run it; `feed` is its revision-log tailer. It
+/// handles no signals itself: whoever runs it calls [`Stopper::stop`] (see [`terminated`]).
 pub struct Running {
     pub server: actix_web::dev::Server,
     pub feed: Arc<ChangeFeed>,
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Running {
+    pub fn stopper(&self) -> Stopper {
+        Stopper { handle: self.server.handle(), stopping: self.stopping.clone() }
+    }
+}
+
+/// Stops a running server gracefully: open config streams end at once, requests in flight finish.
+pub struct Stopper {
+    handle: actix_web::dev::ServerHandle,
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Stopper {
+    pub async fn stop(self) {
+        self.stopping.send_replace(true);
+        self.handle.stop(true).await;
+    }
+}
+
+/// SIGTERM (orchestrators) or Ctrl-C.
+pub async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
 }
 
 /// Starts the revision-log tailer and the HTTP server on `listener`.
 pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<Running> {
     let feed = ChangeFeed::start(parts.db.clone(), parts.feed).await?;
+    let stopping = Arc::new(tokio::sync::watch::channel(false).0);
     let state = web::Data::new(AppState {
         db: parts.db,
         keys: parts.keys,
@@ -57,11 +88,13 @@ pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<
         feed: feed.clone(),
         bookmark_interval: parts.bookmark_interval,
         scans: Arc::new(tokio::sync::Semaphore::new(2)),
+        stopping: stopping.clone(),
     });
     let spec = api::openapi();
     let mut server = HttpServer::new(move || api::app(state.clone(), spec.clone())).listen(listener)?;
     if let Some(n) = parts.workers {
         server = server.workers(n);
     }
-    Ok(Running { server: server.shutdown_timeout(10).run(), feed })
+    let server = server.shutdown_timeout(10).disable_signals().run();
+    Ok(Running { server, feed, stopping })
 }

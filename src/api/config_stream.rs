@@ -29,6 +29,7 @@ fn subscribe_error(e: SubscribeError) -> ApiError {
 
 struct Streaming {
     sub: Subscription,
+    stopping: tokio::sync::watch::Receiver<bool>,
     bookmark: tokio::time::Interval,
     _open: OpenStreams,
 }
@@ -88,6 +89,7 @@ pub async fn config_stream(
     let every = state.bookmark_interval;
     let streaming = Streaming {
         sub,
+        stopping: state.stopping.subscribe(),
         bookmark: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
         _open: OpenStreams::new(),
     };
@@ -96,6 +98,7 @@ pub async fn config_stream(
             // Queued events first: a bookmark must never overtake an event it covers.
             biased;
             next = s.sub.next() => next.ok()?,
+            _ = s.stopping.wait_for(|stopping| *stopping) => return None,
             _ = s.bookmark.tick() => StreamEvent { event: EventKind::Bookmark, id: Some(s.sub.position().to_string()), data: json!({}) },
         };
         Some((Ok::<_, Infallible>(Bytes::from(event.to_sse())), s))

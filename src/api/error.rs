@@ -147,7 +147,8 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         if let ApiError::Internal(e) = self {
-            tracing::error!(error = ?e, "request failed");
+            // The whole cause chain, in words ("a: b: c").
+            tracing::error!(error = %format!("{e:#}"), "request failed");
         }
         let (slug, title) = self.slug_and_title();
         let problem = Problem {

@@ -53,6 +53,9 @@ pub struct AppState {
     pub bookmark_interval: std::time::Duration,
     /// Bounds how many messages are parsed at once (each may be up to the platform cap in memory).
     pub scans: Arc<tokio::sync::Semaphore>,
+    /// Turns true when the server is stopping: open config streams end, so workers resume from
+    /// another replica and the graceful stop does not wait on streams that never finish.
+    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 fn routes(cfg: &mut ServiceConfig) {

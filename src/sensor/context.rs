@@ -5,6 +5,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio_rustls::TlsAcceptor;
 
+use super::api_health::ApiHealth;
 use super::follower::Follower;
 use super::handoff::ApiClient;
 
@@ -22,6 +23,9 @@ pub struct WorkerLimits {
     pub data_rate_grace: Duration,
     /// How long a client the settings refuse may stay connected (to read why, and QUIT).
     pub refused_grace: Duration,
+    /// How long the API may be unreachable before the worker reports itself unready and answers
+    /// new sessions `421 4.3.0` at the greeting.
+    pub api_grace: Duration,
     pub max_recipients: usize,
     /// How long to wait for the API to confirm a stored message after the data ends.
     pub handoff_timeout: Duration,
@@ -40,6 +44,7 @@ impl Default for WorkerLimits {
             min_data_rate: 1024,
             data_rate_grace: Duration::from_secs(30),
             refused_grace: Duration::from_secs(10),
+            api_grace: Duration::from_secs(3),
             max_recipients: crate::policy::MAX_RECIPIENTS,
             handoff_timeout: Duration::from_secs(60),
             heartbeat: Duration::from_secs(10),
@@ -53,6 +58,8 @@ pub struct Context {
     /// The settings in force, from the config stream.
     pub follower: Arc<Follower>,
     pub api: ApiClient,
+    /// Whether the API can be reached, from every exchange with it.
+    pub health: Arc<ApiHealth>,
     pub tls: Option<TlsAcceptor>,
     pub hostname: String,
     pub instance_id: String,

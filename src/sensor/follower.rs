@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use super::api_health::{ApiHealth, plain};
 use crate::policy::SmtpSettings;
 use crate::wire::{EventKind, RejectedItem, SensorConfig};
 
@@ -27,6 +28,8 @@ pub struct FollowOptions {
     pub idle_timeout: Duration,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Told of every connection attempt's outcome.
+    pub health: Arc<ApiHealth>,
 }
 
 impl FollowOptions {
@@ -38,6 +41,7 @@ impl FollowOptions {
             idle_timeout: Duration::from_secs(45),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            health: Arc::new(ApiHealth::new(Duration::from_secs(3))),
         }
     }
 }
@@ -208,11 +212,19 @@ async fn connect_once(http: &reqwest::Client, options: &FollowOptions, shared: &
     let response = match tokio::time::timeout(options.idle_timeout, request.send()).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, "config stream: cannot connect");
+            options.health.failed(plain(&e));
             return Outcome::Failed(None);
         }
-        Err(_) => return Outcome::Failed(None),
+        Err(_) => {
+            options.health.failed(format!("no answer within {} s at {url}", options.idle_timeout.as_secs()));
+            return Outcome::Failed(None);
+        }
     };
+    if response.status().is_server_error() {
+        options.health.failed(format!("the API answered {} at {url}", response.status()));
+    } else {
+        options.health.reached();
+    }
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         // The sensor no longer exists (its deletion was compacted away while we were gone).
         tracing::warn!("config stream: the sensor no longer exists; refusing mail from now on");

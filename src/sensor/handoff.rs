@@ -1,4 +1,5 @@
 //! Talking to the API: acknowledgements and heartbeats, and streaming accepted messages to it.
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -7,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use super::api_health::{ApiHealth, plain};
 use super::follower::AppliedState;
 use crate::wire::{HANDOFF_CONTENT_TYPE, HandoffEnvelope, WorkerReport};
 
@@ -21,6 +23,7 @@ pub struct ApiClient {
     sensor: Uuid,
     instance: String,
     listen: String,
+    health: Arc<ApiHealth>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +37,7 @@ pub enum HandoffError {
 }
 
 impl ApiClient {
-    pub fn new(api: &str, token: &str, sensor: Uuid, instance: &str, listen: &str) -> Self {
+    pub fn new(api: &str, token: &str, sensor: Uuid, instance: &str, listen: &str, health: Arc<ApiHealth>) -> Self {
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
         ApiClient {
             http,
@@ -43,6 +46,7 @@ impl ApiClient {
             sensor,
             instance: instance.to_owned(),
             listen: listen.to_owned(),
+            health,
         }
     }
 
@@ -59,9 +63,13 @@ impl ApiClient {
         let sent =
             self.http.put(url).bearer_auth(&self.token).json(&body).timeout(Duration::from_secs(10)).send().await;
         match sent {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => tracing::warn!(status = %r.status(), "acknowledgement refused"),
-            Err(e) => tracing::debug!(error = %e, "acknowledgement not delivered"),
+            Ok(r) if r.status().is_success() => self.health.reached(),
+            Ok(r) if r.status().is_server_error() => self.health.failed(format!("the API answered {}", r.status())),
+            Ok(r) => {
+                self.health.reached();
+                tracing::warn!(status = %r.status(), "acknowledgement refused");
+            }
+            Err(e) => self.health.failed(plain(&e)),
         }
     }
 
@@ -91,13 +99,22 @@ impl ApiClient {
             .header("content-type", HANDOFF_CONTENT_TYPE)
             .header("idempotency-key", Uuid::now_v7().to_string())
             .body(reqwest::Body::wrap_stream(body));
+        let health = self.health.clone();
         let task = tokio::spawn(async move {
-            let response = request.send().await.map_err(|e| HandoffError::Unreachable(e.to_string()))?;
+            let response = request.send().await.map_err(|e| {
+                health.failed(plain(&e));
+                HandoffError::Unreachable(plain(&e))
+            })?;
             let status = response.status();
+            if status.is_server_error() {
+                health.failed(format!("the API answered {status}"));
+            } else {
+                health.reached();
+            }
             if !(status.as_u16() == 200 || status.as_u16() == 201) {
                 return Err(HandoffError::Refused(status.as_u16()));
             }
-            let body: Value = response.json().await.map_err(|e| HandoffError::Unreachable(e.to_string()))?;
+            let body: Value = response.json().await.map_err(|e| HandoffError::Unreachable(plain(&e)))?;
             Ok(body["id"].as_str().unwrap_or_default().to_owned())
         });
         Handoff { tx: Some(tx), task, answer_timeout }

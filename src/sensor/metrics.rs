@@ -16,7 +16,7 @@ pub fn render() -> String {
     REGISTRY.handle().render()
 }
 
-/// A session ended its greeting stage: `accepted`, `disabled` or `client_rejected`.
+/// A session ended its greeting stage: `accepted`, `disabled`, `client_rejected` or `api_unreachable`.
 pub fn session(outcome: &'static str) {
     record(|| metrics::counter!("mailsensor_smtp_sessions_total", "outcome" => outcome).increment(1));
 }

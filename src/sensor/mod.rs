@@ -5,6 +5,7 @@
 //!
 //! It imports `policy`, `wire` and its own modules only (see ARCHITECTURE.md).
 mod acknowledge;
+mod api_health;
 mod context;
 mod data;
 pub mod follower;

@@ -49,6 +49,13 @@ pub async fn serve(stream: Box<dyn Stream>, ctx: Arc<Context>, peer: SocketAddr,
         let _ = conn.flush().await;
         return;
     };
+    if ctx.health.unreachable().is_some() {
+        // Nothing accepted now could be stored: say so before the client sends a message.
+        conn.reply("421 4.3.0 cannot store mail right now, try again later");
+        let _ = conn.flush().await;
+        super::metrics::session("api_unreachable");
+        return;
+    }
     let network = ctx.sensor_network.unwrap_or_else(|| super::network::interface_network(local.ip()));
     let connect = policy::evaluate_connect(&in_force.settings, peer_ip, Some(network));
     if connect.reply.code == 421 {
@@ -321,8 +328,9 @@ impl Session {
                 "554 5.5.2 text line longer than 998 characters (RFC 5321 §4.5.3.1.6); message refused".to_owned()
             }
             None if received.handoff_failed => {
-                let result = handoff.finish().await;
-                tracing::warn!(?result, "hand-off failed mid-message");
+                if let Err(e) = handoff.finish().await {
+                    tracing::warn!(error = %e, "hand-off failed mid-message");
+                }
                 "451 4.3.0 could not store the message, try again later".to_owned()
             }
             None => match handoff.finish().await {

@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
 use super::acknowledge::acknowledge;
+use super::api_health::ApiHealth;
 use super::context::{Context, WorkerLimits};
 use super::follower::{FollowOptions, Follower};
 use super::handoff::ApiClient;
@@ -74,13 +75,20 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<RunningWorker> {
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("binding SMTP on {}", config.listen))?;
     let smtp_addr = listener.local_addr()?;
-    let api = ApiClient::new(&config.api, &config.token, config.sensor_id, &config.instance_id, &smtp_addr.to_string());
-    let follower =
-        Arc::new(Follower::start(FollowOptions::new(config.api.clone(), config.token.clone(), config.sensor_id)));
+    let health = Arc::new(ApiHealth::new(config.limits.api_grace));
+    let listen = smtp_addr.to_string();
+    let api =
+        ApiClient::new(&config.api, &config.token, config.sensor_id, &config.instance_id, &listen, health.clone());
+    let follow = FollowOptions {
+        health: health.clone(),
+        ..FollowOptions::new(config.api.clone(), config.token.clone(), config.sensor_id)
+    };
+    let follower = Arc::new(Follower::start(follow));
     let mut background = vec![tokio::spawn(acknowledge(follower.state(), api.clone(), config.limits.heartbeat))];
     let ctx = Arc::new(Context {
         follower,
         api,
+        health,
         tls: config.tls.clone(),
         hostname: config.hostname.clone(),
         instance_id: config.instance_id.clone(),
@@ -160,12 +168,15 @@ fn admin_server(addr: SocketAddr, ctx: Arc<Context>) -> anyhow::Result<(actix_we
                 "/readyz",
                 web::get().to(move || {
                     let revision = ctx.follower.in_force().map(|f| f.revision());
+                    let unreachable = ctx.health.unreachable();
                     async move {
-                        match revision {
-                            Some(r) => {
+                        match (revision, unreachable) {
+                            (_, Some(cause)) => HttpResponse::ServiceUnavailable()
+                                .json(serde_json::json!({"status": format!("the API is unreachable: {cause}")})),
+                            (Some(r), None) => {
                                 HttpResponse::Ok().json(serde_json::json!({"status": "ready", "settings_revision": r}))
                             }
-                            None => HttpResponse::ServiceUnavailable()
+                            (None, None) => HttpResponse::ServiceUnavailable()
                                 .json(serde_json::json!({"status": "waiting for the first settings snapshot"})),
                         }
                     }

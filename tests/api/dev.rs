@@ -5,11 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::helpers::{free_port, spawn_dev};
 
 struct Dev {
     child: Child,
@@ -23,14 +21,7 @@ struct Dev {
 /// Starts `mailsensor dev` and reads what it prints until the worker is up.
 async fn start_dev(dir: &std::path::Path) -> Dev {
     let (api, smtp) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailsensor"))
-        .args(["dev", "--data-dir", dir.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{api}"), "--smtp-listen", &format!("127.0.0.1:{smtp}")])
-        .env("MAILSENSOR_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_dev(dir, api, smtp, Stdio::piped());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut tenant, mut pcn_sensor, mut tokens) = (String::new(), String::new(), std::collections::HashMap::new());
     let deadline = Instant::now() + Duration::from_secs(60);

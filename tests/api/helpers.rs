@@ -153,6 +153,11 @@ pub async fn start_on(url: &str, address: &str) -> TestApp {
 }
 
 pub async fn start_with(url: &str, address: &str, feed: mailsensor::stream::FeedOptions) -> TestApp {
+    // The server's warnings and errors go to the test's output, so a failing test shows why.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn,actix_http::h1::dispatcher=off"))
+        .with_test_writer()
+        .try_init();
     let db = store::connect(url, 5).await.unwrap();
     let keys = Arc::new(KeySet::from_config(&server_auth()).unwrap());
     let listener = TcpListener::bind(address).unwrap();
@@ -177,6 +182,22 @@ impl TestApp {
     pub fn address(&self) -> &str {
         self.base.trim_start_matches("http://")
     }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts the real `mailsensor dev` on the given ports, its banner going to `stdout`.
+pub fn spawn_dev(dir: &std::path::Path, api: u16, smtp: u16, stdout: std::process::Stdio) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_mailsensor"))
+        .args(["dev", "--data-dir", dir.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{api}"), "--smtp-listen", &format!("127.0.0.1:{smtp}")])
+        .env("MAILSENSOR_LOG", "warn")
+        .stdout(stdout)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
 }
 
 pub fn now() -> u64 {

@@ -11,6 +11,7 @@ mod layers;
 mod openapi;
 mod roles;
 mod settings;
+mod shutdown;
 mod smtp;
 mod stream;
 mod tenancy;

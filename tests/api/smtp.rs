@@ -356,6 +356,49 @@ async fn api_outage_means_451_and_nothing_lost(backend: Backend) {
     api.stop().await;
 }
 
+/// While the API cannot be reached the worker says so: `/readyz` answers 503 with the plain cause,
+/// and new sessions get `421 4.3.0` at the greeting instead of reading a message to refuse it.
+async fn worker_health_follows_the_api(backend: Backend) {
+    let w = world(backend).await;
+    let worker =
+        mx(&w, settings(&["example.com"], &[], unlimited()), |c| c.limits.api_grace = Duration::from_secs(1)).await;
+    let readyz = format!("http://{}/readyz", worker.admin_addr.unwrap());
+    let ready = async || {
+        let r = reqwest::get(&readyz).await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap()["status"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(ready().await.0, 200);
+    let greeting = async || {
+        let mut stream = TcpStream::connect_std_from("127.0.0.1", worker.smtp_addr).await;
+        read_reply(&mut stream).await
+    };
+    let address = w.app.address().to_owned();
+    w.app.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, why) = loop {
+        let (status, why) = ready().await;
+        if status == 503 {
+            break (status, why);
+        }
+        assert!(Instant::now() < deadline, "still ready with the API down");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, 503);
+    assert!(why.contains("unreachable") && why.to_lowercase().contains("refused"), "{why}");
+    assert!(!why.contains("Error {") && !why.contains("Unreachable("), "plain words, not debug text: {why}");
+    assert!(greeting().await.starts_with("421 4.3.0"));
+
+    let api = start_on(&w.app.url, &address).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready().await.0 != 200 {
+        assert!(Instant::now() < deadline, "not ready again after the API came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(greeting().await.starts_with("220"));
+    worker.shutdown().await;
+    api.stop().await;
+}
+
 async fn starttls(backend: Backend) {
     let w = world(backend).await;
     let tls = sensor::tls::acceptor(&fixture("tls/cert.pem"), &fixture("tls/key.pem")).unwrap();
@@ -831,6 +874,7 @@ async fn graceful_shutdown(backend: Backend) {
 on_both_backends!(
     idle_timeout_and_worker_limit,
     slow_clients_are_cut_off,
+    worker_health_follows_the_api,
     refused_client_flood,
     reply_code_table,
     blank_field_rules,
