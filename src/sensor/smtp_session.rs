@@ -164,8 +164,14 @@ impl Session {
                 Ok(Request::Ehlo { host }) => self.ehlo(conn, host, true),
                 Ok(Request::Helo { host }) => self.ehlo(conn, host, false),
                 Ok(Request::Lhlo { .. }) => self.error(conn, "500 5.5.1 this is SMTP, not LMTP"),
-                Ok(Request::Mail { from }) => self.mail(conn, from.address, from.size),
-                Ok(Request::Rcpt { to }) => self.rcpt(conn, to.address.as_ref()),
+                Ok(Request::Mail { from }) => {
+                    let address = as_written(&line).unwrap_or(from.address);
+                    self.mail(conn, address, from.size)
+                }
+                Ok(Request::Rcpt { to }) => {
+                    let address = as_written(&line).unwrap_or(to.address);
+                    self.rcpt(conn, &address)
+                }
                 Ok(Request::Data) => {
                     if let Some(next) = self.data(conn).await? {
                         return Ok(next);
@@ -268,7 +274,8 @@ impl Session {
             return;
         }
         let outcome = policy::evaluate_recipient(&self.in_force.settings, to);
-        if outcome.decision == Decision::Accept {
+        // A recipient named twice is accepted once: one copy of the message is one copy.
+        if outcome.decision == Decision::Accept && !self.txn.rcpt_to.iter().any(|r| r == to) {
             self.txn.rcpt_to.push(to.to_owned());
         }
         conn.reply(&outcome.reply.line());
@@ -353,6 +360,32 @@ impl Session {
         }
         Ok(None)
     }
+}
+
+/// The address of a `MAIL FROM:<…>` or `RCPT TO:<…>` line exactly as the client wrote it, when its
+/// local part is quoted: smtp-proto drops the quotes (`"john doe"@example.com` would become `john
+/// doe@example.com`, and `"x@a"@b` an address with two `@`), which changes what the address says.
+fn as_written<'a>(line: &[u8]) -> Option<Cow<'a, str>> {
+    let text = std::str::from_utf8(line).ok()?;
+    let start = text.find('<')? + 1;
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in text[start..].char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '>' if !quoted => {
+                let path = &text[start..start + i];
+                // A source route (`@a,@b:user@c`) is not part of the address.
+                let address =
+                    path.rsplit_once(':').filter(|(route, _)| route.starts_with('@')).map_or(path, |(_, a)| a);
+                return address.starts_with('"').then(|| Cow::Owned(address.to_owned()));
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Why a wait on the client ran out: the session's own time, or this one step's.

@@ -604,6 +604,34 @@ async fn refused_client_flood(backend: Backend) {
     worker.shutdown().await;
 }
 
+/// Addresses are kept as the client wrote them (a quoted local part keeps its quotes, so the domain
+/// is the one after the quotes), and a recipient named twice is stored once.
+async fn addresses_as_written(backend: Backend) {
+    let w = world(backend).await;
+    let worker = mx(&w, settings(&["example.com"], &[], unlimited()), |_| {}).await;
+    let mut s = TcpStream::connect_std_from("127.0.0.1", worker.smtp_addr).await;
+    read_reply(&mut s).await;
+    let mut say = async |line: &str| {
+        s.write_all(format!("{line}\r\n").as_bytes()).await.unwrap();
+        read_reply(&mut s).await
+    };
+    say("EHLO client.test").await;
+    assert!(say("MAIL FROM:<\"a b\"@example.org>").await.starts_with("250"));
+    let quoted = say("RCPT TO:<\"john doe\"@example.com>").await;
+    assert!(quoted.starts_with("250") && quoted.contains("<\"john doe\"@example.com>"), "{quoted:?}");
+    let tricky = say("RCPT TO:<\"x@example.com\"@evil.test>").await;
+    assert!(tricky.starts_with("550") && tricky.contains("<\"x@example.com\"@evil.test>"), "{tricky:?}");
+    assert!(say("RCPT TO:<bob@example.com>").await.starts_with("250"));
+    assert!(say("RCPT TO:<bob@example.com>").await.starts_with("250"), "a repeat is accepted");
+    assert!(say("DATA").await.starts_with("354"));
+    assert!(say("Subject: as written\r\n\r\nhi\r\n.").await.starts_with("250"));
+    let stored = messages(&w).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["envelope"]["mail_from"], "\"a b\"@example.org");
+    assert_eq!(stored[0]["envelope"]["rcpt_to"], json!(["\"john doe\"@example.com", "bob@example.com"]));
+    worker.shutdown().await;
+}
+
 /// A client nobody here wrote: Python's smtplib.
 async fn python_smtplib_client(backend: Backend) {
     let w = world(backend).await;
@@ -875,6 +903,7 @@ on_both_backends!(
     idle_timeout_and_worker_limit,
     slow_clients_are_cut_off,
     worker_health_follows_the_api,
+    addresses_as_written,
     refused_client_flood,
     reply_code_table,
     blank_field_rules,
