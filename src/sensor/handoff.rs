@@ -36,6 +36,15 @@ pub enum HandoffError {
     TimedOut,
 }
 
+impl HandoffError {
+    /// The API refused this message itself (413 too large, 422 invalid): sending it again cannot
+    /// help, so the sender must hear a 5xx, not a 4xx it would retry forever. Anything else (the
+    /// worker's own token refused, the API away) may pass, and is a 451.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, HandoffError::Refused(413 | 422))
+    }
+}
+
 impl ApiClient {
     pub fn new(api: &str, token: &str, sensor: Uuid, instance: &str, listen: &str, health: Arc<ApiHealth>) -> Self {
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
@@ -178,5 +187,21 @@ impl Handoff {
                 abort.abort();
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HandoffError;
+
+    #[test]
+    fn only_the_messages_own_faults_are_permanent() {
+        assert!(HandoffError::Refused(422).is_permanent());
+        assert!(HandoffError::Refused(413).is_permanent());
+        for transient in [400, 401, 403, 404, 408, 409, 429, 500, 503] {
+            assert!(!HandoffError::Refused(transient).is_permanent(), "{transient}");
+        }
+        assert!(!HandoffError::TimedOut.is_permanent());
+        assert!(!HandoffError::Unreachable("refused".into()).is_permanent());
     }
 }

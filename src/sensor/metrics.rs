@@ -21,7 +21,8 @@ pub fn session(outcome: &'static str) {
     record(|| metrics::counter!("mailsensor_smtp_sessions_total", "outcome" => outcome).increment(1));
 }
 
-/// A message's data ended: `stored` or `handoff_failed`.
+/// A message's data ended: `stored`, `refused` (the API refused it for good: 554) or
+/// `handoff_failed` (451; the sender retries).
 pub fn message(outcome: &'static str) {
     record(|| metrics::counter!("mailsensor_smtp_messages_total", "outcome" => outcome).increment(1));
 }

@@ -159,6 +159,12 @@ impl Session {
                 }
                 Err(e) => return Err(e),
             };
+            if line.contains(&0) {
+                // No mail system can take a NUL in an address or a greeting name, now or on a
+                // retry: refuse it for good rather than fail the hand-off every time (451 forever).
+                self.error(conn, "501 5.5.2 NUL character in command; refused");
+                continue;
+            }
             let request = Request::parse(&mut line.iter());
             match request {
                 Ok(Request::Ehlo { host }) => self.ehlo(conn, host, true),
@@ -344,6 +350,11 @@ impl Session {
                 Ok(id) => {
                     super::metrics::message("stored");
                     format!("250 2.0.0 <{id}> stored")
+                }
+                Err(e) if e.is_permanent() => {
+                    tracing::warn!(error = %e, "the API refused the message");
+                    super::metrics::message("refused");
+                    "554 5.6.0 the message cannot be stored as sent; refused".to_owned()
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "hand-off failed");

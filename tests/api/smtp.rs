@@ -632,6 +632,28 @@ async fn addresses_as_written(backend: Backend) {
     worker.shutdown().await;
 }
 
+/// A NUL byte in a command can never be stored: it is refused for good (5xx) at once, rather than
+/// read, handed off, refused by the API and answered 451 on every retry.
+async fn nul_in_commands_is_refused_for_good(backend: Backend) {
+    let w = world(backend).await;
+    let worker = mx(&w, settings(&["example.com"], &[], unlimited()), |_| {}).await;
+    let mut s = TcpStream::connect_std_from("127.0.0.1", worker.smtp_addr).await;
+    read_reply(&mut s).await;
+    for line in ["HELO mx\0.example.org", "MAIL FROM:<a\0b@example.org>"] {
+        s.write_all(format!("{line}\r\n").as_bytes()).await.unwrap();
+        let reply = read_reply(&mut s).await;
+        assert!(reply.starts_with("501 5.5.2"), "{line:?}: {reply:?}");
+    }
+    // The session goes on for what can be stored.
+    for (line, code) in
+        [("EHLO mx.example.org", "250"), ("MAIL FROM:<a@example.org>", "250"), ("RCPT TO:<b@example.com>", "250")]
+    {
+        s.write_all(format!("{line}\r\n").as_bytes()).await.unwrap();
+        assert!(read_reply(&mut s).await.starts_with(code), "{line}");
+    }
+    worker.shutdown().await;
+}
+
 /// A client nobody here wrote: Python's smtplib.
 async fn python_smtplib_client(backend: Backend) {
     let w = world(backend).await;
@@ -904,6 +926,7 @@ on_both_backends!(
     slow_clients_are_cut_off,
     worker_health_follows_the_api,
     addresses_as_written,
+    nul_in_commands_is_refused_for_good,
     refused_client_flood,
     reply_code_table,
     blank_field_rules,
