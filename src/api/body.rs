@@ -53,18 +53,24 @@ impl FromRequest for JsonObject {
                 let message = format!("the body is nested deeper than {MAX_JSON_DEPTH} levels");
                 ApiError::validation([FieldError::body("", message)])
             };
-            match serde_json::from_slice::<Value>(&bytes) {
-                Ok(value) if depth(&value) > MAX_JSON_DEPTH => Err(too_deep()),
+            let value = match serde_json::from_slice::<Value>(&bytes) {
+                Ok(value) => value,
                 // serde_json stops at 128 levels on its own, before anything deeper is built.
-                Err(e) if e.to_string().starts_with("recursion limit exceeded") => Err(too_deep()),
-                Ok(Value::Object(map)) => {
-                    // PostgreSQL text cannot hold NUL: refuse it here, by name, rather than fail later.
-                    let mut nul = Vec::new();
-                    find_nul(&Value::Object(map.clone()), "", &mut nul);
-                    if nul.is_empty() { Ok(JsonObject(map)) } else { Err(ApiError::Validation(nul)) }
-                }
-                Ok(_) => Err(ApiError::validation([FieldError::body("", "the body must be a JSON object")])),
-                Err(e) => Err(ApiError::BadRequest(format!("the body is not valid JSON: {e}"))),
+                Err(e) if e.to_string().starts_with("recursion limit exceeded") => return Err(too_deep()),
+                Err(e) => return Err(ApiError::BadRequest(format!("the body is not valid JSON: {e}"))),
+            };
+            if depth(&value) > MAX_JSON_DEPTH {
+                return Err(too_deep());
+            }
+            if !value.is_object() {
+                return Err(ApiError::validation([FieldError::body("", "the body must be a JSON object")]));
+            }
+            // PostgreSQL text cannot hold NUL: refuse it here, by name, rather than fail later.
+            let mut nul = Vec::new();
+            find_nul(&value, "", &mut nul);
+            match value {
+                Value::Object(map) if nul.is_empty() => Ok(JsonObject(map)),
+                _ => Err(ApiError::Validation(nul)),
             }
         })
     }

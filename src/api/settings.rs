@@ -107,7 +107,7 @@ fn parse_settings(body: JsonObject, base: Option<&SmtpSettings>, cap: u64) -> Re
             }
         }
     }
-    let draft = patch.over(base.map(SettingsDocument::from).as_ref());
+    let draft = patch.over(base.map(SmtpSettings::to_draft));
     let checked = SmtpSettings::parse(&draft, cap);
     let violations: Vec<FieldError> = match &checked {
         Ok(_) => Vec::new(),

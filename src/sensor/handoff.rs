@@ -111,8 +111,9 @@ impl ApiClient {
         let health = self.health.clone();
         let task = tokio::spawn(async move {
             let response = request.send().await.map_err(|e| {
-                health.failed(plain(&e));
-                HandoffError::Unreachable(plain(&e))
+                let cause = plain(&e);
+                health.failed(cause.clone());
+                HandoffError::Unreachable(cause)
             })?;
             let status = response.status();
             if status.is_server_error() {

@@ -156,8 +156,7 @@ pub struct SettingsPatch {
 
 impl SettingsPatch {
     /// The settings this patch asks for on top of `base` (absent: every field must be given).
-    pub fn over(self, base: Option<&SettingsDocument>) -> SettingsDraft {
-        let base = base.map(SettingsDocument::to_draft);
+    pub fn over(self, base: Option<SettingsDraft>) -> SettingsDraft {
         let (enabled, domains, clients, size) = match base {
             Some(b) => (Some(b.enabled), Some(b.destination_domains), Some(b.clients), Some(b.message_size_limit)),
             None => (None, None, None, None),
