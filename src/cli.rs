@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// Do not apply pending migrations at start (run `mailsensor migrate` separately).
     #[arg(long, env = "MAILSENSOR_NO_MIGRATE")]
     pub no_migrate: bool,
+    /// Apply pending migrations as this user (the tables' owner) before serving as the
+    /// `--database-url` user (`mailsensor_api`); without it, migrations use `--database-url`.
+    #[arg(long, env = "MAILSENSOR_MIGRATE_DATABASE_URL", hide_env_values = true, conflicts_with = "no_migrate")]
+    pub migrate_database_url: Option<String>,
     /// Platform hard cap on message size in bytes; "unlimited" settings mean this cap.
     #[arg(long, env = "MAILSENSOR_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: u64,

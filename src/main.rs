@@ -62,11 +62,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             init_tracing();
             let keys = Arc::new(KeySet::from_config(&args.auth.config())?);
+            if let Some(owner_url) = &args.migrate_database_url {
+                let owner = store::connect(owner_url, 2).await.context("connecting to the database as its owner")?;
+                store::migrate(&owner).await.context("applying migrations")?;
+                owner.close().await?;
+            }
             let db = store::connect(&args.database.database_url, args.database.database_max_connections)
                 .await
                 .context("connecting to the database")?;
-            if !args.no_migrate {
-                store::migrate(&db).await.context("applying migrations")?;
+            if !args.no_migrate && args.migrate_database_url.is_none() && store::is_ready(&db).await.is_err() {
+                store::migrate(&db).await.context(
+                    "applying migrations (if this user does not own the tables, give the owner's URL with \
+                     --migrate-database-url or run `mailsensor migrate` as the owner)",
+                )?;
             }
             let listener = TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
             tracing::info!(address = %args.listen, "control plane listening");

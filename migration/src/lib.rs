@@ -5,6 +5,7 @@ mod m20261128_000001_tenancy;
 mod m20261128_000002_revisions;
 mod m20261128_000003_messages;
 mod m20261202_000004_wire_log_payload;
+mod m20261202_000005_row_level_security;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_revisions::Migration),
             Box::new(m20261128_000003_messages::Migration),
             Box::new(m20261202_000004_wire_log_payload::Migration),
+            Box::new(m20261202_000005_row_level_security::Migration),
         ]
     }
 }

@@ -138,16 +138,11 @@ impl Caller {
     /// For the worker endpoints: the tenant of `sensor` when the caller is that sensor's own
     /// token. Anyone else gets 403 if the sensor is in their scope, 404 if not.
     ///
-    /// `must_exist`: a deleted sensor's token can no longer hand off messages or report; only the
-    /// stream still answers it, so a worker that was away learns of the deletion.
-    pub async fn own_sensor(&self, state: &AppState, sensor: Uuid, must_exist: bool) -> Result<Uuid, ApiError> {
+    /// A deleted sensor's token was already refused (401) at sign-in, except on its config
+    /// stream, which still answers it so a worker that was away learns of the deletion.
+    pub async fn own_sensor(&self, state: &AppState, sensor: Uuid) -> Result<Uuid, ApiError> {
         match &self.principal {
-            Principal::Sensor { tenant, sensor: own, .. } if *own == sensor => {
-                if must_exist {
-                    store::sensors::get(&state.db, TenantScope::whole_tenant(*tenant), sensor).await?;
-                }
-                Ok(*tenant)
-            }
+            Principal::Sensor { tenant, sensor: own, .. } if *own == sensor => Ok(*tenant),
             Principal::Member { tenant, .. } => {
                 let scope = self.scope(state, *tenant).await?;
                 store::sensors::get(&state.db, scope, sensor).await?;
@@ -176,6 +171,7 @@ impl FromRequest for Caller {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer(req);
         let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        let config_stream = req.path().ends_with("/config-stream");
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
             let principal =
@@ -186,6 +182,17 @@ impl FromRequest for Caller {
                         ApiError::Unauthorized(TokenError::Invalid("the node named in the token does not exist".into()))
                     })?;
                     node.kind == store::nodes::PCN
+                }
+                Principal::Sensor { tenant, sensor, .. } if !config_stream => {
+                    let scope = TenantScope::whole_tenant(*tenant);
+                    match store::sensors::get(&state.db, scope, *sensor).await {
+                        Err(store::StoreError::NotFound(_)) => {
+                            return Err(ApiError::Unauthorized(TokenError::Invalid(
+                                "the sensor named in the token no longer exists".into(),
+                            )));
+                        }
+                        other => other.map(|_| false)?,
+                    }
                 }
                 _ => false,
             };

@@ -82,7 +82,7 @@ pub async fn config_stream(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let sensor = path.into_inner();
-    let tenant = caller.own_sensor(&state, sensor, false).await?;
+    let tenant = caller.own_sensor(&state, sensor).await?;
     let last = req.headers().get("last-event-id").and_then(|v| v.to_str().ok());
     let sub =
         stream::open(&state.feed, tenant, sensor, last, state.max_message_bytes).await.map_err(subscribe_error)?;
@@ -141,7 +141,7 @@ pub async fn config_poll(
     query: web::Query<PollParams>,
 ) -> Result<web::Json<wire::ConfigPoll>, ApiError> {
     let sensor = path.into_inner();
-    let tenant = caller.own_sensor(&state, sensor, false).await?;
+    let tenant = caller.own_sensor(&state, sensor).await?;
     let wait = match query.wait.as_deref().map(str::parse::<u64>) {
         None => Duration::from_secs(30),
         Some(Ok(n)) if n <= 60 => Duration::from_secs(n),

@@ -192,7 +192,7 @@ pub async fn report_worker(
     body: JsonObject,
 ) -> Result<web::Json<WorkerView>, ApiError> {
     let (sensor, instance_id) = path.into_inner();
-    let tenant = caller.own_sensor(&state, sensor, true).await?;
+    let tenant = caller.own_sensor(&state, sensor).await?;
     let mut f = Fields::new(body);
     let report = WorkerReport::from_fields(&mut f);
     if !valid_instance_id(&instance_id) {

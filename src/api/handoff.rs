@@ -135,20 +135,20 @@ pub async fn hand_off(
     mut payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let sensor = path.into_inner();
-    let tenant = caller.own_sensor(&state, sensor, true).await?;
+    let tenant = caller.own_sensor(&state, sensor).await?;
     let key = idempotency_key(&req)?;
     let (envelope, rest) = read_envelope(&mut payload).await?;
     let id = match store::messages::begin(&state.db, tenant, sensor, &key, &envelope).await? {
         Begun::AlreadyStored(existing) => return Ok(HttpResponse::Ok().json(MessageView::from(*existing))),
         Begun::New(id) => id,
     };
-    match receive(&state, id, rest, payload).await {
+    match receive(&state, tenant, id, rest, payload).await {
         Ok(stored) => Ok(HttpResponse::Created()
             .insert_header((header::LOCATION, format!("/v1/tenants/{tenant}/messages/{}", stored.id)))
             .json(MessageView::from(stored))),
         Err(e) => {
             // Nothing partial is ever kept.
-            if let Err(cleanup) = store::messages::abandon(&state.db, id).await {
+            if let Err(cleanup) = store::messages::abandon(&state.db, tenant, id).await {
                 tracing::warn!(error = %cleanup, message = %id, "could not remove a broken upload");
             }
             Err(e)
@@ -159,6 +159,7 @@ pub async fn hand_off(
 /// Streams the rest of the body into chunks, then scans and publishes the message.
 async fn receive(
     state: &AppState,
+    tenant: Uuid,
     id: Uuid,
     first: Vec<u8>,
     mut payload: web::Payload,
@@ -171,7 +172,7 @@ async fn receive(
     let mut in_memory = Some(Vec::new());
     let mut seq = 0;
     let flush = async |data: Vec<u8>, seq: &mut i32| -> Result<(), ApiError> {
-        store::messages::append_chunk(&state.db, id, *seq, data).await?;
+        store::messages::append_chunk(&state.db, tenant, id, *seq, data).await?;
         *seq += 1;
         Ok(())
     };
@@ -212,7 +213,7 @@ async fn receive(
     let permit = state.scans.clone().acquire_owned().await.map_err(|e| ApiError::Internal(e.into()))?;
     let raw = match in_memory {
         Some(raw) => raw,
-        None => store::messages::read_raw(&state.db, id).await?,
+        None => store::messages::read_raw(&state.db, tenant, id).await?,
     };
     let report = tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -222,5 +223,5 @@ async fn receive(
     .map_err(|e| ApiError::Internal(e.into()))?;
     metrics::counter!("mailsensor_messages_stored_total", "verdict" => report.verdict.as_str()).increment(1);
     let digest = Digest { size, sha256: hex::encode(sha256.finalize()), md5: hex::encode(md5.finalize()) };
-    Ok(store::messages::finish(&state.db, id, digest, &report).await?)
+    Ok(store::messages::finish(&state.db, tenant, id, digest, &report).await?)
 }

@@ -212,7 +212,7 @@ pub async fn get_raw(
     let chunks = futures_util::stream::unfold(0, move |seq| {
         let db = db.clone();
         async move {
-            match store::messages::chunk(&db, id, seq).await {
+            match store::messages::chunk(&db, tenant, id, seq).await {
                 Ok(Some(data)) => Some((Ok::<_, Infallible>(Bytes::from(data)), seq + 1)),
                 Ok(None) => None,
                 Err(e) => {

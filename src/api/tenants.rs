@@ -99,12 +99,7 @@ pub async fn list_tenants(
         Principal::Member { tenant, .. } | Principal::Sensor { tenant, .. } => Some(*tenant),
     };
     let tenants = store::tenants::list(&state.db, only, page).await?;
-    let ids: Vec<Uuid> = tenants.items.iter().map(|t| t.id).collect();
-    let pcns = store::tenants::pcn_ids(&state.db, &ids).await?;
-    Ok(web::Json(Page::from_store(tenants, |t| {
-        let pcn = pcns.get(&t.id).copied().unwrap_or_default();
-        TenantView::new(t, pcn)
-    })))
+    Ok(web::Json(Page::from_store(tenants, |(t, pcn)| TenantView::new(t, pcn))))
 }
 
 async fn visible_tenant(state: &AppState, caller: &Caller, id: Uuid) -> Result<TenantView, ApiError> {

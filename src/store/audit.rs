@@ -92,6 +92,7 @@ pub async fn list(
     if let Some(after) = page.after {
         query = query.filter(C::Id.gt(after));
     }
-    let rows = query.order_by_asc(C::Id).limit(page.limit + 1).all(db).await?;
+    let query = query.order_by_asc(C::Id).limit(page.limit + 1);
+    let rows = super::db::as_tenant(db, scope.tenant, async |txn| Ok(query.all(txn).await?)).await?;
     Ok(Page::from_rows(rows, page, |r| r.id))
 }

@@ -1,7 +1,13 @@
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+use sea_orm::{
+    AccessMode, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
+    DbErr, IsolationLevel, Statement, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::StoreError;
 
 /// Opens a pool. A SQLite URL without a mode gets `mode=rwc`, so `mailsensor dev` creates its file.
 ///
@@ -31,8 +37,75 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
 }
 
 /// Ready = the database answers and no migration is pending.
+///
+/// Reads the bookkeeping table directly: the migrator's own check creates the table if missing,
+/// which the server's role (`mailsensor_api`) may not do.
 pub async fn is_ready(db: &DatabaseConnection) -> Result<(), String> {
-    db.execute_unprepared("SELECT 1").await.map_err(|e| format!("database unreachable: {e}"))?;
-    let pending = Migrator::get_pending_migrations(db).await.map_err(|e| format!("cannot read migrations: {e}"))?;
-    if pending.is_empty() { Ok(()) } else { Err(format!("{} migrations pending", pending.len())) }
+    let rows = db
+        .query_all_raw(Statement::from_string(db.get_database_backend(), "SELECT version FROM seaql_migrations"))
+        .await
+        .map_err(|e| format!("cannot read which migrations are applied: {e}"))?;
+    let applied: std::collections::HashSet<String> =
+        rows.iter().filter_map(|r| r.try_get::<String>("", "version").ok()).collect();
+    let pending = Migrator::migrations().iter().filter(|m| !applied.contains(m.name())).count();
+    if pending == 0 { Ok(()) } else { Err(format!("{pending} migrations pending")) }
+}
+
+/// Whose rows a transaction may touch. On PostgreSQL each is a role under row-level security
+/// (migration `row_level_security`), taken for the transaction only; SQLite has no roles and
+/// relies on the queries' own filters alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// One tenant's rows (`mailsensor_tenant` with `app.tenant_id` set): everything a request
+    /// or a worker does on behalf of a tenant.
+    Tenant(Uuid),
+    /// Every tenant's rows (`mailsensor_platform`): only the named cross-tenant paths — the
+    /// operator's tenant list and name lookup, the stream tailer, housekeeping.
+    Platform,
+}
+
+/// Opens a transaction that acts as `reach`. `consistent`: one repeatable-read, read-only
+/// snapshot (PostgreSQL; SQLite transactions are serialised anyway and reject the setting).
+pub(super) async fn begin(db: &DatabaseConnection, reach: Reach, consistent: bool) -> Result<DatabaseTransaction, DbErr> {
+    if db.get_database_backend() != DatabaseBackend::Postgres {
+        return db.begin().await;
+    }
+    let txn = if consistent {
+        db.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await?
+    } else {
+        db.begin().await?
+    };
+    let (role, tenant) = match reach {
+        Reach::Tenant(tenant) => ("mailsensor_tenant", tenant.to_string()),
+        Reach::Platform => ("mailsensor_platform", String::new()),
+    };
+    // Both settings are local to the transaction: the pooled connection goes back as it came.
+    txn.execute_raw(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true)",
+        [role.into(), tenant.into()],
+    ))
+    .await?;
+    Ok(txn)
+}
+
+/// Runs `work` in one transaction acting as `reach`, committed if it succeeds.
+pub(super) async fn run<T>(
+    db: &DatabaseConnection,
+    reach: Reach,
+    work: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let txn = begin(db, reach, false).await?;
+    let out = work(&txn).await?;
+    txn.commit().await?;
+    Ok(out)
+}
+
+/// [`run`] for one tenant.
+pub(super) async fn as_tenant<T>(
+    db: &DatabaseConnection,
+    tenant: Uuid,
+    work: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    run(db, Reach::Tenant(tenant), work).await
 }

@@ -3,12 +3,13 @@
 //! scan results, only once it is complete.
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde_json::json;
 use uuid::Uuid;
 
+use super::db::{Reach, as_tenant, run};
 use super::entity::{message, message_chunk};
 use super::{Page, PageRequest, StoreError, TenantScope};
 use crate::scan::ScanReport;
@@ -30,7 +31,18 @@ pub async fn begin(
     key: &str,
     envelope: &HandoffEnvelope,
 ) -> Result<Begun, StoreError> {
+    as_tenant(db, tenant, async |txn| begin_in(txn, tenant, sensor, key, envelope).await).await
+}
+
+async fn begin_in(
+    db: &impl ConnectionTrait,
+    tenant: Uuid,
+    sensor: Uuid,
+    key: &str,
+    envelope: &HandoffEnvelope,
+) -> Result<Begun, StoreError> {
     let existing = message::Entity::find()
+        .filter(message::Column::TenantId.eq(tenant))
         .filter(message::Column::SensorId.eq(sensor))
         .filter(message::Column::IdempotencyKey.eq(key))
         .one(db)
@@ -78,31 +90,49 @@ pub async fn begin(
     Ok(Begun::New(id))
 }
 
-pub async fn append_chunk(db: &DatabaseConnection, id: Uuid, seq: i32, data: Vec<u8>) -> Result<(), StoreError> {
-    message_chunk::Entity::insert(message_chunk::ActiveModel { message_id: Set(id), seq: Set(seq), data: Set(data) })
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
+pub async fn append_chunk(
+    db: &DatabaseConnection,
+    tenant: Uuid,
+    id: Uuid,
+    seq: i32,
+    data: Vec<u8>,
+) -> Result<(), StoreError> {
+    let chunk = message_chunk::ActiveModel { message_id: Set(id), seq: Set(seq), data: Set(data) };
+    as_tenant(db, tenant, async |txn| {
+        message_chunk::Entity::insert(chunk).exec_without_returning(txn).await?;
+        Ok(())
+    })
+    .await
 }
 
-pub async fn chunk(db: &DatabaseConnection, id: Uuid, seq: i32) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(message_chunk::Entity::find_by_id((id, seq)).one(db).await?.map(|c| c.data))
+async fn chunk_in(conn: &impl ConnectionTrait, id: Uuid, seq: i32) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(message_chunk::Entity::find_by_id((id, seq)).one(conn).await?.map(|c| c.data))
+}
+
+pub async fn chunk(db: &DatabaseConnection, tenant: Uuid, id: Uuid, seq: i32) -> Result<Option<Vec<u8>>, StoreError> {
+    as_tenant(db, tenant, async |txn| chunk_in(txn, id, seq).await).await
 }
 
 /// The whole raw message (for scanning), read chunk by chunk.
-pub async fn read_raw(db: &DatabaseConnection, id: Uuid) -> Result<Vec<u8>, StoreError> {
-    let mut raw = Vec::new();
-    let mut seq = 0;
-    while let Some(data) = chunk(db, id, seq).await? {
-        raw.extend_from_slice(&data);
-        seq += 1;
-    }
-    Ok(raw)
+pub async fn read_raw(db: &DatabaseConnection, tenant: Uuid, id: Uuid) -> Result<Vec<u8>, StoreError> {
+    as_tenant(db, tenant, async |txn| {
+        let mut raw = Vec::new();
+        let mut seq = 0;
+        while let Some(data) = chunk_in(txn, id, seq).await? {
+            raw.extend_from_slice(&data);
+            seq += 1;
+        }
+        Ok(raw)
+    })
+    .await
 }
 
-pub async fn abandon(db: &DatabaseConnection, id: Uuid) -> Result<(), StoreError> {
-    message::Entity::delete_by_id(id).exec(db).await?;
-    Ok(())
+pub async fn abandon(db: &DatabaseConnection, tenant: Uuid, id: Uuid) -> Result<(), StoreError> {
+    as_tenant(db, tenant, async |txn| {
+        message::Entity::delete_by_id(id).exec(txn).await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Digest of the raw content, computed while it streamed in.
@@ -115,12 +145,13 @@ pub struct Digest {
 /// Makes the message visible, with its scan results, in one transaction.
 pub async fn finish(
     db: &DatabaseConnection,
+    tenant: Uuid,
     id: Uuid,
     digest: Digest,
     report: &ScanReport,
 ) -> Result<message::Model, StoreError> {
-    let txn = db.begin().await?;
-    let row = message::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound("message"))?;
+    as_tenant(db, tenant, async |txn| {
+    let row = message::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("message"))?;
     let mut active: message::ActiveModel = row.into();
     active.status = Set(STORED.to_owned());
     active.size = Set(i64::try_from(digest.size).unwrap_or(i64::MAX));
@@ -134,19 +165,18 @@ pub async fn finish(
     active.verdict = Set(Some(report.verdict.as_str().to_owned()));
     active.detections = Set(serde_json::to_value(&report.detections).unwrap_or_default());
     active.parts = Set(serde_json::to_value(&report.parts).unwrap_or_default());
-    let stored = sea_orm::ActiveModelTrait::update(active, &txn).await?;
-    txn.commit().await?;
-    Ok(stored)
+    Ok(sea_orm::ActiveModelTrait::update(active, txn).await?)
+    })
+    .await
 }
 
-/// Drops uploads that broke off and were never retried.
+/// Drops uploads that broke off and were never retried: housekeeping across tenants, the
+/// platform path.
 pub async fn purge_incomplete(db: &DatabaseConnection, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-    Ok(message::Entity::delete_many()
+    let purge = message::Entity::delete_many()
         .filter(message::Column::Status.eq(INCOMPLETE))
-        .filter(message::Column::ReceivedAt.lt(older_than))
-        .exec(db)
-        .await?
-        .rows_affected)
+        .filter(message::Column::ReceivedAt.lt(older_than));
+    run(db, Reach::Platform, async |txn| Ok(purge.exec(txn).await?.rows_affected)).await
 }
 
 fn scoped(scope: TenantScope) -> sea_orm::Select<message::Entity> {
@@ -194,10 +224,12 @@ pub async fn list(
     if let Some(after) = page.after {
         query = query.filter(C::Id.gt(after));
     }
-    let rows = query.order_by_asc(C::Id).limit(page.limit + 1).all(db).await?;
+    let query = query.order_by_asc(C::Id).limit(page.limit + 1);
+    let rows = as_tenant(db, scope.tenant, async |txn| Ok(query.all(txn).await?)).await?;
     Ok(Page::from_rows(rows, page, |m| m.id))
 }
 
 pub async fn get(db: &DatabaseConnection, scope: TenantScope, id: Uuid) -> Result<message::Model, StoreError> {
-    scoped(scope).filter(message::Column::Id.eq(id)).one(db).await?.ok_or(StoreError::NotFound("message"))
+    let query = scoped(scope).filter(message::Column::Id.eq(id));
+    as_tenant(db, scope.tenant, async |txn| query.one(txn).await?.ok_or(StoreError::NotFound("message"))).await
 }

@@ -1,12 +1,13 @@
 //! Central nodes: one PCN per tenant (created with it) and any number of SCNs.
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect,
 };
 use serde_json::json;
 use uuid::Uuid;
 
 use super::audit::{self, Actor, AuditEntry};
+use super::db::as_tenant;
 use super::entity::{node, sensor};
 use super::{Page, PageRequest, StoreError, TenantScope};
 
@@ -22,12 +23,18 @@ fn scoped(scope: TenantScope) -> sea_orm::Select<node::Entity> {
 }
 
 pub async fn get(db: &DatabaseConnection, scope: TenantScope, id: Uuid) -> Result<node::Model, StoreError> {
-    scoped(scope).filter(node::Column::Id.eq(id)).one(db).await?.ok_or(StoreError::NotFound("node"))
+    as_tenant(db, scope.tenant, async |txn| {
+        scoped(scope).filter(node::Column::Id.eq(id)).one(txn).await?.ok_or(StoreError::NotFound("node"))
+    })
+    .await
 }
 
 /// The node a signed-in member's token names, looked up within its tenant.
 pub async fn of_member(db: &DatabaseConnection, tenant: Uuid, node: Uuid) -> Result<Option<node::Model>, StoreError> {
-    Ok(node::Entity::find().filter(node::Column::TenantId.eq(tenant)).filter(node::Column::Id.eq(node)).one(db).await?)
+    as_tenant(db, tenant, async |txn| {
+        Ok(node::Entity::find().filter(node::Column::TenantId.eq(tenant)).filter(node::Column::Id.eq(node)).one(txn).await?)
+    })
+    .await
 }
 
 pub async fn list(
@@ -39,7 +46,10 @@ pub async fn list(
     if let Some(after) = page.after {
         query = query.filter(node::Column::Id.gt(after));
     }
-    let rows = query.order_by_asc(node::Column::Id).limit(page.limit + 1).all(db).await?;
+    let rows = as_tenant(db, scope.tenant, async |txn| {
+        Ok(query.order_by_asc(node::Column::Id).limit(page.limit + 1).all(txn).await?)
+    })
+    .await?;
     Ok(Page::from_rows(rows, page, |n| n.id))
 }
 
@@ -49,7 +59,7 @@ pub async fn create_scn(
     name: &str,
     actor: &Actor,
 ) -> Result<node::Model, StoreError> {
-    let txn = db.begin().await?;
+    as_tenant(db, tenant, async |txn| {
     let node = node::ActiveModel {
         id: Set(Uuid::now_v7()),
         tenant_id: Set(tenant),
@@ -57,10 +67,10 @@ pub async fn create_scn(
         name: Set(name.to_owned()),
         created_at: Set(super::now()),
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEntry {
             tenant,
@@ -73,8 +83,9 @@ pub async fn create_scn(
         },
     )
     .await?;
-    txn.commit().await?;
     Ok(node)
+    })
+    .await
 }
 
 pub async fn delete_scn(
@@ -83,8 +94,8 @@ pub async fn delete_scn(
     id: Uuid,
     actor: &Actor,
 ) -> Result<(), StoreError> {
-    let txn = db.begin().await?;
-    let node = scoped(scope).filter(node::Column::Id.eq(id)).one(&txn).await?.ok_or(StoreError::NotFound("node"))?;
+    as_tenant(db, scope.tenant, async |txn| {
+    let node = scoped(scope).filter(node::Column::Id.eq(id)).one(txn).await?.ok_or(StoreError::NotFound("node"))?;
     if node.kind == PCN {
         return Err(StoreError::Conflict(
             "a tenant's PCN cannot be deleted on its own; delete the tenant instead".into(),
@@ -93,16 +104,16 @@ pub async fn delete_scn(
     let attached = sensor::Entity::find()
         .filter(sensor::Column::TenantId.eq(scope.tenant))
         .filter(sensor::Column::NodeId.eq(id))
-        .count(&txn)
+        .count(txn)
         .await?;
     if attached > 0 {
         return Err(StoreError::Conflict(format!(
             "{attached} sensor(s) are attached to this SCN; re-attach or delete them first"
         )));
     }
-    node::Entity::delete_by_id(id).exec(&txn).await?;
+    node::Entity::delete_by_id(id).exec(txn).await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEntry {
             tenant: scope.tenant,
@@ -115,6 +126,7 @@ pub async fn delete_scn(
         },
     )
     .await?;
-    txn.commit().await?;
     Ok(())
+    })
+    .await
 }

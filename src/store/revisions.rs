@@ -4,13 +4,14 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::StoreError;
+use super::db::{Reach, as_tenant, run};
 use super::entity::revision_log;
 
 /// PostgreSQL channel whose notifications (payload: the revision) wake every replica's tailer.
@@ -25,11 +26,9 @@ pub fn commits() -> tokio::sync::watch::Receiver<u64> {
     COMMITS.subscribe()
 }
 
-/// Commits a transaction that appended to the log, and wakes this process's tailers.
-pub(super) async fn commit(txn: DatabaseTransaction) -> Result<(), StoreError> {
-    txn.commit().await?;
+/// Wakes this process's tailers once a transaction that appended to the log has committed.
+pub(super) fn committed() {
     COMMITS.send_modify(|n| *n = n.wrapping_add(1));
-    Ok(())
 }
 
 /// Calls `wake` for every revision another replica (or this one) commits, on a dedicated
@@ -146,7 +145,12 @@ pub async fn append(
     Ok(rev)
 }
 
-pub async fn head(conn: &impl ConnectionTrait) -> Result<Head, StoreError> {
+/// The head: one platform-wide row, read on the platform path.
+pub async fn head(db: &DatabaseConnection) -> Result<Head, StoreError> {
+    run(db, Reach::Platform, async |txn| head_in(txn).await).await
+}
+
+pub(super) async fn head_in(conn: &impl ConnectionTrait) -> Result<Head, StoreError> {
     let row = conn
         .query_one_raw(statement(conn, "SELECT rev, epoch, oldest_retained FROM revision_head WHERE id = 1"))
         .await?
@@ -158,53 +162,60 @@ pub async fn head(conn: &impl ConnectionTrait) -> Result<Head, StoreError> {
     })
 }
 
-/// Changes of every sensor after `after`, oldest first.
+/// Changes of every sensor after `after`, oldest first: the stream tailer's platform path.
 pub async fn after(db: &DatabaseConnection, after: i64, limit: u64) -> Result<Vec<Revision>, StoreError> {
-    let rows = revision_log::Entity::find()
+    let query = revision_log::Entity::find()
         .filter(revision_log::Column::Rev.gt(after))
         .order_by_asc(revision_log::Column::Rev)
-        .limit(limit)
-        .all(db)
-        .await?;
+        .limit(limit);
+    let rows = run(db, Reach::Platform, async |txn| Ok(query.all(txn).await?)).await?;
     Ok(rows.into_iter().map(Revision::from).collect())
 }
 
 /// One sensor's changes in `(after, upto]`, oldest first, at most `limit` of them.
 pub async fn for_sensor(
     db: &DatabaseConnection,
+    tenant: Uuid,
     sensor: Uuid,
     after: i64,
     upto: i64,
     limit: u64,
 ) -> Result<Vec<Revision>, StoreError> {
-    let rows = revision_log::Entity::find()
+    let query = revision_log::Entity::find()
+        .filter(revision_log::Column::TenantId.eq(tenant))
         .filter(revision_log::Column::SensorId.eq(sensor))
         .filter(revision_log::Column::Rev.gt(after))
         .filter(revision_log::Column::Rev.lte(upto))
         .order_by_asc(revision_log::Column::Rev)
-        .limit(limit)
-        .all(db)
-        .await?;
+        .limit(limit);
+    let rows = as_tenant(db, tenant, async |txn| Ok(query.all(txn).await?)).await?;
     Ok(rows.into_iter().map(Revision::from).collect())
 }
 
 /// Whether the sensor's deletion is among its changes in `(after, upto]`.
-pub async fn deleted_between(db: &DatabaseConnection, sensor: Uuid, after: i64, upto: i64) -> Result<bool, StoreError> {
+pub async fn deleted_between(
+    db: &DatabaseConnection,
+    tenant: Uuid,
+    sensor: Uuid,
+    after: i64,
+    upto: i64,
+) -> Result<bool, StoreError> {
     use sea_orm::PaginatorTrait;
-    let deletes = revision_log::Entity::find()
+    let query = revision_log::Entity::find()
+        .filter(revision_log::Column::TenantId.eq(tenant))
         .filter(revision_log::Column::SensorId.eq(sensor))
         .filter(revision_log::Column::Kind.eq(ChangeKind::Delete.as_str()))
         .filter(revision_log::Column::Rev.gt(after))
-        .filter(revision_log::Column::Rev.lte(upto))
-        .count(db)
-        .await?;
+        .filter(revision_log::Column::Rev.lte(upto));
+    let deletes = as_tenant(db, tenant, async |txn| Ok(query.count(txn).await?)).await?;
     Ok(deletes > 0)
 }
 
 /// Drops log rows committed before `cutoff` and records the oldest revision kept, so a resume
 /// token older than that gets a fresh snapshot instead of a replay with a hole in it.
+/// Housekeeping across tenants: the platform path.
 pub async fn compact(db: &DatabaseConnection, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-    let txn = db.begin().await?;
+    let txn = super::db::begin(db, Reach::Platform, false).await?;
     // Lock the head first: writers append under the same lock, so nothing commits in between.
     let head = txn
         .query_one_raw(statement(&txn, "UPDATE revision_head SET rev = rev WHERE id = 1 RETURNING rev"))

@@ -1,19 +1,23 @@
 //! Sensors, each attached to one central node and owning one SMTP integration settings row.
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect,
 };
 use serde_json::json;
 use uuid::Uuid;
 
 use super::audit::{self, Actor, AuditEntry};
+use super::db::as_tenant;
 use super::entity::{node, sensor};
 use super::revisions::{self, ChangeKind};
 use super::{Page, PageRequest, StoreError, TenantScope, scope, settings};
 use crate::policy::Violation;
 use crate::wire::{SensorDeleted, SettingsDocument};
 
-pub use super::scope::sensor as get;
+/// One sensor in `scope`; outside it reads exactly like missing.
+pub async fn get(db: &DatabaseConnection, scope: TenantScope, id: Uuid) -> Result<sensor::Model, StoreError> {
+    as_tenant(db, scope.tenant, async |txn| scope::sensor(txn, scope, id).await).await
+}
 
 pub async fn list(
     db: &DatabaseConnection,
@@ -28,7 +32,8 @@ pub async fn list(
     if let Some(after) = page.after {
         query = query.filter(sensor::Column::Id.gt(after));
     }
-    let rows = query.order_by_asc(sensor::Column::Id).limit(page.limit + 1).all(db).await?;
+    let query = query.order_by_asc(sensor::Column::Id).limit(page.limit + 1);
+    let rows = as_tenant(db, scope.tenant, async |txn| Ok(query.all(txn).await?)).await?;
     Ok(Page::from_rows(rows, page, |s| s.id))
 }
 
@@ -60,8 +65,8 @@ pub async fn create(
     actor: &Actor,
     cap: u64,
 ) -> Result<sensor::Model, StoreError> {
-    let txn = db.begin().await?;
-    node_in_scope(&txn, scope, node_id).await?;
+    let sensor = as_tenant(db, scope.tenant, async |txn| {
+    node_in_scope(txn, scope, node_id).await?;
     let now = super::now();
     let sensor = sensor::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -71,11 +76,11 @@ pub async fn create(
         created_at: Set(now),
         updated_at: Set(now),
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
-    let settings = settings::insert_defaults(&txn, &sensor, &actor.sub, cap).await?;
+    let settings = settings::insert_defaults(txn, &sensor, &actor.sub, cap).await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEntry {
             tenant: scope.tenant,
@@ -92,7 +97,10 @@ pub async fn create(
         },
     )
     .await?;
-    revisions::commit(txn).await?;
+    Ok(sensor)
+    })
+    .await?;
+    revisions::committed();
     Ok(sensor)
 }
 
@@ -106,10 +114,10 @@ pub async fn update(
     actor: &Actor,
     cap: u64,
 ) -> Result<sensor::Model, StoreError> {
-    let txn = db.begin().await?;
-    let before = get(&txn, scope, id).await?;
+    let out = as_tenant(db, scope.tenant, async |txn| {
+    let before = scope::sensor(txn, scope, id).await?;
     if let Some(node_id) = node_id {
-        node_in_scope(&txn, scope, node_id).await?;
+        node_in_scope(txn, scope, node_id).await?;
     }
     let mut active: sensor::ActiveModel = before.clone().into();
     if let Some(name) = name {
@@ -119,16 +127,16 @@ pub async fn update(
         active.node_id = Set(node_id);
     }
     active.updated_at = Set(super::now());
-    let after = active.update(&txn).await?;
+    let after = active.update(txn).await?;
     let reattached = before.node_id != after.node_id;
     if reattached {
         // Workers hear of the new attachment; the settings themselves are unchanged.
-        let current = settings::get(&txn, scope, id).await?;
-        settings::announce(&txn, &settings::SettingsRecord { node_id: after.node_id, ..current }, cap).await?;
+        let current = settings::read(txn, scope, id, false).await?;
+        settings::announce(txn, &settings::SettingsRecord { node_id: after.node_id, ..current }, cap).await?;
     }
     let action = if reattached { "sensor.reattach" } else { "sensor.rename" };
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEntry {
             tenant: scope.tenant,
@@ -141,18 +149,21 @@ pub async fn update(
         },
     )
     .await?;
-    revisions::commit(txn).await?;
     Ok(after)
+    })
+    .await?;
+    revisions::committed();
+    Ok(out)
 }
 
 pub async fn delete(db: &DatabaseConnection, scope: TenantScope, id: Uuid, actor: &Actor) -> Result<(), StoreError> {
-    let txn = db.begin().await?;
-    let before = get(&txn, scope, id).await?;
-    sensor::Entity::delete_by_id(id).exec(&txn).await?;
+    let out = as_tenant(db, scope.tenant, async |txn| {
+    let before = scope::sensor(txn, scope, id).await?;
+    sensor::Entity::delete_by_id(id).exec(txn).await?;
     let deleted = serde_json::to_value(SensorDeleted { sensor_id: id }).unwrap_or_default();
-    revisions::append(&txn, scope.tenant, id, ChangeKind::Delete, deleted).await?;
+    revisions::append(txn, scope.tenant, id, ChangeKind::Delete, deleted).await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEntry {
             tenant: scope.tenant,
@@ -165,6 +176,9 @@ pub async fn delete(db: &DatabaseConnection, scope: TenantScope, id: Uuid, actor
         },
     )
     .await?;
-    revisions::commit(txn).await?;
     Ok(())
+    })
+    .await?;
+    revisions::committed();
+    Ok(out)
 }

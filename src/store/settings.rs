@@ -3,12 +3,13 @@
 //! transaction.
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    AccessMode, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
-    EntityTrait, IsolationLevel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait, prelude::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, prelude::Expr,
 };
 use uuid::Uuid;
 
 use super::audit::{self, Actor, AuditEntry};
+use super::db::{self, Reach, as_tenant};
 use super::entity::{sensor, settings_revision, smtp_settings};
 use super::revisions::{self, ChangeKind};
 use super::{StoreError, TenantScope, scope};
@@ -175,7 +176,7 @@ pub(super) async fn insert_defaults(
 
 /// The settings of a sensor in `scope`. `lock`: hold the row until the transaction ends, so
 /// concurrent writers queue up instead of failing (PostgreSQL; SQLite serialises writers anyway).
-async fn read(
+pub(super) async fn read(
     conn: &impl ConnectionTrait,
     scope: TenantScope,
     sensor_id: Uuid,
@@ -200,12 +201,8 @@ async fn read(
     from_row(row, sensor.node_id)
 }
 
-pub async fn get(
-    conn: &impl ConnectionTrait,
-    scope: TenantScope,
-    sensor_id: Uuid,
-) -> Result<SettingsRecord, StoreError> {
-    read(conn, scope, sensor_id, false).await
+pub async fn get(db: &DatabaseConnection, scope: TenantScope, sensor_id: Uuid) -> Result<SettingsRecord, StoreError> {
+    as_tenant(db, scope.tenant, async |txn| read(txn, scope, sensor_id, false).await).await
 }
 
 /// The settings as of the revision-log head, read in one consistent snapshot: a subscriber that
@@ -215,15 +212,8 @@ pub async fn snapshot(
     scope: TenantScope,
     sensor_id: Uuid,
 ) -> Result<(i64, SettingsRecord), StoreError> {
-    // One consistent snapshot on PostgreSQL; SQLite transactions are serialised anyway (and it
-    // rejects isolation settings).
-    let txn = match db.get_database_backend() {
-        DatabaseBackend::Postgres => {
-            db.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await?
-        }
-        _ => db.begin().await?,
-    };
-    let head = revisions::head(&txn).await?;
+    let txn = db::begin(db, Reach::Tenant(scope.tenant), true).await?;
+    let head = revisions::head_in(&txn).await?;
     let record = read(&txn, scope, sensor_id, false).await?;
     txn.commit().await?;
     Ok((head.rev, record))
@@ -250,7 +240,7 @@ pub async fn replace(
     new: &SmtpSettings,
     write: Write<'_>,
 ) -> Result<SettingsRecord, StoreError> {
-    let txn = db.begin().await?;
+    let txn = db::begin(db, Reach::Tenant(scope.tenant), false).await?;
     let current = read(&txn, scope, sensor_id, true).await?;
     if write.expected.is_some_and(|expected| expected != current.revision) {
         return Err(StoreError::Stale { current_etag: current.etag() });
@@ -305,7 +295,8 @@ pub async fn replace(
         },
     )
     .await?;
-    revisions::commit(txn).await?;
+    txn.commit().await?;
+    revisions::committed();
     Ok(record)
 }
 
@@ -340,14 +331,18 @@ pub async fn history(
     before: Option<i64>,
     limit: u64,
 ) -> Result<(Vec<HistoryEntry>, Option<i64>), StoreError> {
-    scope::sensor(db, scope, sensor_id).await?;
     let mut query = settings_revision::Entity::find()
         .filter(settings_revision::Column::TenantId.eq(scope.tenant))
         .filter(settings_revision::Column::SensorId.eq(sensor_id));
     if let Some(before) = before {
         query = query.filter(settings_revision::Column::Revision.lt(before));
     }
-    let mut rows = query.order_by_desc(settings_revision::Column::Revision).limit(limit + 1).all(db).await?;
+    let query = query.order_by_desc(settings_revision::Column::Revision).limit(limit + 1);
+    let mut rows = as_tenant(db, scope.tenant, async |txn| {
+        scope::sensor(txn, scope, sensor_id).await?;
+        Ok(query.all(txn).await?)
+    })
+    .await?;
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let next = if more { rows.last().map(|r| r.revision) } else { None };
@@ -360,13 +355,16 @@ pub async fn history_entry_at(
     sensor_id: Uuid,
     revision: i64,
 ) -> Result<HistoryEntry, StoreError> {
-    scope::sensor(db, scope, sensor_id).await?;
-    let row = settings_revision::Entity::find()
-        .filter(settings_revision::Column::TenantId.eq(scope.tenant))
-        .filter(settings_revision::Column::SensorId.eq(sensor_id))
-        .filter(settings_revision::Column::Revision.eq(revision))
-        .one(db)
-        .await?
-        .ok_or(StoreError::NotFound("revision"))?;
-    history_entry(row)
+    as_tenant(db, scope.tenant, async |txn| {
+        scope::sensor(txn, scope, sensor_id).await?;
+        let row = settings_revision::Entity::find()
+            .filter(settings_revision::Column::TenantId.eq(scope.tenant))
+            .filter(settings_revision::Column::SensorId.eq(sensor_id))
+            .filter(settings_revision::Column::Revision.eq(revision))
+            .one(txn)
+            .await?
+            .ok_or(StoreError::NotFound("revision"))?;
+        history_entry(row)
+    })
+    .await
 }

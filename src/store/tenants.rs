@@ -1,12 +1,13 @@
 //! Tenants and their PCN: the platform operator's business.
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    QuerySelect,
 };
 use serde_json::json;
 use uuid::Uuid;
 
 use super::audit::{self, Actor, AuditEntry};
+use super::db::{Reach, as_tenant, run};
 use super::entity::{node, tenant};
 use super::{Page, PageRequest, StoreError};
 
@@ -16,15 +17,17 @@ pub async fn create(
     pcn_name: &str,
     actor: &Actor,
 ) -> Result<(tenant::Model, node::Model), StoreError> {
-    let txn = db.begin().await?;
+    // The new tenant's own context: creating it needs no cross-tenant reach.
+    let id = Uuid::now_v7();
+    as_tenant(db, id, async |txn| {
     let now = super::now();
     let tenant = tenant::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(id),
         name: Set(name.to_owned()),
         created_at: Set(now),
         updated_at: Set(now),
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
     let pcn = node::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -33,10 +36,10 @@ pub async fn create(
         name: Set(pcn_name.to_owned()),
         created_at: Set(now),
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEntry {
             tenant: tenant.id,
@@ -49,49 +52,69 @@ pub async fn create(
         },
     )
     .await?;
-    txn.commit().await?;
     Ok((tenant, pcn))
+    })
+    .await
 }
 
-/// `only`: restrict to one tenant (a tenant member lists just its own).
+/// Tenants with the id of their PCN. `only`: restrict to one tenant (a tenant member lists just
+/// its own, in its own context); without it, this is the operator's cross-tenant list.
 pub async fn list(
     db: &DatabaseConnection,
     only: Option<Uuid>,
     page: PageRequest,
-) -> Result<Page<tenant::Model>, StoreError> {
-    let mut query = tenant::Entity::find();
-    if let Some(id) = only {
-        query = query.filter(tenant::Column::Id.eq(id));
-    }
-    if let Some(after) = page.after {
-        query = query.filter(tenant::Column::Id.gt(after));
-    }
-    let rows = query.order_by_asc(tenant::Column::Id).limit(page.limit + 1).all(db).await?;
-    Ok(Page::from_rows(rows, page, |t| t.id))
+) -> Result<Page<(tenant::Model, Uuid)>, StoreError> {
+    let reach = only.map_or(Reach::Platform, Reach::Tenant);
+    run(db, reach, async |txn| {
+        let mut query = tenant::Entity::find();
+        if let Some(id) = only {
+            query = query.filter(tenant::Column::Id.eq(id));
+        }
+        if let Some(after) = page.after {
+            query = query.filter(tenant::Column::Id.gt(after));
+        }
+        let rows = query.order_by_asc(tenant::Column::Id).limit(page.limit + 1).all(txn).await?;
+        let ids: Vec<Uuid> = rows.iter().map(|t| t.id).collect();
+        let pcns: std::collections::HashMap<Uuid, Uuid> = node::Entity::find()
+            .filter(node::Column::TenantId.is_in(ids))
+            .filter(node::Column::Kind.eq("pcn"))
+            .all(txn)
+            .await?
+            .into_iter()
+            .map(|n| (n.tenant_id, n.id))
+            .collect();
+        let rows = rows.into_iter().map(|t| (pcns.get(&t.id).copied().unwrap_or_default(), t));
+        Ok(Page::from_rows(rows.map(|(pcn, t)| (t, pcn)).collect(), page, |(t, _)| t.id))
+    })
+    .await
 }
 
 pub async fn get(db: &DatabaseConnection, id: Uuid) -> Result<tenant::Model, StoreError> {
-    tenant::Entity::find_by_id(id).one(db).await?.ok_or(StoreError::NotFound("tenant"))
+    as_tenant(db, id, async |txn| tenant::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("tenant")))
+        .await
 }
 
 pub async fn pcn_of(db: &DatabaseConnection, tenant_id: Uuid) -> Result<node::Model, StoreError> {
-    node::Entity::find()
-        .filter(node::Column::TenantId.eq(tenant_id))
-        .filter(node::Column::Kind.eq("pcn"))
-        .one(db)
-        .await?
-        .ok_or(StoreError::NotFound("tenant"))
+    as_tenant(db, tenant_id, async |txn| {
+        node::Entity::find()
+            .filter(node::Column::TenantId.eq(tenant_id))
+            .filter(node::Column::Kind.eq("pcn"))
+            .one(txn)
+            .await?
+            .ok_or(StoreError::NotFound("tenant"))
+    })
+    .await
 }
 
 pub async fn rename(db: &DatabaseConnection, id: Uuid, name: &str, actor: &Actor) -> Result<tenant::Model, StoreError> {
-    let txn = db.begin().await?;
-    let before = tenant::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound("tenant"))?;
+    as_tenant(db, id, async |txn| {
+    let before = tenant::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("tenant"))?;
     let mut active: tenant::ActiveModel = before.clone().into();
     active.name = Set(name.to_owned());
     active.updated_at = Set(super::now());
-    let after = active.update(&txn).await?;
+    let after = active.update(txn).await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEntry {
             tenant: id,
@@ -104,18 +127,19 @@ pub async fn rename(db: &DatabaseConnection, id: Uuid, name: &str, actor: &Actor
         },
     )
     .await?;
-    txn.commit().await?;
     Ok(after)
+    })
+    .await
 }
 
 /// Deletes the tenant with its nodes, sensors and settings (foreign keys cascade). The audit row
 /// stays, as audit rows outlive what they describe.
 pub async fn delete(db: &DatabaseConnection, id: Uuid, actor: &Actor) -> Result<(), StoreError> {
-    let txn = db.begin().await?;
-    let before = tenant::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound("tenant"))?;
-    tenant::Entity::delete_by_id(id).exec(&txn).await?;
+    as_tenant(db, id, async |txn| {
+    let before = tenant::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("tenant"))?;
+    tenant::Entity::delete_by_id(id).exec(txn).await?;
     audit::record(
-        &txn,
+        txn,
         actor,
         AuditEntry {
             tenant: id,
@@ -128,23 +152,13 @@ pub async fn delete(db: &DatabaseConnection, id: Uuid, actor: &Actor) -> Result<
         },
     )
     .await?;
-    txn.commit().await?;
     Ok(())
+    })
+    .await
 }
 
-/// The PCN of each of `tenants`, in one query.
-pub async fn pcn_ids(
-    db: &DatabaseConnection,
-    tenants: &[Uuid],
-) -> Result<std::collections::HashMap<Uuid, Uuid>, StoreError> {
-    let rows = node::Entity::find()
-        .filter(node::Column::TenantId.is_in(tenants.iter().copied()))
-        .filter(node::Column::Kind.eq("pcn"))
-        .all(db)
-        .await?;
-    Ok(rows.into_iter().map(|n| (n.tenant_id, n.id)).collect())
-}
-
+/// Cross-tenant by nature (names are unique across the platform): the platform path.
 pub async fn find_by_name(db: &DatabaseConnection, name: &str) -> Result<Option<tenant::Model>, StoreError> {
-    Ok(tenant::Entity::find().filter(tenant::Column::Name.eq(name)).one(db).await?)
+    run(db, Reach::Platform, async |txn| Ok(tenant::Entity::find().filter(tenant::Column::Name.eq(name)).one(txn).await?))
+        .await
 }

@@ -4,6 +4,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::db::as_tenant;
 use super::entity::sensor_worker;
 use super::{StoreError, TenantScope, scope};
 use crate::wire::WorkerReport;
@@ -18,6 +19,7 @@ pub async fn report(
 ) -> Result<sensor_worker::Model, StoreError> {
     let now = super::now();
     use sensor_worker::Column as C;
+    as_tenant(db, tenant, async |txn| {
     sensor_worker::Entity::insert(sensor_worker::ActiveModel {
         tenant_id: Set(tenant),
         sensor_id: Set(sensor),
@@ -42,15 +44,17 @@ pub async fn report(
             ])
             .to_owned(),
     )
-    .exec_without_returning(db)
+    .exec_without_returning(txn)
     .await?;
     sensor_worker::Entity::find()
         .filter(C::TenantId.eq(tenant))
         .filter(C::SensorId.eq(sensor))
         .filter(C::InstanceId.eq(instance_id))
-        .one(db)
+        .one(txn)
         .await?
         .ok_or(StoreError::NotFound("worker"))
+    })
+    .await
 }
 
 pub async fn list(
@@ -58,11 +62,14 @@ pub async fn list(
     scope: TenantScope,
     sensor: Uuid,
 ) -> Result<Vec<sensor_worker::Model>, StoreError> {
-    scope::sensor(db, scope, sensor).await?;
-    Ok(sensor_worker::Entity::find()
-        .filter(sensor_worker::Column::TenantId.eq(scope.tenant))
-        .filter(sensor_worker::Column::SensorId.eq(sensor))
-        .order_by_asc(sensor_worker::Column::InstanceId)
-        .all(db)
-        .await?)
+    as_tenant(db, scope.tenant, async |txn| {
+        scope::sensor(txn, scope, sensor).await?;
+        Ok(sensor_worker::Entity::find()
+            .filter(sensor_worker::Column::TenantId.eq(scope.tenant))
+            .filter(sensor_worker::Column::SensorId.eq(sensor))
+            .order_by_asc(sensor_worker::Column::InstanceId)
+            .all(txn)
+            .await?)
+    })
+    .await
 }

@@ -104,7 +104,7 @@ impl Subscription {
                 && let Some(replay) = &mut self.replay
             {
                 let page =
-                    store::revisions::for_sensor(&replay.db, self.sensor, replay.after, replay.upto, REPLAY_PAGE)
+                    store::revisions::for_sensor(&replay.db, replay.tenant, self.sensor, replay.after, replay.upto, REPLAY_PAGE)
                         .await
                         .map_err(|e| {
                             tracing::warn!(error = %e, "replaying missed changes failed");
@@ -209,7 +209,7 @@ pub async fn open(
             // The sensor must still be this tenant's, unless its deletion is what we replay.
             let upto = feed.seen();
             let exists = store::sensors::get(db, TenantScope::whole_tenant(tenant), sensor).await.is_ok();
-            if !exists && !store::revisions::deleted_between(db, sensor, token.rev, upto).await? {
+            if !exists && !store::revisions::deleted_between(db, tenant, sensor, token.rev, upto).await? {
                 return Err(SubscribeError::NotFound);
             }
             sub.position = upto;

@@ -53,6 +53,18 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// The same PostgreSQL database, logged in as the role the server runs as (created by the
+/// row-level security migration); SQLite URLs are returned as they are.
+pub fn as_api_role(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) if scheme.starts_with("postgres") => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://mailsensor_api@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 fn with_database(url: &str, db: &str) -> String {
     let (base, _) = url.rsplit_once('/').expect("database URL has a path");
     format!("{base}/{db}")
@@ -134,8 +146,12 @@ pub async fn fresh_database(backend: Backend) -> String {
 
 pub struct TestApp {
     pub base: String,
+    /// The database as its owner (migrations, direct SQL in tests).
     pub url: String,
+    /// The server's own pool: on PostgreSQL it logs in as `mailsensor_api`, as in production.
     pub db: DatabaseConnection,
+    /// The owner's connection, for tests that write around the API.
+    pub owner: DatabaseConnection,
     pub http: reqwest::Client,
     pub keys: Arc<KeySet>,
     pub feed: Arc<mailsensor::stream::ChangeFeed>,
@@ -158,7 +174,11 @@ pub async fn start_with(url: &str, address: &str, feed: mailsensor::stream::Feed
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn,actix_http::h1::dispatcher=off"))
         .with_test_writer()
         .try_init();
-    let db = store::connect(url, 5).await.unwrap();
+    let db = store::connect(&as_api_role(url), 5).await.unwrap_or_else(|e| {
+        panic!("cannot log in as mailsensor_api ({e}); the tests need it to log in without a password (trust)")
+    });
+    // SQLite has one owner and one connection: the tests share the server's.
+    let owner = if url.starts_with("sqlite:") { db.clone() } else { store::connect(url, 2).await.unwrap() };
     let keys = Arc::new(KeySet::from_config(&server_auth()).unwrap());
     let listener = TcpListener::bind(address).unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -169,7 +189,7 @@ pub async fn start_with(url: &str, address: &str, feed: mailsensor::stream::Feed
     let running = server::start(listener, parts).await.unwrap();
     let handle = running.server.handle();
     tokio::spawn(running.server);
-    TestApp { base, url: url.to_owned(), db, http: reqwest::Client::new(), keys, feed: running.feed, handle }
+    TestApp { base, url: url.to_owned(), db, owner, http: reqwest::Client::new(), keys, feed: running.feed, handle }
 }
 
 impl TestApp {
@@ -359,6 +379,25 @@ pub async fn world(backend: Backend) -> World {
     let a = create_tenant(&app, &operator, "Tenant A").await;
     let b = create_tenant(&app, &operator, "Tenant B").await;
     World { app, operator, a, b }
+}
+
+/// A message received by `sensor` (handed off with its own token), so message ids are real.
+pub async fn message_of(w: &World, tenant: &TenantFixture, sensor: Uuid) -> Uuid {
+    let envelope = json!({"client_ip": "192.0.2.1", "helo": "mx", "mail_from": "a@example.org",
+        "rcpt_to": ["b@example.com"], "tls": false, "worker": "w1"});
+    let r = w
+        .app
+        .http
+        .post(format!("{}/v1/sensors/{sensor}/messages", w.app.base))
+        .bearer_auth(w.sensor_token(tenant, sensor))
+        .header("content-type", "application/vnd.mailsensor.handoff")
+        .header("idempotency-key", Uuid::new_v4().to_string())
+        .body(format!("{envelope}\nSubject: x\r\n\r\nx\r\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    serde_json::from_value(r.json::<Value>().await.unwrap()["id"].clone()).unwrap()
 }
 
 /// Runs a test body once against PostgreSQL and once against SQLite.

@@ -35,25 +35,6 @@ fn fill(template: &str, ids: &HashMap<&'static str, String>) -> String {
     path
 }
 
-/// A message received by `sensor` (handed off with its own token), so message ids are real.
-async fn message_of(w: &World, tenant: &TenantFixture, sensor: Uuid) -> Uuid {
-    let envelope = json!({"client_ip": "192.0.2.1", "helo": "mx", "mail_from": "a@example.org",
-        "rcpt_to": ["b@example.com"], "tls": false, "worker": "w1"});
-    let r = w
-        .app
-        .http
-        .post(format!("{}/v1/sensors/{sensor}/messages", w.app.base))
-        .bearer_auth(w.sensor_token(tenant, sensor))
-        .header("content-type", "application/vnd.mailsensor.handoff")
-        .header("idempotency-key", Uuid::new_v4().to_string())
-        .body(format!("{envelope}\nSubject: x\r\n\r\nx\r\n"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    serde_json::from_value(r.json::<Value>().await.unwrap()["id"].clone()).unwrap()
-}
-
 async fn call(w: &World, method: &Method, path: &str, token: &str) -> (u16, Value) {
     let mut request = w.app.http.request(method.clone(), format!("{}{path}", w.app.base)).bearer_auth(token);
     if [Method::POST, Method::PUT, Method::PATCH].contains(method) {

@@ -10,6 +10,7 @@ mod isolation;
 mod layers;
 mod openapi;
 mod roles;
+mod row_security;
 mod settings;
 mod shutdown;
 mod smtp;

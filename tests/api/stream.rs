@@ -438,7 +438,7 @@ async fn ack_fleet_and_write_and_wait(backend: Backend) {
     sensor_worker::Entity::update_many()
         .col_expr(sensor_worker::Column::LastSeen, Expr::value(chrono::Utc::now() - chrono::Duration::seconds(60)))
         .filter(sensor_worker::Column::InstanceId.eq("dead"))
-        .exec(&w.app.db)
+        .exec(&w.app.owner)
         .await
         .unwrap();
 

@@ -166,7 +166,7 @@ async fn schema_refuses_cross_tenant_references(backend: Backend) {
         created_at: Set(now),
         updated_at: Set(now),
     })
-    .exec_without_returning(&w.app.db)
+    .exec_without_returning(&w.app.owner)
     .await;
     assert!(cross.is_err(), "a tenant-B sensor on a tenant-A node must violate the composite foreign key");
     let cross = smtp_settings::Entity::insert(smtp_settings::ActiveModel {
@@ -182,7 +182,7 @@ async fn schema_refuses_cross_tenant_references(backend: Backend) {
         updated_at: Set(now),
         updated_by: Set("x".into()),
     })
-    .exec_without_returning(&w.app.db)
+    .exec_without_returning(&w.app.owner)
     .await;
     assert!(cross.is_err(), "settings for a sensor that is not the tenant's must be refused");
     let same = sensor::Entity::insert(sensor::ActiveModel {
@@ -193,7 +193,7 @@ async fn schema_refuses_cross_tenant_references(backend: Backend) {
         created_at: Set(now),
         updated_at: Set(now),
     })
-    .exec_without_returning(&w.app.db)
+    .exec_without_returning(&w.app.owner)
     .await;
     assert!(same.is_ok(), "{same:?}");
 }

@@ -107,6 +107,22 @@ async fn token_failures(backend: Backend) {
         .await;
     assert_eq!(r.status, 401);
 
+    // A sensor's token outlives the sensor: once it is deleted, the token signs nobody in.
+    let sensor = w.a.scn_sensor;
+    let token = w.sensor_token(&w.a, sensor);
+    let report = format!("/v1/sensors/{sensor}/workers/w1");
+    assert_eq!(w.app.put(&report, &token, json!({"version": "1"})).await.status, 200);
+    assert_eq!(w.app.delete(&w.a.sensor_path(sensor), &w.admin_pcn()).await.status, 204);
+    let r = w.app.put(&report, &token, json!({"version": "1"})).await;
+    assert_eq!(r.status, 401, "{:?}", r.body);
+    assert!(r.header("www-authenticate").is_some_and(|c| c.contains("invalid_token")), "{:?}", r.header("www-authenticate"));
+    assert!(r.body["detail"].as_str().unwrap_or("").contains("no longer exists"), "{:?}", r.body);
+    let r = w.app.get(&format!("/v1/tenants/{}", w.a.id), &token).await;
+    assert_eq!(r.status, 401, "{:?}", r.body);
+    // Its config stream still answers, so a worker that was away learns why it must stop.
+    let r = w.app.get(&format!("/v1/sensors/{sensor}/config-stream"), &token).await;
+    assert_eq!(r.status, 404, "{:?}", r.body);
+
     // And each configured asymmetric algorithm does work.
     let ec = EncodingKey::from_ec_pem(&pem("ec-private.pem")).unwrap();
     let ed = EncodingKey::from_ed_pem(&pem("ed-private.pem")).unwrap();
