@@ -82,8 +82,10 @@ impl MigrationTrait for Migration {
             "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO mailsensor_tenant, mailsensor_platform",
         )
         .await?;
-        db.execute_unprepared("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO mailsensor_tenant, mailsensor_platform")
-            .await?;
+        db.execute_unprepared(
+            "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO mailsensor_tenant, mailsensor_platform",
+        )
+        .await?;
         // Readiness reads which migrations are applied before any transaction takes a role.
         db.execute_unprepared("GRANT SELECT ON seaql_migrations TO mailsensor_api").await?;
         for (table, condition) in TENANT_TABLES {

@@ -66,7 +66,11 @@ pub(crate) enum Reach {
 
 /// Opens a transaction that acts as `reach`. `consistent`: one repeatable-read, read-only
 /// snapshot (PostgreSQL; SQLite transactions are serialised anyway and reject the setting).
-pub(super) async fn begin(db: &DatabaseConnection, reach: Reach, consistent: bool) -> Result<DatabaseTransaction, DbErr> {
+pub(super) async fn begin(
+    db: &DatabaseConnection,
+    reach: Reach,
+    consistent: bool,
+) -> Result<DatabaseTransaction, DbErr> {
     if db.get_database_backend() != DatabaseBackend::Postgres {
         return db.begin().await;
     }

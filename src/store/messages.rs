@@ -151,21 +151,21 @@ pub async fn finish(
     report: &ScanReport,
 ) -> Result<message::Model, StoreError> {
     as_tenant(db, tenant, async |txn| {
-    let row = message::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("message"))?;
-    let mut active: message::ActiveModel = row.into();
-    active.status = Set(STORED.to_owned());
-    active.size = Set(i64::try_from(digest.size).unwrap_or(i64::MAX));
-    active.sha256 = Set(Some(digest.sha256));
-    active.md5 = Set(Some(digest.md5));
-    active.header_from = Set(report.headers.from.clone());
-    active.header_to = Set(report.headers.to.clone());
-    active.subject = Set(report.headers.subject.clone());
-    active.message_id = Set(report.headers.message_id.clone());
-    active.date = Set(report.headers.date.clone());
-    active.verdict = Set(Some(report.verdict.as_str().to_owned()));
-    active.detections = Set(serde_json::to_value(&report.detections).unwrap_or_default());
-    active.parts = Set(serde_json::to_value(&report.parts).unwrap_or_default());
-    Ok(sea_orm::ActiveModelTrait::update(active, txn).await?)
+        let row = message::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("message"))?;
+        let mut active: message::ActiveModel = row.into();
+        active.status = Set(STORED.to_owned());
+        active.size = Set(i64::try_from(digest.size).unwrap_or(i64::MAX));
+        active.sha256 = Set(Some(digest.sha256));
+        active.md5 = Set(Some(digest.md5));
+        active.header_from = Set(report.headers.from.clone());
+        active.header_to = Set(report.headers.to.clone());
+        active.subject = Set(report.headers.subject.clone());
+        active.message_id = Set(report.headers.message_id.clone());
+        active.date = Set(report.headers.date.clone());
+        active.verdict = Set(Some(report.verdict.as_str().to_owned()));
+        active.detections = Set(serde_json::to_value(&report.detections).unwrap_or_default());
+        active.parts = Set(serde_json::to_value(&report.parts).unwrap_or_default());
+        Ok(sea_orm::ActiveModelTrait::update(active, txn).await?)
     })
     .await
 }

@@ -32,7 +32,11 @@ pub async fn get(db: &DatabaseConnection, scope: TenantScope, id: Uuid) -> Resul
 /// The node a signed-in member's token names, looked up within its tenant.
 pub async fn of_member(db: &DatabaseConnection, tenant: Uuid, node: Uuid) -> Result<Option<node::Model>, StoreError> {
     as_tenant(db, tenant, async |txn| {
-        Ok(node::Entity::find().filter(node::Column::TenantId.eq(tenant)).filter(node::Column::Id.eq(node)).one(txn).await?)
+        Ok(node::Entity::find()
+            .filter(node::Column::TenantId.eq(tenant))
+            .filter(node::Column::Id.eq(node))
+            .one(txn)
+            .await?)
     })
     .await
 }
@@ -60,30 +64,30 @@ pub async fn create_scn(
     actor: &Actor,
 ) -> Result<node::Model, StoreError> {
     as_tenant(db, tenant, async |txn| {
-    let node = node::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        tenant_id: Set(tenant),
-        kind: Set(SCN.to_owned()),
-        name: Set(name.to_owned()),
-        created_at: Set(super::now()),
-    }
-    .insert(txn)
-    .await?;
-    audit::record(
-        txn,
-        actor,
-        AuditEntry {
-            tenant,
-            action: "node.create",
-            target_type: "node",
-            target_id: node.id,
-            sensor_id: None,
-            before: None,
-            after: Some(json!({"kind": node.kind, "name": node.name})),
-        },
-    )
-    .await?;
-    Ok(node)
+        let node = node::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant),
+            kind: Set(SCN.to_owned()),
+            name: Set(name.to_owned()),
+            created_at: Set(super::now()),
+        }
+        .insert(txn)
+        .await?;
+        audit::record(
+            txn,
+            actor,
+            AuditEntry {
+                tenant,
+                action: "node.create",
+                target_type: "node",
+                target_id: node.id,
+                sensor_id: None,
+                before: None,
+                after: Some(json!({"kind": node.kind, "name": node.name})),
+            },
+        )
+        .await?;
+        Ok(node)
     })
     .await
 }
@@ -95,38 +99,38 @@ pub async fn delete_scn(
     actor: &Actor,
 ) -> Result<(), StoreError> {
     as_tenant(db, scope.tenant, async |txn| {
-    let node = scoped(scope).filter(node::Column::Id.eq(id)).one(txn).await?.ok_or(StoreError::NotFound("node"))?;
-    if node.kind == PCN {
-        return Err(StoreError::Conflict(
-            "a tenant's PCN cannot be deleted on its own; delete the tenant instead".into(),
-        ));
-    }
-    let attached = sensor::Entity::find()
-        .filter(sensor::Column::TenantId.eq(scope.tenant))
-        .filter(sensor::Column::NodeId.eq(id))
-        .count(txn)
+        let node = scoped(scope).filter(node::Column::Id.eq(id)).one(txn).await?.ok_or(StoreError::NotFound("node"))?;
+        if node.kind == PCN {
+            return Err(StoreError::Conflict(
+                "a tenant's PCN cannot be deleted on its own; delete the tenant instead".into(),
+            ));
+        }
+        let attached = sensor::Entity::find()
+            .filter(sensor::Column::TenantId.eq(scope.tenant))
+            .filter(sensor::Column::NodeId.eq(id))
+            .count(txn)
+            .await?;
+        if attached > 0 {
+            return Err(StoreError::Conflict(format!(
+                "{attached} sensor(s) are attached to this SCN; re-attach or delete them first"
+            )));
+        }
+        node::Entity::delete_by_id(id).exec(txn).await?;
+        audit::record(
+            txn,
+            actor,
+            AuditEntry {
+                tenant: scope.tenant,
+                action: "node.delete",
+                target_type: "node",
+                target_id: id,
+                sensor_id: None,
+                before: Some(json!({"kind": node.kind, "name": node.name})),
+                after: None,
+            },
+        )
         .await?;
-    if attached > 0 {
-        return Err(StoreError::Conflict(format!(
-            "{attached} sensor(s) are attached to this SCN; re-attach or delete them first"
-        )));
-    }
-    node::Entity::delete_by_id(id).exec(txn).await?;
-    audit::record(
-        txn,
-        actor,
-        AuditEntry {
-            tenant: scope.tenant,
-            action: "node.delete",
-            target_type: "node",
-            target_id: id,
-            sensor_id: None,
-            before: Some(json!({"kind": node.kind, "name": node.name})),
-            after: None,
-        },
-    )
-    .await?;
-    Ok(())
+        Ok(())
     })
     .await
 }

@@ -41,7 +41,11 @@ pub(super) fn sensors(scope: TenantScope) -> sea_orm::Select<sensor::Entity> {
 }
 
 /// One sensor in `scope`; outside it reads exactly like missing.
-pub(super) async fn sensor(conn: &impl ConnectionTrait, scope: TenantScope, id: Uuid) -> Result<sensor::Model, StoreError> {
+pub(super) async fn sensor(
+    conn: &impl ConnectionTrait,
+    scope: TenantScope,
+    id: Uuid,
+) -> Result<sensor::Model, StoreError> {
     sensors(scope).filter(sensor::Column::Id.eq(id)).one(conn).await?.ok_or(StoreError::NotFound("sensor"))
 }
 

@@ -66,38 +66,38 @@ pub async fn create(
     cap: u64,
 ) -> Result<sensor::Model, StoreError> {
     let sensor = as_tenant(db, scope.tenant, async |txn| {
-    node_in_scope(txn, scope, node_id).await?;
-    let now = super::now();
-    let sensor = sensor::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        tenant_id: Set(scope.tenant),
-        node_id: Set(node_id),
-        name: Set(name.to_owned()),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(txn)
-    .await?;
-    let settings = settings::insert_defaults(txn, &sensor, &actor.sub, cap).await?;
-    audit::record(
-        txn,
-        actor,
-        AuditEntry {
-            tenant: scope.tenant,
-            action: "sensor.create",
-            target_type: "sensor",
-            target_id: sensor.id,
-            sensor_id: Some(sensor.id),
-            before: None,
-            after: Some(json!({
-                "name": sensor.name,
-                "node_id": sensor.node_id,
-                "smtp_integration": SettingsDocument::from(&settings.settings),
-            })),
-        },
-    )
-    .await?;
-    Ok(sensor)
+        node_in_scope(txn, scope, node_id).await?;
+        let now = super::now();
+        let sensor = sensor::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(scope.tenant),
+            node_id: Set(node_id),
+            name: Set(name.to_owned()),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(txn)
+        .await?;
+        let settings = settings::insert_defaults(txn, &sensor, &actor.sub, cap).await?;
+        audit::record(
+            txn,
+            actor,
+            AuditEntry {
+                tenant: scope.tenant,
+                action: "sensor.create",
+                target_type: "sensor",
+                target_id: sensor.id,
+                sensor_id: Some(sensor.id),
+                before: None,
+                after: Some(json!({
+                    "name": sensor.name,
+                    "node_id": sensor.node_id,
+                    "smtp_integration": SettingsDocument::from(&settings.settings),
+                })),
+            },
+        )
+        .await?;
+        Ok(sensor)
     })
     .await?;
     revisions::committed();
@@ -115,41 +115,41 @@ pub async fn update(
     cap: u64,
 ) -> Result<sensor::Model, StoreError> {
     let out = as_tenant(db, scope.tenant, async |txn| {
-    let before = scope::sensor(txn, scope, id).await?;
-    if let Some(node_id) = node_id {
-        node_in_scope(txn, scope, node_id).await?;
-    }
-    let mut active: sensor::ActiveModel = before.clone().into();
-    if let Some(name) = name {
-        active.name = Set(name.to_owned());
-    }
-    if let Some(node_id) = node_id {
-        active.node_id = Set(node_id);
-    }
-    active.updated_at = Set(super::now());
-    let after = active.update(txn).await?;
-    let reattached = before.node_id != after.node_id;
-    if reattached {
-        // Workers hear of the new attachment; the settings themselves are unchanged.
-        let current = settings::read(txn, scope, id, false).await?;
-        settings::announce(txn, &settings::SettingsRecord { node_id: after.node_id, ..current }, cap).await?;
-    }
-    let action = if reattached { "sensor.reattach" } else { "sensor.rename" };
-    audit::record(
-        txn,
-        actor,
-        AuditEntry {
-            tenant: scope.tenant,
-            action,
-            target_type: "sensor",
-            target_id: id,
-            sensor_id: Some(id),
-            before: Some(sensor_json(&before)),
-            after: Some(sensor_json(&after)),
-        },
-    )
-    .await?;
-    Ok(after)
+        let before = scope::sensor(txn, scope, id).await?;
+        if let Some(node_id) = node_id {
+            node_in_scope(txn, scope, node_id).await?;
+        }
+        let mut active: sensor::ActiveModel = before.clone().into();
+        if let Some(name) = name {
+            active.name = Set(name.to_owned());
+        }
+        if let Some(node_id) = node_id {
+            active.node_id = Set(node_id);
+        }
+        active.updated_at = Set(super::now());
+        let after = active.update(txn).await?;
+        let reattached = before.node_id != after.node_id;
+        if reattached {
+            // Workers hear of the new attachment; the settings themselves are unchanged.
+            let current = settings::read(txn, scope, id, false).await?;
+            settings::announce(txn, &settings::SettingsRecord { node_id: after.node_id, ..current }, cap).await?;
+        }
+        let action = if reattached { "sensor.reattach" } else { "sensor.rename" };
+        audit::record(
+            txn,
+            actor,
+            AuditEntry {
+                tenant: scope.tenant,
+                action,
+                target_type: "sensor",
+                target_id: id,
+                sensor_id: Some(id),
+                before: Some(sensor_json(&before)),
+                after: Some(sensor_json(&after)),
+            },
+        )
+        .await?;
+        Ok(after)
     })
     .await?;
     revisions::committed();
@@ -158,25 +158,25 @@ pub async fn update(
 
 pub async fn delete(db: &DatabaseConnection, scope: TenantScope, id: Uuid, actor: &Actor) -> Result<(), StoreError> {
     let out = as_tenant(db, scope.tenant, async |txn| {
-    let before = scope::sensor(txn, scope, id).await?;
-    sensor::Entity::delete_by_id(id).exec(txn).await?;
-    let deleted = serde_json::to_value(SensorDeleted { sensor_id: id }).unwrap_or_default();
-    revisions::append(txn, scope.tenant, id, ChangeKind::Delete, deleted).await?;
-    audit::record(
-        txn,
-        actor,
-        AuditEntry {
-            tenant: scope.tenant,
-            action: "sensor.delete",
-            target_type: "sensor",
-            target_id: id,
-            sensor_id: Some(id),
-            before: Some(sensor_json(&before)),
-            after: None,
-        },
-    )
-    .await?;
-    Ok(())
+        let before = scope::sensor(txn, scope, id).await?;
+        sensor::Entity::delete_by_id(id).exec(txn).await?;
+        let deleted = serde_json::to_value(SensorDeleted { sensor_id: id }).unwrap_or_default();
+        revisions::append(txn, scope.tenant, id, ChangeKind::Delete, deleted).await?;
+        audit::record(
+            txn,
+            actor,
+            AuditEntry {
+                tenant: scope.tenant,
+                action: "sensor.delete",
+                target_type: "sensor",
+                target_id: id,
+                sensor_id: Some(id),
+                before: Some(sensor_json(&before)),
+                after: None,
+            },
+        )
+        .await?;
+        Ok(())
     })
     .await?;
     revisions::committed();

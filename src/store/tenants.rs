@@ -20,39 +20,35 @@ pub async fn create(
     // The new tenant's own context: creating it needs no cross-tenant reach.
     let id = Uuid::now_v7();
     as_tenant(db, id, async |txn| {
-    let now = super::now();
-    let tenant = tenant::ActiveModel {
-        id: Set(id),
-        name: Set(name.to_owned()),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(txn)
-    .await?;
-    let pcn = node::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        tenant_id: Set(tenant.id),
-        kind: Set("pcn".to_owned()),
-        name: Set(pcn_name.to_owned()),
-        created_at: Set(now),
-    }
-    .insert(txn)
-    .await?;
-    audit::record(
-        txn,
-        actor,
-        AuditEntry {
-            tenant: tenant.id,
-            action: "tenant.create",
-            target_type: "tenant",
-            target_id: tenant.id,
-            sensor_id: None,
-            before: None,
-            after: Some(json!({"name": tenant.name, "pcn": {"id": pcn.id, "name": pcn.name}})),
-        },
-    )
-    .await?;
-    Ok((tenant, pcn))
+        let now = super::now();
+        let tenant =
+            tenant::ActiveModel { id: Set(id), name: Set(name.to_owned()), created_at: Set(now), updated_at: Set(now) }
+                .insert(txn)
+                .await?;
+        let pcn = node::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant.id),
+            kind: Set("pcn".to_owned()),
+            name: Set(pcn_name.to_owned()),
+            created_at: Set(now),
+        }
+        .insert(txn)
+        .await?;
+        audit::record(
+            txn,
+            actor,
+            AuditEntry {
+                tenant: tenant.id,
+                action: "tenant.create",
+                target_type: "tenant",
+                target_id: tenant.id,
+                sensor_id: None,
+                before: None,
+                after: Some(json!({"name": tenant.name, "pcn": {"id": pcn.id, "name": pcn.name}})),
+            },
+        )
+        .await?;
+        Ok((tenant, pcn))
     })
     .await
 }
@@ -108,26 +104,26 @@ pub async fn pcn_of(db: &DatabaseConnection, tenant_id: Uuid) -> Result<node::Mo
 
 pub async fn rename(db: &DatabaseConnection, id: Uuid, name: &str, actor: &Actor) -> Result<tenant::Model, StoreError> {
     as_tenant(db, id, async |txn| {
-    let before = tenant::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("tenant"))?;
-    let mut active: tenant::ActiveModel = before.clone().into();
-    active.name = Set(name.to_owned());
-    active.updated_at = Set(super::now());
-    let after = active.update(txn).await?;
-    audit::record(
-        txn,
-        actor,
-        AuditEntry {
-            tenant: id,
-            action: "tenant.rename",
-            target_type: "tenant",
-            target_id: id,
-            sensor_id: None,
-            before: Some(json!({"name": before.name})),
-            after: Some(json!({"name": after.name})),
-        },
-    )
-    .await?;
-    Ok(after)
+        let before = tenant::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("tenant"))?;
+        let mut active: tenant::ActiveModel = before.clone().into();
+        active.name = Set(name.to_owned());
+        active.updated_at = Set(super::now());
+        let after = active.update(txn).await?;
+        audit::record(
+            txn,
+            actor,
+            AuditEntry {
+                tenant: id,
+                action: "tenant.rename",
+                target_type: "tenant",
+                target_id: id,
+                sensor_id: None,
+                before: Some(json!({"name": before.name})),
+                after: Some(json!({"name": after.name})),
+            },
+        )
+        .await?;
+        Ok(after)
     })
     .await
 }
@@ -136,29 +132,31 @@ pub async fn rename(db: &DatabaseConnection, id: Uuid, name: &str, actor: &Actor
 /// stays, as audit rows outlive what they describe.
 pub async fn delete(db: &DatabaseConnection, id: Uuid, actor: &Actor) -> Result<(), StoreError> {
     as_tenant(db, id, async |txn| {
-    let before = tenant::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("tenant"))?;
-    tenant::Entity::delete_by_id(id).exec(txn).await?;
-    audit::record(
-        txn,
-        actor,
-        AuditEntry {
-            tenant: id,
-            action: "tenant.delete",
-            target_type: "tenant",
-            target_id: id,
-            sensor_id: None,
-            before: Some(json!({"name": before.name})),
-            after: None,
-        },
-    )
-    .await?;
-    Ok(())
+        let before = tenant::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("tenant"))?;
+        tenant::Entity::delete_by_id(id).exec(txn).await?;
+        audit::record(
+            txn,
+            actor,
+            AuditEntry {
+                tenant: id,
+                action: "tenant.delete",
+                target_type: "tenant",
+                target_id: id,
+                sensor_id: None,
+                before: Some(json!({"name": before.name})),
+                after: None,
+            },
+        )
+        .await?;
+        Ok(())
     })
     .await
 }
 
 /// Cross-tenant by nature (names are unique across the platform): the platform path.
 pub async fn find_by_name(db: &DatabaseConnection, name: &str) -> Result<Option<tenant::Model>, StoreError> {
-    run(db, Reach::Platform, async |txn| Ok(tenant::Entity::find().filter(tenant::Column::Name.eq(name)).one(txn).await?))
-        .await
+    run(db, Reach::Platform, async |txn| {
+        Ok(tenant::Entity::find().filter(tenant::Column::Name.eq(name)).one(txn).await?)
+    })
+    .await
 }

@@ -20,39 +20,39 @@ pub async fn report(
     let now = super::now();
     use sensor_worker::Column as C;
     as_tenant(db, tenant, async |txn| {
-    sensor_worker::Entity::insert(sensor_worker::ActiveModel {
-        tenant_id: Set(tenant),
-        sensor_id: Set(sensor),
-        instance_id: Set(instance_id.to_owned()),
-        applied_token: Set(r.applied_token),
-        applied_settings_revision: Set(r.applied_settings_revision),
-        rejected: Set(serde_json::to_value(r.rejected.unwrap_or_default()).unwrap_or_default()),
-        version: Set(r.version),
-        listen_address: Set(r.listen_address),
-        first_seen: Set(now),
-        last_seen: Set(now),
-    })
-    .on_conflict(
-        OnConflict::columns([C::TenantId, C::SensorId, C::InstanceId])
-            .update_columns([
-                C::AppliedToken,
-                C::AppliedSettingsRevision,
-                C::Rejected,
-                C::Version,
-                C::ListenAddress,
-                C::LastSeen,
-            ])
-            .to_owned(),
-    )
-    .exec_without_returning(txn)
-    .await?;
-    sensor_worker::Entity::find()
-        .filter(C::TenantId.eq(tenant))
-        .filter(C::SensorId.eq(sensor))
-        .filter(C::InstanceId.eq(instance_id))
-        .one(txn)
-        .await?
-        .ok_or(StoreError::NotFound("worker"))
+        sensor_worker::Entity::insert(sensor_worker::ActiveModel {
+            tenant_id: Set(tenant),
+            sensor_id: Set(sensor),
+            instance_id: Set(instance_id.to_owned()),
+            applied_token: Set(r.applied_token),
+            applied_settings_revision: Set(r.applied_settings_revision),
+            rejected: Set(serde_json::to_value(r.rejected.unwrap_or_default()).unwrap_or_default()),
+            version: Set(r.version),
+            listen_address: Set(r.listen_address),
+            first_seen: Set(now),
+            last_seen: Set(now),
+        })
+        .on_conflict(
+            OnConflict::columns([C::TenantId, C::SensorId, C::InstanceId])
+                .update_columns([
+                    C::AppliedToken,
+                    C::AppliedSettingsRevision,
+                    C::Rejected,
+                    C::Version,
+                    C::ListenAddress,
+                    C::LastSeen,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
+        sensor_worker::Entity::find()
+            .filter(C::TenantId.eq(tenant))
+            .filter(C::SensorId.eq(sensor))
+            .filter(C::InstanceId.eq(instance_id))
+            .one(txn)
+            .await?
+            .ok_or(StoreError::NotFound("worker"))
     })
     .await
 }

@@ -103,13 +103,19 @@ impl Subscription {
             if self.queued.is_empty()
                 && let Some(replay) = &mut self.replay
             {
-                let page =
-                    store::revisions::for_sensor(&replay.db, replay.tenant, self.sensor, replay.after, replay.upto, REPLAY_PAGE)
-                        .await
-                        .map_err(|e| {
-                            tracing::warn!(error = %e, "replaying missed changes failed");
-                            Ended::TooSlow
-                        })?;
+                let page = store::revisions::for_sensor(
+                    &replay.db,
+                    replay.tenant,
+                    self.sensor,
+                    replay.after,
+                    replay.upto,
+                    REPLAY_PAGE,
+                )
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "replaying missed changes failed");
+                    Ended::TooSlow
+                })?;
                 let tenant = replay.tenant;
                 match page.last() {
                     Some(last) if page.len() as u64 == REPLAY_PAGE => replay.after = last.rev,

@@ -115,7 +115,11 @@ async fn token_failures(backend: Backend) {
     assert_eq!(w.app.delete(&w.a.sensor_path(sensor), &w.admin_pcn()).await.status, 204);
     let r = w.app.put(&report, &token, json!({"version": "1"})).await;
     assert_eq!(r.status, 401, "{:?}", r.body);
-    assert!(r.header("www-authenticate").is_some_and(|c| c.contains("invalid_token")), "{:?}", r.header("www-authenticate"));
+    assert!(
+        r.header("www-authenticate").is_some_and(|c| c.contains("invalid_token")),
+        "{:?}",
+        r.header("www-authenticate")
+    );
     assert!(r.body["detail"].as_str().unwrap_or("").contains("no longer exists"), "{:?}", r.body);
     let r = w.app.get(&format!("/v1/tenants/{}", w.a.id), &token).await;
     assert_eq!(r.status, 401, "{:?}", r.body);
