@@ -157,7 +157,7 @@ pub async fn update(
 }
 
 pub async fn delete(db: &DatabaseConnection, scope: TenantScope, id: Uuid, actor: &Actor) -> Result<(), StoreError> {
-    let out = as_tenant(db, scope.tenant, async |txn| {
+    as_tenant(db, scope.tenant, async |txn| {
         let before = scope::sensor(txn, scope, id).await?;
         sensor::Entity::delete_by_id(id).exec(txn).await?;
         let deleted = serde_json::to_value(SensorDeleted { sensor_id: id }).unwrap_or_default();
@@ -180,5 +180,5 @@ pub async fn delete(db: &DatabaseConnection, scope: TenantScope, id: Uuid, actor
     })
     .await?;
     revisions::committed();
-    Ok(out)
+    Ok(())
 }
