@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// Platform hard cap on message size in bytes; "unlimited" settings mean this cap.
     #[arg(long, env = "MAILSENSOR_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: u64,
+    /// How long, in hours, a stored message is recognised when a sender retries it (same sensor,
+    /// sender, recipients and bytes) and answered with the id already stored; 0 turns this off.
+    #[arg(long, env = "MAILSENSOR_DEDUP_WINDOW_HOURS", default_value_t = 24)]
+    pub dedup_window_hours: u64,
     /// HTTP worker threads (default: one per CPU).
     #[arg(long, env = "MAILSENSOR_HTTP_WORKERS")]
     pub http_workers: Option<usize>,

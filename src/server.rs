@@ -25,6 +25,8 @@ pub struct ServerParts {
     pub feed: FeedOptions,
     /// How often an idle config stream sends a `bookmark`.
     pub bookmark_interval: Duration,
+    /// How long a stored message is recognised when it is handed off again (`None`: never).
+    pub dedup_window: Option<Duration>,
 }
 
 impl ServerParts {
@@ -36,6 +38,7 @@ impl ServerParts {
             workers: None,
             feed: FeedOptions::default(),
             bookmark_interval: Duration::from_secs(15),
+            dedup_window: Some(Duration::from_secs(24 * 3600)),
         }
     }
 }
@@ -87,6 +90,7 @@ pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<
         metrics: prometheus(),
         feed: feed.clone(),
         bookmark_interval: parts.bookmark_interval,
+        dedup_window: parts.dedup_window,
         scans: Arc::new(tokio::sync::Semaphore::new(2)),
         stopping: stopping.clone(),
     });

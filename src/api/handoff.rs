@@ -14,8 +14,7 @@ use super::responses::*;
 use crate::scan;
 use crate::store::{
     self,
-    entity::message,
-    messages::{Begun, Digest},
+    messages::{Begun, Digest, Finished},
 };
 use crate::wire::{HANDOFF_CONTENT_TYPE, HandoffEnvelope};
 
@@ -106,7 +105,9 @@ async fn read_envelope(payload: &mut web::Payload) -> Result<(HandoffEnvelope, V
 /// exactly as received after the SMTP `DATA` (dot-unstuffed), streamed. The message is stored in chunks
 /// as it arrives and scanned; it becomes visible only when complete. `201` means stored and scanned:
 /// only then may the worker answer `250`. A repeated `Idempotency-Key` answers `200` with the message
-/// already stored and stores nothing new.
+/// already stored and stores nothing new; so does a retry of a message stored within the dedup
+/// window (default 24 h): the same sensor, sender, set of recipients and bytes, whatever the key, the
+/// worker or the client address — so a sender that never heard the first `250` gets the same id.
 #[utoipa::path(
     operation_id = "hand_off_message",
     tag = "workers",
@@ -118,7 +119,7 @@ async fn read_envelope(payload: &mut web::Payload) -> Result<(HandoffEnvelope, V
         description = "First line: the envelope (schema `HandoffEnvelope`) as one line of JSON; then the raw message bytes"),
     responses(
         (status = 201, description = "Stored and scanned", body = MessageView, headers(("Location" = String, description = "URL of the message"))),
-        (status = 200, description = "Already stored under this Idempotency-Key", body = MessageView),
+        (status = 200, description = "Already stored (this Idempotency-Key, or the same message within the dedup window)", body = MessageView),
         (status = 400, response = BadRequest), (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
         (status = 404, response = NotFound), (status = 409, response = Conflict),
         (status = 413, description = "Larger than the platform cap", body = super::error::Problem, content_type = "application/problem+json"),
@@ -142,10 +143,14 @@ pub async fn hand_off(
         Begun::AlreadyStored(existing) => return Ok(HttpResponse::Ok().json(MessageView::from(*existing))),
         Begun::New(id) => id,
     };
-    match receive(&state, tenant, id, rest, payload).await {
-        Ok(stored) => Ok(HttpResponse::Created()
+    match receive(&state, tenant, id, &envelope, rest, payload).await {
+        Ok(Finished::Stored(stored)) => Ok(HttpResponse::Created()
             .insert_header((header::LOCATION, format!("/v1/tenants/{tenant}/messages/{}", stored.id)))
             .json(MessageView::from(stored))),
+        Ok(Finished::Duplicate(earlier)) => {
+            metrics::counter!("mailsensor_messages_deduplicated_total").increment(1);
+            Ok(HttpResponse::Ok().json(MessageView::from(earlier)))
+        }
         Err(e) => {
             // Nothing partial is ever kept.
             if let Err(cleanup) = store::messages::abandon(&state.db, tenant, id).await {
@@ -161,9 +166,10 @@ async fn receive(
     state: &AppState,
     tenant: Uuid,
     id: Uuid,
+    envelope: &HandoffEnvelope,
     first: Vec<u8>,
     mut payload: web::Payload,
-) -> Result<message::Model, ApiError> {
+) -> Result<Finished, ApiError> {
     let cap = state.max_message_bytes;
     let mut sha256 = Sha256::new();
     let mut md5 = Md5::new();
@@ -223,5 +229,9 @@ async fn receive(
     .map_err(|e| ApiError::Internal(e.into()))?;
     metrics::counter!("mailsensor_messages_stored_total", "verdict" => report.verdict.as_str()).increment(1);
     let digest = Digest { size, sha256: hex::encode(sha256.finalize()), md5: hex::encode(md5.finalize()) };
-    Ok(store::messages::finish(&state.db, tenant, id, digest, &report).await?)
+    let dedup = state.dedup_window.map(|window| {
+        let since = chrono::Utc::now() - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(1));
+        (store::messages::content_key(&digest.sha256, envelope), since)
+    });
+    Ok(store::messages::finish(&state.db, tenant, id, digest, &report, dedup).await?)
 }

@@ -51,6 +51,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     pub feed: Arc<ChangeFeed>,
     pub bookmark_interval: std::time::Duration,
+    /// How long a stored message is recognised when a retry hands it off again (`None`: never).
+    pub dedup_window: Option<std::time::Duration>,
     /// Bounds how many messages are parsed at once (each may be up to the platform cap in memory).
     pub scans: Arc<tokio::sync::Semaphore>,
     /// Turns true when the server is stopping: open config streams end, so workers resume from

@@ -80,6 +80,7 @@ async fn begin_in(
         verdict: Set(None),
         detections: Set(json!([])),
         parts: Set(json!([])),
+        content_key: Set(None),
     })
     .exec_without_returning(db)
     .await
@@ -142,21 +143,73 @@ pub struct Digest {
     pub md5: String,
 }
 
-/// Makes the message visible, with its scan results, in one transaction.
+/// What makes a retry the same message: the envelope the sender chose (sender, recipients as a
+/// set) and the exact bytes. Where it came in (client address, HELO, worker, TLS) is left out, so
+/// a retry through another worker, or from another host of the same MTA, is still recognised.
+pub fn content_key(sha256_hex: &str, envelope: &HandoffEnvelope) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut recipients: Vec<&str> = envelope.rcpt_to.iter().map(String::as_str).collect();
+    recipients.sort_unstable();
+    recipients.dedup();
+    let mut key = Sha256::new();
+    // Lengths first, so no choice of field values can run two fields together.
+    for field in [sha256_hex, envelope.mail_from.as_str()].into_iter().chain(recipients) {
+        key.update((field.len() as u64).to_be_bytes());
+        key.update(field.as_bytes());
+    }
+    hex::encode(key.finalize())
+}
+
+/// How a finished upload ended.
+pub enum Finished {
+    /// Stored and visible now.
+    Stored(message::Model),
+    /// The same message was already stored within the dedup window (a retry whose first attempt's
+    /// answer was lost): that one is the answer, and this upload is dropped.
+    Duplicate(message::Model),
+}
+
+/// Makes the message visible, with its scan results, in one transaction, unless the same
+/// message (`content_key`) was stored since `dedup_since`.
 pub async fn finish(
     db: &DatabaseConnection,
     tenant: Uuid,
     id: Uuid,
     digest: Digest,
     report: &ScanReport,
-) -> Result<message::Model, StoreError> {
+    dedup: Option<(String, DateTime<Utc>)>,
+) -> Result<Finished, StoreError> {
     as_tenant(db, tenant, async |txn| {
         let row = message::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("message"))?;
+        if let Some((key, since)) = &dedup {
+            if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+                // Two copies finishing at once queue here, so the second sees the first.
+                txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+                    sea_orm::DatabaseBackend::Postgres,
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    [key.clone().into()],
+                ))
+                .await?;
+            }
+            let earlier = message::Entity::find()
+                .filter(message::Column::TenantId.eq(tenant))
+                .filter(message::Column::SensorId.eq(row.sensor_id))
+                .filter(message::Column::ContentKey.eq(key.as_str()))
+                .filter(message::Column::ReceivedAt.gte(*since))
+                .filter(message::Column::Status.eq(STORED))
+                .one(txn)
+                .await?;
+            if let Some(earlier) = earlier {
+                message::Entity::delete_by_id(id).exec(txn).await?;
+                return Ok(Finished::Duplicate(earlier));
+            }
+        }
         let mut active: message::ActiveModel = row.into();
         active.status = Set(STORED.to_owned());
         active.size = Set(i64::try_from(digest.size).unwrap_or(i64::MAX));
         active.sha256 = Set(Some(digest.sha256));
         active.md5 = Set(Some(digest.md5));
+        active.content_key = Set(dedup.map(|(key, _)| key));
         active.header_from = Set(report.headers.from.clone());
         active.header_to = Set(report.headers.to.clone());
         active.subject = Set(report.headers.subject.clone());
@@ -165,7 +218,7 @@ pub async fn finish(
         active.verdict = Set(Some(report.verdict.as_str().to_owned()));
         active.detections = Set(serde_json::to_value(&report.detections).unwrap_or_default());
         active.parts = Set(serde_json::to_value(&report.parts).unwrap_or_default());
-        Ok(sea_orm::ActiveModelTrait::update(active, txn).await?)
+        Ok(Finished::Stored(sea_orm::ActiveModelTrait::update(active, txn).await?))
     })
     .await
 }

@@ -6,6 +6,7 @@ mod audit;
 mod bodies;
 mod defence;
 mod dev;
+mod exactly_once;
 mod isolation;
 mod layers;
 mod openapi;

@@ -29,6 +29,8 @@ pub struct Model {
     pub verdict: Option<String>,
     pub detections: Json,
     pub parts: Json,
+    /// What makes a retry the same message (sensor, envelope, bytes); see `messages::content_key`.
+    pub content_key: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,176 @@
+//! Exactly once across retries: a real SMTP client retries every 4xx and broken connection while
+//! the worker process and the API process are killed with SIGKILL at random moments, mid-hand-off
+//! included. Afterwards every id a `250` named is stored, and each message is stored once.
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use mail_send::SmtpClientBuilder;
+use rand::Rng;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use crate::helpers::*;
+
+const MESSAGES: usize = 120;
+
+fn serve(db_url: &str, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mailsensor"))
+        .args(["serve", "--no-migrate", "--listen", &format!("127.0.0.1:{port}")])
+        .env("MAILSENSOR_DATABASE_URL", as_api_role(db_url))
+        .env("MAILSENSOR_JWT_HS256_SECRET", TEST_HS256_SECRET)
+        .env("MAILSENSOR_JWT_ISSUER", ISSUER)
+        .env("MAILSENSOR_JWT_AUDIENCE", AUDIENCE)
+        .env("MAILSENSOR_HTTP_WORKERS", "2")
+        .env("MAILSENSOR_LOG", "error")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+fn worker(api: &str, token: &str, smtp_port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mailsensor"))
+        .args(["sensor", "--listen", &format!("127.0.0.1:{smtp_port}"), "--admin-listen", "127.0.0.1:0"])
+        .args(["--hostname", "once.test"])
+        .env("MAILSENSOR_API_URL", api)
+        .env("MAILSENSOR_SENSOR_TOKEN", token)
+        .env("MAILSENSOR_LOG", "error")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+fn message(n: usize) -> Vec<u8> {
+    // Large enough that a hand-off spans several chunks and some time: kills land inside it.
+    let filler = "The quick brown fox jumps over the lazy dog, again and again and again.\r\n".repeat(1500);
+    format!(
+        "From: alice@example.org\r\nTo: bob@example.com\r\nSubject: once {n}\r\nMessage-ID: <once-{n}@test>\r\n\r\n{filler}"
+    )
+    .into_bytes()
+}
+
+/// Sends one message until a `250`, retrying every 4xx and every broken connection as an MTA
+/// would; a 5xx is a failure of the test. Returns the stored id and how many attempts failed.
+async fn deliver(at: SocketAddr, n: usize) -> (String, usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut failed = 0;
+    loop {
+        assert!(Instant::now() < deadline, "message {n} was not accepted within 120 s");
+        let attempt = async {
+            let mut client = SmtpClientBuilder::new(at.ip().to_string(), at.port())
+                .unwrap()
+                .helo_host("client.test")
+                .timeout(Duration::from_secs(20))
+                .connect_plain()
+                .await?;
+            let msg = mail_send::smtp::message::Message::new("alice@example.org", ["bob@example.com"], message(n));
+            client.send(msg).await
+        };
+        match attempt.await {
+            Ok(reply) => {
+                let id = reply.message().split(['<', '>']).nth(1).unwrap_or_default().to_owned();
+                return (id, failed);
+            }
+            Err(mail_send::Error::UnexpectedReply(r)) if r.code() >= 500 => {
+                panic!("message {n}: permanent failure {} {}", r.code(), r.message())
+            }
+            Err(_) => {
+                failed += 1;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_worker_and_api_mid_handoff_stores_each_message_once() {
+    let w = world(Backend::Postgres).await;
+    let sensor = w.a.pcn_sensor;
+    let body = json!({"enabled": true, "destination_domains": ["example.com"], "clients": [],
+        "message_size_limit": {"unlimited": true}});
+    assert_eq!(w.app.put(&w.a.settings_path(sensor), &w.admin_pcn(), body).await.status, 200);
+    // The in-process server only set things up; the processes below are the ones killed.
+    w.app.stop().await;
+
+    let (api_port, smtp_port) = (free_port(), free_port());
+    let api_url = format!("http://127.0.0.1:{api_port}");
+    let token = w.sensor_token(&w.a, sensor);
+    let at: SocketAddr = format!("127.0.0.1:{smtp_port}").parse().unwrap();
+    let api = Arc::new(tokio::sync::Mutex::new(serve(&w.app.url, api_port)));
+    let mta = Arc::new(tokio::sync::Mutex::new(worker(&api_url, &token, smtp_port)));
+
+    let done = Arc::new(AtomicBool::new(false));
+    let kills = Arc::new(AtomicUsize::new(0));
+    let killer = {
+        let (done, kills, api, mta, db_url, api_url) =
+            (done.clone(), kills.clone(), api.clone(), mta.clone(), w.app.url.clone(), api_url.clone());
+        tokio::spawn(async move {
+            // Let the first messages through before the first kill.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            while !done.load(Ordering::SeqCst) {
+                let (pause, kill_api) = {
+                    let mut rng = rand::rng();
+                    (Duration::from_millis(rng.random_range(300..1200)), rng.random_bool(0.5))
+                };
+                tokio::time::sleep(pause).await;
+                if kill_api {
+                    let mut child = api.lock().await;
+                    child.kill().await.unwrap();
+                    *child = serve(&db_url, api_port);
+                } else {
+                    let mut child = mta.lock().await;
+                    child.kill().await.unwrap();
+                    *child = worker(&api_url, &token, smtp_port);
+                }
+                kills.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+
+    let mut accepted: HashMap<usize, String> = HashMap::new();
+    let mut retries = 0;
+    for n in 0..MESSAGES {
+        let (id, failed) = deliver(at, n).await;
+        accepted.insert(n, id);
+        retries += failed;
+    }
+    done.store(true, Ordering::SeqCst);
+    killer.await.unwrap();
+    let kills = kills.load(Ordering::SeqCst);
+    eprintln!("{MESSAGES} messages, {kills} kills, {retries} failed attempts retried");
+    assert!(kills >= 5 && retries >= 5, "too few kills ({kills}) or retries ({retries}) to prove anything");
+
+    let rows = w
+        .app
+        .owner
+        .query_all_raw(Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            format!(
+                "SELECT id::text AS id, message_id FROM messages WHERE status = 'stored' AND tenant_id = '{}'",
+                w.a.id
+            ),
+        ))
+        .await
+        .unwrap();
+    let stored: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.try_get::<String>("", "id").unwrap(), r.try_get::<String>("", "message_id").unwrap()))
+        .collect();
+    let ids: HashSet<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
+    for (n, id) in &accepted {
+        assert!(ids.contains(id.as_str()), "message {n} got 250 with id {id}, which is not stored");
+    }
+    let mut copies: HashMap<&str, usize> = HashMap::new();
+    for (_, message_id) in &stored {
+        *copies.entry(message_id.as_str()).or_default() += 1;
+    }
+    let duplicated: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicated.is_empty(), "stored more than once: {duplicated:?}");
+    assert_eq!(stored.len(), MESSAGES, "stored rows = distinct messages sent");
+}
