@@ -52,7 +52,7 @@ pub struct Problem {
     pub errors: Option<Vec<FieldError>>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     Unauthorized(TokenError),
@@ -78,6 +78,17 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// Request logging prints errors with `{:?}`: make that the plain message (with its causes), so no
+/// log line shows Rust's debug text.
+impl std::fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Internal(e) => write!(f, "internal error: {e:#}"),
+            other => write!(f, "{other}"),
+        }
+    }
 }
 
 fn validation_summary(errors: &[FieldError]) -> String {

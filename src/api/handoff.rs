@@ -71,6 +71,15 @@ fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
     Ok(key.to_owned())
 }
 
+/// The sender went away (or the worker gave up on the message) before the body ended.
+fn broke_off(e: actix_web::error::PayloadError) -> ApiError {
+    use actix_web::error::PayloadError;
+    match e {
+        PayloadError::Incomplete(_) => ApiError::BadRequest("the upload broke off before its end".into()),
+        other => ApiError::BadRequest(format!("the upload broke off: {other}")),
+    }
+}
+
 /// The envelope line, and whatever of the message came with it.
 async fn read_envelope(payload: &mut web::Payload) -> Result<(HandoffEnvelope, Vec<u8>), ApiError> {
     let mut head = Vec::new();
@@ -83,7 +92,7 @@ async fn read_envelope(payload: &mut web::Payload) -> Result<(HandoffEnvelope, V
         }
         match payload.next().await {
             Some(Ok(bytes)) => head.extend_from_slice(&bytes),
-            Some(Err(e)) => return Err(ApiError::BadRequest(format!("the upload broke off: {e}"))),
+            Some(Err(e)) => return Err(broke_off(e)),
             None => return Err(ApiError::BadRequest("the body ended before the envelope line did".into())),
         }
     };
@@ -189,7 +198,7 @@ async fn receive(
                 pending.extend_from_slice(&bytes);
                 false
             }
-            Some(Err(e)) => return Err(ApiError::BadRequest(format!("the upload broke off: {e}"))),
+            Some(Err(e)) => return Err(broke_off(e)),
             None => pending.len() < CHUNK,
         };
         while pending.len() >= CHUNK || (done && !pending.is_empty()) {

@@ -265,6 +265,6 @@ fn classify(e: jsonwebtoken::errors::Error) -> TokenError {
         ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
             TokenError::Malformed
         }
-        other => TokenError::Invalid(format!("{other:?}")),
+        _ => TokenError::Invalid(e.to_string()),
     }
 }

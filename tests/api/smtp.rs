@@ -921,7 +921,129 @@ async fn graceful_shutdown(backend: Backend) {
     assert_eq!(messages(&w).await.len(), 1);
 }
 
+/// Random bytes where a sender controls them: HELO, the addresses' local parts, header names and
+/// values, the body — NUL, control characters, invalid UTF-8, over-long runs. Every session ends
+/// in `250` (and the stored raw message is byte for byte what was sent) or in a `5xx` that tells the
+/// sender to stop; never a `4xx`, which a sender would retry forever.
+async fn any_bytes_are_stored_or_refused_for_good(backend: Backend) {
+    use rand::{Rng, SeedableRng};
+    let w = world(backend).await;
+    let worker = mx(&w, settings(&[], &[], unlimited()), |_| {}).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_2026);
+    let mut random_bytes = |rng: &mut rand::rngs::StdRng, max: usize| -> Vec<u8> {
+        let len = if rng.random_bool(0.1) { rng.random_range(500..3000) } else { rng.random_range(1..max) };
+        (0..len)
+            .map(|_| match rng.random_range(0..10) {
+                0 => 0u8,
+                1 => rng.random_range(1..0x20),
+                2 => 0x7f,
+                3 | 4 => rng.random_range(0x80..=0xff),
+                _ => rng.random_range(0x20..0x7f),
+            })
+            .filter(|b| *b != b'\r' && *b != b'\n')
+            .collect()
+    };
+    let (mut stored, mut refused) = (0, 0);
+    for round in 0..120 {
+        // Each envelope field is random in some rounds and plain in others, so sessions get as far
+        // as the content; the content is always random.
+        let mut field = |rng: &mut rand::rngs::StdRng, plain: &str, max: usize| {
+            if rng.random_bool(0.25) { random_bytes(rng, max) } else { plain.as_bytes().to_vec() }
+        };
+        let helo = field(&mut rng, "client.example.org", 40);
+        let sender = field(&mut rng, "alice", 30);
+        let recipient = field(&mut rng, "bob", 30);
+        let mut content = Vec::new();
+        for name in ["Subject", "From", "To", "Message-ID", "Date", "X-Anything"] {
+            content.extend_from_slice(name.as_bytes());
+            content.extend_from_slice(b": ");
+            content.extend_from_slice(&random_bytes(&mut rng, 80));
+            content.extend_from_slice(b"\r\n");
+        }
+        content.extend_from_slice(&random_bytes(&mut rng, 20));
+        content.extend_from_slice(b": odd name\r\n\r\n");
+        content.extend_from_slice(&random_bytes(&mut rng, 200));
+        content.extend_from_slice(b"\r\n");
+        let mut commands: Vec<Vec<u8>> = vec![
+            [b"EHLO ".as_slice(), &helo].concat(),
+            [b"MAIL FROM:<".as_slice(), &sender, b"@example.org>"].concat(),
+            [b"RCPT TO:<".as_slice(), &recipient, b"@example.com>"].concat(),
+        ];
+        if rng.random_bool(0.3) {
+            // Unbracketed and free-form, too.
+            commands[1] = [b"MAIL FROM:".as_slice(), &sender].concat();
+        }
+        let mut s = TcpStream::connect(worker.smtp_addr).await.unwrap();
+        let greeting = read_reply(&mut s).await;
+        assert!(greeting.starts_with("220"), "round {round}: {greeting}");
+        let mut outcome = None;
+        for command in &commands {
+            s.write_all(&[command.as_slice(), b"\r\n"].concat()).await.unwrap();
+            let reply = read_reply(&mut s).await;
+            assert!(
+                !reply.starts_with('4'),
+                "round {round}: {:?} answered {reply:?}",
+                String::from_utf8_lossy(command)
+            );
+            if reply.starts_with('5') {
+                outcome = Some(reply);
+                break;
+            }
+        }
+        if outcome.is_none() {
+            s.write_all(b"DATA\r\n").await.unwrap();
+            let reply = read_reply(&mut s).await;
+            assert!(reply.starts_with("354"), "round {round}: DATA answered {reply:?}");
+            let mut stuffed = Vec::new();
+            for line in content.split_inclusive(|b| *b == b'\n') {
+                if line.starts_with(b".") {
+                    stuffed.push(b'.');
+                }
+                stuffed.extend_from_slice(line);
+            }
+            stuffed.extend_from_slice(b".\r\n");
+            s.write_all(&stuffed).await.unwrap();
+            let reply = read_reply(&mut s).await;
+            assert!(
+                reply.starts_with("250") || reply.starts_with('5'),
+                "round {round}: end of data answered {reply:?}"
+            );
+            if reply.starts_with("250") {
+                let id = stored_id(&reply);
+                let raw = w
+                    .app
+                    .http
+                    .get(format!("{}/v1/tenants/{}/messages/{id}/raw", w.app.base, w.a.id))
+                    .bearer_auth(w.admin_pcn())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(raw.status(), 200, "round {round}");
+                assert!(
+                    raw.bytes().await.unwrap().as_ref() == content.as_slice(),
+                    "round {round}: stored bytes differ"
+                );
+                let meta = w.app.get(&format!("/v1/tenants/{}/messages/{id}", w.a.id), &w.admin_pcn()).await;
+                assert_eq!(meta.status, 200, "round {round}: {:?}", meta.body);
+                stored += 1;
+            } else {
+                refused += 1;
+            }
+        } else {
+            refused += 1;
+        }
+        let _ = s.write_all(b"QUIT\r\n").await;
+    }
+    eprintln!("any bytes: {stored} stored, {refused} refused with 5xx");
+    assert!(
+        stored >= 10 && refused >= 10,
+        "the generator must reach both outcomes: {stored} stored, {refused} refused"
+    );
+    worker.shutdown().await;
+}
+
 on_both_backends!(
+    any_bytes_are_stored_or_refused_for_good,
     idle_timeout_and_worker_limit,
     slow_clients_are_cut_off,
     worker_health_follows_the_api,
