@@ -930,7 +930,7 @@ async fn any_bytes_are_stored_or_refused_for_good(backend: Backend) {
     let w = world(backend).await;
     let worker = mx(&w, settings(&[], &[], unlimited()), |_| {}).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_2026);
-    let mut random_bytes = |rng: &mut rand::rngs::StdRng, max: usize| -> Vec<u8> {
+    let random_bytes = |rng: &mut rand::rngs::StdRng, max: usize| -> Vec<u8> {
         let len = if rng.random_bool(0.1) { rng.random_range(500..3000) } else { rng.random_range(1..max) };
         (0..len)
             .map(|_| match rng.random_range(0..10) {
@@ -947,7 +947,7 @@ async fn any_bytes_are_stored_or_refused_for_good(backend: Backend) {
     for round in 0..120 {
         // Each envelope field is random in some rounds and plain in others, so sessions get as far
         // as the content; the content is always random.
-        let mut field = |rng: &mut rand::rngs::StdRng, plain: &str, max: usize| {
+        let field = |rng: &mut rand::rngs::StdRng, plain: &str, max: usize| {
             if rng.random_bool(0.25) { random_bytes(rng, max) } else { plain.as_bytes().to_vec() }
         };
         let helo = field(&mut rng, "client.example.org", 40);
