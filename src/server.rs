@@ -3,7 +3,8 @@ use std::net::TcpListener;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use actix_web::{HttpServer, web};
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
+use actix_web::{dev::AppConfig, web};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sea_orm::DatabaseConnection;
 
@@ -95,10 +96,37 @@ pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<
         stopping: stopping.clone(),
     });
     let spec = api::openapi();
-    let mut server = HttpServer::new(move || api::app(state.clone(), spec.clone())).listen(listener)?;
+    let address = listener.local_addr()?;
+    let mut builder = actix_server::Server::build();
     if let Some(n) = parts.workers {
-        server = server.workers(n);
+        builder = builder.workers(n);
     }
-    let server = server.shutdown_timeout(10).disable_signals().run();
+    // What actix-web's `HttpServer` assembles, with one addition: each connection is wrapped so the
+    // errors the HTTP/1 codec answers by itself are problem documents too (`api::ProblemIo`).
+    let graceful = builder.graceful_shutdown_signal();
+    let server = builder
+        .listen("mailsensor-api", listener, move || {
+            let app =
+                api::app(state.clone(), spec.clone()).into_factory().map_err(|e: actix_web::Error| e.error_response());
+            let graceful = graceful.clone();
+            let http = actix_http::HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let graceful = graceful.clone();
+                    async move { graceful.notified().await }
+                })
+                .client_request_timeout(Duration::from_secs(5))
+                .local_addr(address)
+                // Host and address for URL generation come from each request; nothing here builds URLs.
+                .h1(map_config(app, |_| AppConfig::default()));
+            fn_service(|io: actix_web::rt::net::TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                let _ = io.set_nodelay(true);
+                Ok::<_, actix_http::error::DispatchError>((api::ProblemIo::new(io), peer))
+            })
+            .and_then(http)
+        })?
+        .shutdown_timeout(10)
+        .disable_signals()
+        .run();
     Ok(Running { server, feed, stopping })
 }

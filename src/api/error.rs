@@ -76,6 +76,10 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -107,6 +111,21 @@ impl ApiError {
         ApiError::Forbidden(format!("role {} may not {action}", role.as_str()))
     }
 
+    /// The RFC 9457 document for this error.
+    pub(super) fn problem(&self) -> Problem {
+        let (slug, title) = self.slug_and_title();
+        Problem {
+            r#type: format!("urn:mailsensor:problem:{slug}"),
+            title: title.to_owned(),
+            status: self.status_code().as_u16(),
+            detail: self.to_string(),
+            errors: match self {
+                ApiError::Validation(errors) => Some(errors.clone()),
+                _ => None,
+            },
+        }
+    }
+
     fn slug_and_title(&self) -> (&'static str, &'static str) {
         match self {
             ApiError::Unauthorized(_) => ("unauthorized", "Authentication required"),
@@ -120,6 +139,8 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
             ApiError::Validation(_) => ("validation", "Invalid request"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
+            ApiError::HeadersTooLarge(_) => ("headers-too-large", "Request headers too large"),
+            ApiError::RequestTimeout(_) => ("request-timeout", "Request timeout"),
             ApiError::Internal(_) => ("internal", "Internal error"),
         }
     }
@@ -151,6 +172,8 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -161,17 +184,7 @@ impl ResponseError for ApiError {
             // The whole cause chain, in words ("a: b: c").
             tracing::error!(error = %format!("{e:#}"), "request failed");
         }
-        let (slug, title) = self.slug_and_title();
-        let problem = Problem {
-            r#type: format!("urn:mailsensor:problem:{slug}"),
-            title: title.to_owned(),
-            status: status.as_u16(),
-            detail: self.to_string(),
-            errors: match self {
-                ApiError::Validation(errors) => Some(errors.clone()),
-                _ => None,
-            },
-        };
+        let problem = self.problem();
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");
         match self {

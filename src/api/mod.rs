@@ -6,6 +6,7 @@
 mod audit;
 mod body;
 mod caller;
+mod codec_errors;
 mod config_stream;
 mod error;
 mod evaluate;
@@ -23,6 +24,8 @@ mod sensors;
 mod settings;
 mod tenants;
 mod views;
+
+pub use codec_errors::ProblemIo;
 
 use std::sync::Arc;
 use std::time::Instant;

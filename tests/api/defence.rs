@@ -153,3 +153,69 @@ on_both_backends!(
     bounded_inputs,
     undeclared_methods_answer_405
 );
+
+/// Sends `request` on a raw connection (while reading, so a server that answers before it has read
+/// everything is still heard) and returns the status, content type and problem document.
+async fn raw_exchange(w: &World, request: Vec<u8>) -> (u16, String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(w.app.address()).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        // The server may close before taking it all: that is its right.
+        let _ = write.write_all(&request).await;
+        write
+    });
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), read.read_to_end(&mut response)).await;
+    drop(writer);
+    let text = String::from_utf8_lossy(&response).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no response: {text:?}"));
+    let status = head[9..12].parse().unwrap();
+    let content_type = head.lines().find_map(|l| l.strip_prefix("content-type: ")).unwrap_or_default().to_owned();
+    (status, content_type, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// The errors the HTTP/1 codec answers before any handler runs are problem documents too: a head
+/// over 128 KiB (a token of several megabytes among them), a head that is not HTTP, and a head
+/// that never finishes arriving.
+async fn codec_errors_are_problem_documents(backend: Backend) {
+    let w = world(backend).await;
+    let path = w.a.settings_path(w.a.pcn_sensor);
+    let host = w.app.address().to_owned();
+    let huge_token = "e".repeat(4 * 1024 * 1024);
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "a 4 MiB bearer token",
+            format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {huge_token}\r\n\r\n").into_bytes(),
+            431,
+            "headers-too-large",
+        ),
+        (
+            "200 KiB of headers",
+            format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nx-padding: {}\r\n\r\n", "p".repeat(200 * 1024))
+                .into_bytes(),
+            431,
+            "headers-too-large",
+        ),
+        ("a head that is not HTTP", b"NOT HTTP AT ALL\x01\x02\r\n\r\n".to_vec(), 400, "bad-request"),
+        (
+            "a URI over the limit",
+            format!("GET /v1/{} HTTP/1.1\r\nhost: {host}\r\n\r\n", "u".repeat(200 * 1024)).into_bytes(),
+            431,
+            "headers-too-large",
+        ),
+        // The head never ends: the server gives up after its 5 s request timeout.
+        ("an unfinished head", format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n").into_bytes(), 408, "request-timeout"),
+    ];
+    for (why, request, status, slug) in cases {
+        let (got, content_type, problem) = raw_exchange(&w, request).await;
+        assert_eq!(got, status, "{why}");
+        assert_eq!(content_type, "application/problem+json", "{why}");
+        assert_eq!(problem["type"], format!("urn:mailsensor:problem:{slug}"), "{why}: {problem}");
+        assert_eq!(problem["status"], status, "{why}");
+    }
+    // The server is none the worse for it.
+    assert_eq!(w.app.get(&path, &w.admin_pcn()).await.status, 200);
+}
+
+on_both_backends!(codec_errors_are_problem_documents);
