@@ -219,3 +219,69 @@ async fn codec_errors_are_problem_documents(backend: Backend) {
 }
 
 on_both_backends!(codec_errors_are_problem_documents);
+
+/// Peak and current resident memory of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// The limits hold in memory too: a `serve` process fed many bodies over the cap, JSON nested far
+/// too deep, lists over their caps, heads over 128 KiB and 4 MiB tokens grows by no more than a
+/// few of those inputs, not by the sum of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_inputs_do_not_grow_memory() {
+    let w = world(Backend::Postgres).await;
+    let port = free_port();
+    let mut serve = spawn_serve(&w.app.url, port);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let ready = async {
+        while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), ready).await.expect("serve became ready");
+    let admin = w.admin_pcn();
+    let settings = format!("{base}{}", w.a.settings_path(w.a.pcn_sensor));
+    let evaluate = format!("{settings}/evaluate");
+    let send = async |request: reqwest::RequestBuilder| request.send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+    // Warm up: one of each, so lazily built state is there before the baseline.
+    let oversized = format!("{{\"destination_domains\": [\"{}\"]}}", "x".repeat(9 * 1024 * 1024));
+    let deep = format!("{{\"destination_domains\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+    let long_list = json!({"destination_domains": (0..10_001).map(|i| format!("d{i}.example")).collect::<Vec<_>>()});
+    let many = json!({"client_ip": "192.0.2.1", "recipients": (0..50_000).map(|i| format!("r{i}@example.com")).collect::<Vec<_>>()});
+    let huge_token = format!("Bearer {}", "e".repeat(4 * 1024 * 1024));
+    let round = async || {
+        let json = |b: &str| {
+            http.patch(&settings).bearer_auth(&admin).header("content-type", "application/json").body(b.to_owned())
+        };
+        // Answered 413 before the rest is read; a client still sending may see the close instead.
+        let status = send(json(&oversized)).await;
+        assert!(status == 413 || status == 0, "{status}");
+        assert_eq!(send(json(&deep)).await, 422);
+        assert_eq!(send(http.patch(&settings).bearer_auth(&admin).json(&long_list)).await, 422);
+        assert_eq!(send(http.post(&evaluate).bearer_auth(&admin).json(&many)).await, 422);
+        // The server answers 431 and closes without reading all of it; the client may see either.
+        let status = send(http.get(&settings).header("authorization", &huge_token)).await;
+        assert!(status == 431 || status == 0, "{status}");
+    };
+    round().await;
+    let pid = serve.id().unwrap();
+    let (_, baseline) = memory_kib(pid);
+    for _ in 0..20 {
+        round().await;
+    }
+    assert!(serve.try_wait().unwrap().is_none(), "serve died");
+    assert_eq!(send(http.get(&settings).bearer_auth(&admin)).await, 200, "serve still answers");
+    let (peak, now) = memory_kib(pid);
+    eprintln!("serve memory: baseline {baseline} KiB, peak {peak} KiB, after {now} KiB (20 rounds, ~300 MiB refused)");
+    // 20 rounds refuse about 300 MiB of input; growth stays within a few inputs' worth.
+    assert!(now < baseline + 64 * 1024, "resident memory grew from {baseline} to {now} KiB");
+    assert!(peak < baseline + 128 * 1024, "peak memory {peak} KiB against a baseline of {baseline} KiB");
+    serve.kill().await.unwrap();
+}

@@ -18,21 +18,6 @@ use crate::helpers::*;
 
 const MESSAGES: usize = 120;
 
-fn serve(db_url: &str, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_mailsensor"))
-        .args(["serve", "--no-migrate", "--listen", &format!("127.0.0.1:{port}")])
-        .env("MAILSENSOR_DATABASE_URL", as_api_role(db_url))
-        .env("MAILSENSOR_JWT_HS256_SECRET", TEST_HS256_SECRET)
-        .env("MAILSENSOR_JWT_ISSUER", ISSUER)
-        .env("MAILSENSOR_JWT_AUDIENCE", AUDIENCE)
-        .env("MAILSENSOR_HTTP_WORKERS", "2")
-        .env("MAILSENSOR_LOG", "error")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
 fn worker(api: &str, token: &str, smtp_port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_mailsensor"))
         .args(["sensor", "--listen", &format!("127.0.0.1:{smtp_port}"), "--admin-listen", "127.0.0.1:0"])
@@ -102,7 +87,7 @@ async fn sigkill_of_worker_and_api_mid_handoff_stores_each_message_once() {
     let api_url = format!("http://127.0.0.1:{api_port}");
     let token = w.sensor_token(&w.a, sensor);
     let at: SocketAddr = format!("127.0.0.1:{smtp_port}").parse().unwrap();
-    let api = Arc::new(tokio::sync::Mutex::new(serve(&w.app.url, api_port)));
+    let api = Arc::new(tokio::sync::Mutex::new(spawn_serve(&w.app.url, api_port)));
     let mta = Arc::new(tokio::sync::Mutex::new(worker(&api_url, &token, smtp_port)));
 
     let done = Arc::new(AtomicBool::new(false));
@@ -122,7 +107,7 @@ async fn sigkill_of_worker_and_api_mid_handoff_stores_each_message_once() {
                 if kill_api {
                     let mut child = api.lock().await;
                     child.kill().await.unwrap();
-                    *child = serve(&db_url, api_port);
+                    *child = spawn_serve(&db_url, api_port);
                 } else {
                     let mut child = mta.lock().await;
                     child.kill().await.unwrap();

@@ -208,6 +208,23 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The real `mailsensor serve` as a process on `port`, on the database at `db_url` (already
+/// migrated), logging in as `mailsensor_api` and trusting the tests' tokens.
+pub fn spawn_serve(db_url: &str, port: u16) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_mailsensor"))
+        .args(["serve", "--no-migrate", "--listen", &format!("127.0.0.1:{port}")])
+        .env("MAILSENSOR_DATABASE_URL", as_api_role(db_url))
+        .env("MAILSENSOR_JWT_HS256_SECRET", TEST_HS256_SECRET)
+        .env("MAILSENSOR_JWT_ISSUER", ISSUER)
+        .env("MAILSENSOR_JWT_AUDIENCE", AUDIENCE)
+        .env("MAILSENSOR_HTTP_WORKERS", "2")
+        .env("MAILSENSOR_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 /// Starts the real `mailsensor dev` on the given ports, its banner going to `stdout`.
 pub fn spawn_dev(dir: &std::path::Path, api: u16, smtp: u16, stdout: std::process::Stdio) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_mailsensor"))
