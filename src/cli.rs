@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// sender, recipients and bytes) and answered with the id already stored; 0 turns this off.
     #[arg(long, env = "MAILSENSOR_DEDUP_WINDOW_HOURS", default_value_t = 24)]
     pub dedup_window_hours: u64,
+    /// Scan workers in this replica (each parses one message at a time, holding it whole); 0 makes
+    /// a replica that only stores, leaving the scan queue to the others.
+    #[arg(long, env = "MAILSENSOR_SCAN_WORKERS", default_value_t = 2)]
+    pub scan_workers: usize,
     /// HTTP worker threads (default: one per CPU).
     #[arg(long, env = "MAILSENSOR_HTTP_WORKERS")]
     pub http_workers: Option<usize>,

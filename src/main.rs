@@ -80,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(address = %args.listen, "control plane listening");
             let mut parts = ServerParts::new(db.clone(), keys, args.max_message_bytes);
             parts.workers = args.http_workers;
+            parts.scan_workers = args.scan_workers;
             parts.dedup_window =
                 (args.dedup_window_hours > 0).then(|| std::time::Duration::from_secs(args.dedup_window_hours * 3600));
             parts.feed.retention = std::time::Duration::from_secs(args.revision_retention_hours * 3600);

@@ -10,6 +10,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::api::{self, AppState};
 use crate::auth::KeySet;
+use crate::scan_queue::ScanQueue;
 use crate::stream::{ChangeFeed, FeedOptions};
 
 /// The process-wide Prometheus recorder; installed once, shared by every server in the process.
@@ -28,6 +29,8 @@ pub struct ServerParts {
     pub bookmark_interval: Duration,
     /// How long a stored message is recognised when it is handed off again (`None`: never).
     pub dedup_window: Option<Duration>,
+    /// Scan workers in this replica; each holds one message whole while parsing it.
+    pub scan_workers: usize,
 }
 
 impl ServerParts {
@@ -40,6 +43,7 @@ impl ServerParts {
             feed: FeedOptions::default(),
             bookmark_interval: Duration::from_secs(15),
             dedup_window: Some(Duration::from_secs(24 * 3600)),
+            scan_workers: 2,
         }
     }
 }
@@ -49,6 +53,8 @@ impl ServerParts {
 pub struct Running {
     pub server: actix_web::dev::Server,
     pub feed: Arc<ChangeFeed>,
+    /// Its scan workers.
+    pub scanner: Arc<ScanQueue>,
     stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
@@ -84,6 +90,7 @@ pub async fn terminated() {
 pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<Running> {
     let feed = ChangeFeed::start(parts.db.clone(), parts.feed).await?;
     let stopping = Arc::new(tokio::sync::watch::channel(false).0);
+    let scanner = ScanQueue::start(parts.db.clone(), parts.scan_workers, stopping.subscribe());
     let state = web::Data::new(AppState {
         db: parts.db,
         keys: parts.keys,
@@ -92,7 +99,7 @@ pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<
         feed: feed.clone(),
         bookmark_interval: parts.bookmark_interval,
         dedup_window: parts.dedup_window,
-        scans: Arc::new(tokio::sync::Semaphore::new(2)),
+        scan_queue: scanner.wake.clone(),
         stopping: stopping.clone(),
     });
     let spec = api::openapi();
@@ -128,5 +135,5 @@ pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<
         .shutdown_timeout(10)
         .disable_signals()
         .run();
-    Ok(Running { server, feed, stopping })
+    Ok(Running { server, feed, scanner, stopping })
 }

@@ -6,7 +6,7 @@ mod m20261128_000002_revisions;
 mod m20261128_000003_messages;
 mod m20261202_000004_wire_log_payload;
 mod m20261202_000005_row_level_security;
-mod m20261202_000006_message_dedup;
+mod m20261202_000006_intake;
 
 pub struct Migrator;
 
@@ -19,7 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000003_messages::Migration),
             Box::new(m20261202_000004_wire_log_payload::Migration),
             Box::new(m20261202_000005_row_level_security::Migration),
-            Box::new(m20261202_000006_message_dedup::Migration),
+            Box::new(m20261202_000006_intake::Migration),
         ]
     }
 }

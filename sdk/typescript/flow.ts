@@ -138,10 +138,13 @@ async function main(): Promise<void> {
   const subject = `ts-sdk ${randomUUID()}`;
   const reply = await sendMail(Number(env("SMTP_PORT")), subject);
   check(reply.startsWith("250 "), `SMTP: ${reply}`);
+  // "250 2.0.0 <id> stored": the id is the stored message's (its headers and verdict follow from
+  // the scan queue, so they may still read pending here).
+  const storedId = reply.split(/[<>]/)[1] ?? "";
   const listed = await officer.GET("/v1/tenants/{tenant_id}/messages", {
     params: { path: { tenant_id }, query: { sensor_id: demoSensor, limit: 500 } },
   });
-  const message = listed.data?.items.find((m) => m.headers.subject === subject);
+  const message = listed.data?.items.find((m) => m.id === storedId);
   check(message !== undefined, "message listed");
   const raw = await officer.GET("/v1/tenants/{tenant_id}/messages/{message_id}/raw", {
     params: { path: { tenant_id, message_id: message.id } },

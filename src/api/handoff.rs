@@ -11,17 +11,14 @@ use super::caller::Caller;
 use super::error::{ApiError, FieldError};
 use super::messages::MessageView;
 use super::responses::*;
-use crate::scan;
 use crate::store::{
     self,
-    messages::{Begun, Digest, Finished},
+    messages::{Arrival, Content, Digest, Finished},
 };
 use crate::wire::{HANDOFF_CONTENT_TYPE, HandoffEnvelope};
 
 const MAX_ENVELOPE_LINE: usize = 1024 * 1024;
 const CHUNK: usize = 256 * 1024;
-/// Messages up to this size are scanned from memory; larger ones are read back chunk by chunk.
-const SCAN_FROM_MEMORY: usize = 1024 * 1024;
 
 impl FromFields for HandoffEnvelope {
     fn from_fields(f: &mut Fields) -> Option<Self> {
@@ -111,9 +108,10 @@ async fn read_envelope(payload: &mut web::Payload) -> Result<(HandoffEnvelope, V
 /// Hand a received message to the control plane (sensor token for that sensor only).
 ///
 /// The body is one line of JSON with the envelope (`HandoffEnvelope`), a `\n`, then the raw message
-/// exactly as received after the SMTP `DATA` (dot-unstuffed), streamed. The message is stored in chunks
-/// as it arrives and scanned; it becomes visible only when complete. `201` means stored and scanned:
-/// only then may the worker answer `250`. A repeated `Idempotency-Key` answers `200` with the message
+/// exactly as received after the SMTP `DATA` (dot-unstuffed), streamed. A message up to 256 KiB is
+/// stored in one transaction; a larger one in chunks as it arrives, visible only when complete.
+/// `201` means durably stored: only then may the worker answer `250`. Scanning follows from a
+/// durable queue: the verdict reads `pending` until then. A repeated `Idempotency-Key` answers `200` with the message
 /// already stored and stores nothing new; so does a retry of a message stored within the dedup
 /// window (default 24 h): the same sensor, sender, set of recipients and bytes, whatever the key, the
 /// worker or the client address — so a sender that never heard the first `250` gets the same id.
@@ -127,7 +125,7 @@ async fn read_envelope(payload: &mut web::Payload) -> Result<(HandoffEnvelope, V
     request_body(content = Vec<u8>, content_type = "application/vnd.mailsensor.handoff",
         description = "First line: the envelope (schema `HandoffEnvelope`) as one line of JSON; then the raw message bytes"),
     responses(
-        (status = 201, description = "Stored and scanned", body = MessageView, headers(("Location" = String, description = "URL of the message"))),
+        (status = 201, description = "Stored (verdict `pending` until scanned)", body = MessageView, headers(("Location" = String, description = "URL of the message"))),
         (status = 200, description = "Already stored (this Idempotency-Key, or the same message within the dedup window)", body = MessageView),
         (status = 400, response = BadRequest), (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
         (status = 404, response = NotFound), (status = 409, response = Conflict),
@@ -148,99 +146,102 @@ pub async fn hand_off(
     let tenant = caller.own_sensor(&state, sensor).await?;
     let key = idempotency_key(&req)?;
     let (envelope, rest) = read_envelope(&mut payload).await?;
-    let id = match store::messages::begin(&state.db, tenant, sensor, &key, &envelope).await? {
-        Begun::AlreadyStored(existing) => return Ok(HttpResponse::Ok().json(MessageView::from(*existing))),
-        Begun::New(id) => id,
-    };
-    match receive(&state, tenant, id, &envelope, rest, payload).await {
-        Ok(Finished::Stored(stored)) => Ok(HttpResponse::Created()
-            .insert_header((header::LOCATION, format!("/v1/tenants/{tenant}/messages/{}", stored.id)))
-            .json(MessageView::from(stored))),
-        Ok(Finished::Duplicate(earlier)) => {
+    if let Some(existing) = store::messages::stored_with_key(&state.db, tenant, sensor, &key).await? {
+        return Ok(HttpResponse::Ok().json(MessageView::from(existing)));
+    }
+    let arrival = Arrival { tenant, sensor, key: &key, envelope: &envelope };
+    match receive(&state, &arrival, rest, payload).await? {
+        Finished::Stored(stored) => {
+            metrics::counter!("mailsensor_messages_stored_total").increment(1);
+            state.scan_queue.notify_one();
+            Ok(HttpResponse::Created()
+                .insert_header((header::LOCATION, format!("/v1/tenants/{tenant}/messages/{}", stored.id)))
+                .json(MessageView::from(stored)))
+        }
+        Finished::Duplicate(earlier) => {
             metrics::counter!("mailsensor_messages_deduplicated_total").increment(1);
             Ok(HttpResponse::Ok().json(MessageView::from(earlier)))
-        }
-        Err(e) => {
-            // Nothing partial is ever kept.
-            if let Err(cleanup) = store::messages::abandon(&state.db, tenant, id).await {
-                tracing::warn!(error = %cleanup, message = %id, "could not remove a broken upload");
-            }
-            Err(e)
         }
     }
 }
 
-/// Streams the rest of the body into chunks, then scans and publishes the message.
+/// Reads the message: one that ends within the first chunk is stored whole in one transaction;
+/// a larger one streams into chunks under an `incomplete` row, removed again if the upload fails.
 async fn receive(
     state: &AppState,
-    tenant: Uuid,
-    id: Uuid,
-    envelope: &HandoffEnvelope,
+    arrival: &Arrival<'_>,
     first: Vec<u8>,
     mut payload: web::Payload,
 ) -> Result<Finished, ApiError> {
     let cap = state.max_message_bytes;
+    let too_large = || ApiError::PayloadTooLarge(format!("the message is larger than the platform cap of {cap} bytes"));
     let mut sha256 = Sha256::new();
     let mut md5 = Md5::new();
-    let mut size: u64 = 0;
     let mut pending = first;
-    let mut in_memory = Some(Vec::new());
-    let mut seq = 0;
-    let flush = async |data: Vec<u8>, seq: &mut i32| -> Result<(), ApiError> {
-        store::messages::append_chunk(&state.db, tenant, id, *seq, data).await?;
-        *seq += 1;
-        Ok(())
-    };
-    loop {
-        let next = if pending.len() >= CHUNK { None } else { payload.next().await };
-        let done = match next {
-            Some(Ok(bytes)) => {
-                pending.extend_from_slice(&bytes);
-                false
-            }
+    // Up to one chunk in memory: enough for most mail, which then costs one commit.
+    while pending.len() <= CHUNK {
+        match payload.next().await {
+            Some(Ok(bytes)) => pending.extend_from_slice(&bytes),
             Some(Err(e)) => return Err(broke_off(e)),
-            None => pending.len() < CHUNK,
-        };
-        while pending.len() >= CHUNK || (done && !pending.is_empty()) {
-            let take = pending.len().min(CHUNK);
-            let rest = pending.split_off(take);
-            let data = std::mem::replace(&mut pending, rest);
-            size += data.len() as u64;
-            if size > cap {
-                return Err(ApiError::PayloadTooLarge(format!(
-                    "the message is larger than the platform cap of {cap} bytes"
-                )));
+            None => {
+                if pending.len() as u64 > cap {
+                    return Err(too_large());
+                }
+                sha256.update(&pending);
+                md5.update(&pending);
+                let content = content_of(state, arrival, pending.len() as u64, sha256, md5);
+                return Ok(store::messages::store_whole(&state.db, arrival, pending, content).await?);
             }
-            sha256.update(&data);
-            md5.update(&data);
-            in_memory = in_memory.filter(|m: &Vec<u8>| m.len() + data.len() <= SCAN_FROM_MEMORY).map(|mut m| {
-                m.extend_from_slice(&data);
-                m
-            });
-            flush(data, &mut seq).await?;
-        }
-        if done {
-            break;
         }
     }
-    // Only a few messages are held whole and parsed at once, so memory stays bounded whatever the
-    // number of concurrent uploads; parsing is CPU work, off the async threads.
-    let permit = state.scans.clone().acquire_owned().await.map_err(|e| ApiError::Internal(e.into()))?;
-    let raw = match in_memory {
-        Some(raw) => raw,
-        None => store::messages::read_raw(&state.db, tenant, id).await?,
+    let id = store::messages::begin(&state.db, arrival).await?;
+    let streamed = async {
+        let mut size: u64 = 0;
+        let mut seq = 0;
+        let mut done = false;
+        while !done {
+            if pending.len() < CHUNK {
+                match payload.next().await {
+                    Some(Ok(bytes)) => {
+                        pending.extend_from_slice(&bytes);
+                        continue;
+                    }
+                    Some(Err(e)) => return Err(broke_off(e)),
+                    None => done = true,
+                }
+            }
+            while pending.len() >= CHUNK || (done && !pending.is_empty()) {
+                let rest = pending.split_off(pending.len().min(CHUNK));
+                let data = std::mem::replace(&mut pending, rest);
+                size += data.len() as u64;
+                if size > cap {
+                    return Err(too_large());
+                }
+                sha256.update(&data);
+                md5.update(&data);
+                store::messages::append_chunk(&state.db, arrival.tenant, id, seq, data).await?;
+                seq += 1;
+            }
+        }
+        let content = content_of(state, arrival, size, sha256, md5);
+        Ok(store::messages::finish(&state.db, arrival, id, content).await?)
     };
-    let report = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        scan::scan(&raw)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?;
-    metrics::counter!("mailsensor_messages_stored_total", "verdict" => report.verdict.as_str()).increment(1);
+    let outcome = streamed.await;
+    if outcome.is_err() {
+        // Nothing partial is ever kept.
+        if let Err(cleanup) = store::messages::abandon(&state.db, arrival.tenant, id).await {
+            tracing::warn!(error = %cleanup, message = %id, "could not remove a broken upload");
+        }
+    }
+    outcome
+}
+
+/// The digest of what arrived, and the key a retry of it would have within the dedup window.
+fn content_of(state: &AppState, arrival: &Arrival<'_>, size: u64, sha256: Sha256, md5: Md5) -> Content {
     let digest = Digest { size, sha256: hex::encode(sha256.finalize()), md5: hex::encode(md5.finalize()) };
     let dedup = state.dedup_window.map(|window| {
         let since = chrono::Utc::now() - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(1));
-        (store::messages::content_key(&digest.sha256, envelope), since)
+        (store::messages::content_key(&digest.sha256, arrival.envelope), since)
     });
-    Ok(store::messages::finish(&state.db, tenant, id, digest, &report, dedup).await?)
+    Content { digest, dedup }
 }

@@ -52,6 +52,8 @@ pub struct DetectionView {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictName {
+    /// Stored, not scanned yet (the scan queue is durable: it will be).
+    Pending,
     Clean,
     Suspicious,
     Malicious,
@@ -128,8 +130,9 @@ impl MessageQuery {
         let sensor_id = uuid_param("sensor_id", &self.sensor_id, errors);
         let verdict = self.verdict.as_deref().and_then(|v| match scan::Verdict::parse(v) {
             Some(v) => Some(v.as_str().to_owned()),
+            None if v.eq_ignore_ascii_case(store::messages::PENDING) => Some(store::messages::PENDING.to_owned()),
             None => {
-                errors.push(FieldError::parameter("verdict", "must be clean, suspicious or malicious"));
+                errors.push(FieldError::parameter("verdict", "must be pending, clean, suspicious or malicious"));
                 None
             }
         });

@@ -56,8 +56,8 @@ pub struct AppState {
     pub bookmark_interval: std::time::Duration,
     /// How long a stored message is recognised when a retry hands it off again (`None`: never).
     pub dedup_window: Option<std::time::Duration>,
-    /// Bounds how many messages are parsed at once (each may be up to the platform cap in memory).
-    pub scans: Arc<tokio::sync::Semaphore>,
+    /// Wakes this replica's scan workers when a message is stored.
+    pub scan_queue: Arc<tokio::sync::Notify>,
     /// Turns true when the server is stopping: open config streams end, so workers resume from
     /// another replica and the graceful stop does not wait on streams that never finish.
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,

@@ -1,10 +1,11 @@
-//! Received messages. Raw content is stored in chunks as it streams in, so memory stays bounded
-//! whatever the size; a message becomes visible (`stored`) in one transaction, together with its
-//! scan results, only once it is complete.
+//! Received messages. A message that fits in one chunk is stored, content and all, in one
+//! transaction; a larger one streams in chunk by chunk (memory stays bounded whatever the size) and
+//! becomes visible (`stored`) in one transaction once complete. Either way it is stored with verdict
+//! `pending`: scanning is a durable queue ([`scan_next`]) off the path to the sender's `250`.
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -17,51 +18,41 @@ use crate::wire::HandoffEnvelope;
 
 pub const INCOMPLETE: &str = "incomplete";
 pub const STORED: &str = "stored";
+/// The verdict of a stored message not scanned yet.
+pub const PENDING: &str = "pending";
 
-/// Where an upload starts: a new message, or one this idempotency key already stored.
-pub enum Begun {
-    New(Uuid),
-    AlreadyStored(Box<message::Model>),
-}
-
-pub async fn begin(
+/// The message stored under this idempotency key, if any: a retry that carries its key is
+/// answered from it before anything is read or written.
+pub async fn stored_with_key(
     db: &DatabaseConnection,
     tenant: Uuid,
     sensor: Uuid,
     key: &str,
-    envelope: &HandoffEnvelope,
-) -> Result<Begun, StoreError> {
-    as_tenant(db, tenant, async |txn| begin_in(txn, tenant, sensor, key, envelope).await).await
-}
-
-async fn begin_in(
-    db: &impl ConnectionTrait,
-    tenant: Uuid,
-    sensor: Uuid,
-    key: &str,
-    envelope: &HandoffEnvelope,
-) -> Result<Begun, StoreError> {
-    let existing = message::Entity::find()
+) -> Result<Option<message::Model>, StoreError> {
+    let query = message::Entity::find()
         .filter(message::Column::TenantId.eq(tenant))
         .filter(message::Column::SensorId.eq(sensor))
         .filter(message::Column::IdempotencyKey.eq(key))
-        .one(db)
-        .await?;
-    match existing {
-        Some(m) if m.status == STORED => return Ok(Begun::AlreadyStored(Box::new(m))),
-        // An earlier attempt with this key broke off: start over.
-        Some(m) => {
-            message::Entity::delete_by_id(m.id).exec(db).await?;
-        }
-        None => {}
-    }
-    let id = Uuid::now_v7();
-    message::Entity::insert(message::ActiveModel {
+        .filter(message::Column::Status.eq(STORED));
+    as_tenant(db, tenant, async |txn| Ok(query.one(txn).await?)).await
+}
+
+/// Who sent a message, to whom, through which sensor, under which idempotency key.
+pub struct Arrival<'a> {
+    pub tenant: Uuid,
+    pub sensor: Uuid,
+    pub key: &'a str,
+    pub envelope: &'a HandoffEnvelope,
+}
+
+fn new_row(arrival: &Arrival<'_>, id: Uuid, status: &str) -> message::ActiveModel {
+    let envelope = arrival.envelope;
+    message::ActiveModel {
         id: Set(id),
-        tenant_id: Set(tenant),
-        sensor_id: Set(sensor),
-        idempotency_key: Set(key.to_owned()),
-        status: Set(INCOMPLETE.to_owned()),
+        tenant_id: Set(arrival.tenant),
+        sensor_id: Set(arrival.sensor),
+        idempotency_key: Set(arrival.key.to_owned()),
+        status: Set(status.to_owned()),
         received_at: Set(super::now()),
         client_ip: Set(envelope.client_ip.clone()),
         helo: Set(envelope.helo.clone()),
@@ -81,14 +72,42 @@ async fn begin_in(
         detections: Set(json!([])),
         parts: Set(json!([])),
         content_key: Set(None),
-    })
-    .exec_without_returning(db)
-    .await
-    .map_err(|e| match StoreError::from(e) {
+        scan_attempts: Set(0),
+        scan_after: Set(None),
+    }
+}
+
+/// An earlier attempt under the same key that broke off is dropped, so this one starts over.
+async fn drop_broken_attempt(txn: &impl ConnectionTrait, arrival: &Arrival<'_>) -> Result<(), StoreError> {
+    message::Entity::delete_many()
+        .filter(message::Column::TenantId.eq(arrival.tenant))
+        .filter(message::Column::SensorId.eq(arrival.sensor))
+        .filter(message::Column::IdempotencyKey.eq(arrival.key))
+        .filter(message::Column::Status.eq(INCOMPLETE))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+fn key_in_use(e: sea_orm::DbErr) -> StoreError {
+    match StoreError::from(e) {
         StoreError::Conflict(_) => StoreError::Conflict("this idempotency key is being uploaded right now".into()),
         other => other,
-    })?;
-    Ok(Begun::New(id))
+    }
+}
+
+/// Starts a message larger than one chunk: an `incomplete` row its chunks hang off.
+pub async fn begin(db: &DatabaseConnection, arrival: &Arrival<'_>) -> Result<Uuid, StoreError> {
+    let id = Uuid::now_v7();
+    as_tenant(db, arrival.tenant, async |txn| {
+        drop_broken_attempt(txn, arrival).await?;
+        message::Entity::insert(new_row(arrival, id, INCOMPLETE))
+            .exec_without_returning(txn)
+            .await
+            .map_err(key_in_use)?;
+        Ok(id)
+    })
+    .await
 }
 
 pub async fn append_chunk(
@@ -112,20 +131,6 @@ async fn chunk_in(conn: &impl ConnectionTrait, id: Uuid, seq: i32) -> Result<Opt
 
 pub async fn chunk(db: &DatabaseConnection, tenant: Uuid, id: Uuid, seq: i32) -> Result<Option<Vec<u8>>, StoreError> {
     as_tenant(db, tenant, async |txn| chunk_in(txn, id, seq).await).await
-}
-
-/// The whole raw message (for scanning), read chunk by chunk.
-pub async fn read_raw(db: &DatabaseConnection, tenant: Uuid, id: Uuid) -> Result<Vec<u8>, StoreError> {
-    as_tenant(db, tenant, async |txn| {
-        let mut raw = Vec::new();
-        let mut seq = 0;
-        while let Some(data) = chunk_in(txn, id, seq).await? {
-            raw.extend_from_slice(&data);
-            seq += 1;
-        }
-        Ok(raw)
-    })
-    .await
 }
 
 pub async fn abandon(db: &DatabaseConnection, tenant: Uuid, id: Uuid) -> Result<(), StoreError> {
@@ -162,65 +167,171 @@ pub fn content_key(sha256_hex: &str, envelope: &HandoffEnvelope) -> String {
 
 /// How a finished upload ended.
 pub enum Finished {
-    /// Stored and visible now.
+    /// Stored and visible now, verdict `pending`.
     Stored(message::Model),
     /// The same message was already stored within the dedup window (a retry whose first attempt's
     /// answer was lost): that one is the answer, and this upload is dropped.
     Duplicate(message::Model),
 }
 
-/// Makes the message visible, with its scan results, in one transaction, unless the same
-/// message (`content_key`) was stored since `dedup_since`.
+/// What the stored copy records of the content, and how to recognise a retry of it.
+pub struct Content {
+    pub digest: Digest,
+    /// The [`content_key`] and the start of the dedup window; `None`: no deduplication.
+    pub dedup: Option<(String, DateTime<Utc>)>,
+}
+
+/// The copy of this message stored within the dedup window, if any. Two copies finishing at once
+/// queue on a lock of the key first, so the second sees the first.
+async fn earlier_copy(
+    txn: &DatabaseTransaction,
+    arrival: &Arrival<'_>,
+    content: &Content,
+) -> Result<Option<message::Model>, StoreError> {
+    let Some((key, since)) = &content.dedup else { return Ok(None) };
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            [key.clone().into()],
+        ))
+        .await?;
+    }
+    Ok(message::Entity::find()
+        .filter(message::Column::TenantId.eq(arrival.tenant))
+        .filter(message::Column::SensorId.eq(arrival.sensor))
+        .filter(message::Column::ContentKey.eq(key.as_str()))
+        .filter(message::Column::ReceivedAt.gte(*since))
+        .filter(message::Column::Status.eq(STORED))
+        .one(txn)
+        .await?)
+}
+
+fn mark_stored(active: &mut message::ActiveModel, content: Content) {
+    active.status = Set(STORED.to_owned());
+    active.verdict = Set(Some(PENDING.to_owned()));
+    active.size = Set(i64::try_from(content.digest.size).unwrap_or(i64::MAX));
+    active.sha256 = Set(Some(content.digest.sha256));
+    active.md5 = Set(Some(content.digest.md5));
+    active.content_key = Set(content.dedup.map(|(key, _)| key));
+}
+
+/// A message that arrived whole within one chunk: its row and its content in one transaction (one
+/// commit, one WAL flush), unless the same message was stored within the dedup window.
+pub async fn store_whole(
+    db: &DatabaseConnection,
+    arrival: &Arrival<'_>,
+    data: Vec<u8>,
+    content: Content,
+) -> Result<Finished, StoreError> {
+    as_tenant(db, arrival.tenant, async |txn| {
+        if let Some(earlier) = earlier_copy(txn, arrival, &content).await? {
+            return Ok(Finished::Duplicate(earlier));
+        }
+        drop_broken_attempt(txn, arrival).await?;
+        let id = Uuid::now_v7();
+        let mut row = new_row(arrival, id, STORED);
+        mark_stored(&mut row, content);
+        let stored = sea_orm::ActiveModelTrait::insert(row, txn).await.map_err(key_in_use)?;
+        message_chunk::Entity::insert(message_chunk::ActiveModel { message_id: Set(id), seq: Set(0), data: Set(data) })
+            .exec_without_returning(txn)
+            .await?;
+        Ok(Finished::Stored(stored))
+    })
+    .await
+}
+
+/// Makes a message that streamed in chunk by chunk visible, in one transaction, unless the same
+/// message was stored within the dedup window.
 pub async fn finish(
     db: &DatabaseConnection,
-    tenant: Uuid,
+    arrival: &Arrival<'_>,
     id: Uuid,
-    digest: Digest,
-    report: &ScanReport,
-    dedup: Option<(String, DateTime<Utc>)>,
+    content: Content,
 ) -> Result<Finished, StoreError> {
-    as_tenant(db, tenant, async |txn| {
+    as_tenant(db, arrival.tenant, async |txn| {
         let row = message::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("message"))?;
-        if let Some((key, since)) = &dedup {
-            if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-                // Two copies finishing at once queue here, so the second sees the first.
-                txn.execute_raw(sea_orm::Statement::from_sql_and_values(
-                    sea_orm::DatabaseBackend::Postgres,
-                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                    [key.clone().into()],
-                ))
-                .await?;
-            }
-            let earlier = message::Entity::find()
-                .filter(message::Column::TenantId.eq(tenant))
-                .filter(message::Column::SensorId.eq(row.sensor_id))
-                .filter(message::Column::ContentKey.eq(key.as_str()))
-                .filter(message::Column::ReceivedAt.gte(*since))
-                .filter(message::Column::Status.eq(STORED))
-                .one(txn)
-                .await?;
-            if let Some(earlier) = earlier {
-                message::Entity::delete_by_id(id).exec(txn).await?;
-                return Ok(Finished::Duplicate(earlier));
-            }
+        if let Some(earlier) = earlier_copy(txn, arrival, &content).await? {
+            message::Entity::delete_by_id(id).exec(txn).await?;
+            return Ok(Finished::Duplicate(earlier));
         }
         let mut active: message::ActiveModel = row.into();
-        active.status = Set(STORED.to_owned());
-        active.size = Set(i64::try_from(digest.size).unwrap_or(i64::MAX));
-        active.sha256 = Set(Some(digest.sha256));
-        active.md5 = Set(Some(digest.md5));
-        active.content_key = Set(dedup.map(|(key, _)| key));
-        active.header_from = Set(report.headers.from.clone());
-        active.header_to = Set(report.headers.to.clone());
-        active.subject = Set(report.headers.subject.clone());
-        active.message_id = Set(report.headers.message_id.clone());
-        active.date = Set(report.headers.date.clone());
-        active.verdict = Set(Some(report.verdict.as_str().to_owned()));
-        active.detections = Set(serde_json::to_value(&report.detections).unwrap_or_default());
-        active.parts = Set(serde_json::to_value(&report.parts).unwrap_or_default());
+        mark_stored(&mut active, content);
         Ok(Finished::Stored(sea_orm::ActiveModelTrait::update(active, txn).await?))
     })
     .await
+}
+
+/// How one turn of a scan worker ended.
+pub enum Scanned {
+    /// No message is waiting (or every waiting one is claimed by another worker).
+    Idle,
+    /// Scanned; its verdict recorded.
+    Done { verdict: &'static str },
+    /// The scan failed; it is retried after a backoff.
+    Failed { id: Uuid, attempts: i32, error: String },
+}
+
+/// Claims the oldest pending message no other worker holds (`FOR UPDATE SKIP LOCKED`; a crash
+/// releases it for another), scans its content with `scan` and records the results, all in one
+/// transaction: the scan queue's cross-tenant path (`mailsensor_platform`).
+pub async fn scan_next(
+    db: &DatabaseConnection,
+    scan: impl AsyncFnOnce(Vec<u8>) -> Result<ScanReport, String>,
+) -> Result<Scanned, StoreError> {
+    use sea_orm::sea_query::{LockBehavior, LockType};
+    run(db, Reach::Platform, async |txn| {
+        let now = super::now();
+        let claimed = message::Entity::find()
+            .filter(message::Column::Verdict.eq(PENDING))
+            .filter(message::Column::Status.eq(STORED))
+            .filter(Condition::any().add(message::Column::ScanAfter.is_null()).add(message::Column::ScanAfter.lte(now)))
+            .order_by_asc(message::Column::Id)
+            .limit(1)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .one(txn)
+            .await?;
+        let Some(row) = claimed else { return Ok(Scanned::Idle) };
+        let mut raw = Vec::new();
+        let mut seq = 0;
+        while let Some(data) = chunk_in(txn, row.id, seq).await? {
+            raw.extend_from_slice(&data);
+            seq += 1;
+        }
+        let id = row.id;
+        let attempts = row.scan_attempts + 1;
+        let mut active: message::ActiveModel = row.into();
+        let outcome = match scan(raw).await {
+            Ok(report) => {
+                active.header_from = Set(report.headers.from.clone());
+                active.header_to = Set(report.headers.to.clone());
+                active.subject = Set(report.headers.subject.clone());
+                active.message_id = Set(report.headers.message_id.clone());
+                active.date = Set(report.headers.date.clone());
+                active.verdict = Set(Some(report.verdict.as_str().to_owned()));
+                active.detections = Set(serde_json::to_value(&report.detections).unwrap_or_default());
+                active.parts = Set(serde_json::to_value(&report.parts).unwrap_or_default());
+                Scanned::Done { verdict: report.verdict.as_str() }
+            }
+            Err(error) => {
+                // 2, 4, 8 … seconds, at most an hour: a scan that fails for good does not spin.
+                let backoff = 1i64 << attempts.clamp(1, 11);
+                active.scan_attempts = Set(attempts);
+                active.scan_after = Set(Some(now + chrono::Duration::seconds(backoff.min(3600))));
+                Scanned::Failed { id, attempts, error }
+            }
+        };
+        sea_orm::ActiveModelTrait::update(active, txn).await?;
+        Ok(outcome)
+    })
+    .await
+}
+
+/// How many stored messages wait for their scan.
+pub async fn scan_queue_depth(db: &DatabaseConnection) -> Result<u64, StoreError> {
+    use sea_orm::PaginatorTrait;
+    let query = message::Entity::find().filter(message::Column::Verdict.eq(PENDING));
+    run(db, Reach::Platform, async |txn| Ok(query.count(txn).await?)).await
 }
 
 /// Drops uploads that broke off and were never retried: housekeeping across tenants, the

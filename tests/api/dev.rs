@@ -92,7 +92,17 @@ async fn dev_runs_the_readme_flow_and_keeps_its_data() {
     .await
     .unwrap();
     let messages = format!("{}/v1/tenants/{}/messages", dev.base, dev.tenant);
-    let r: Value = http.get(&messages).bearer_auth(&dev.tokens["OFFICER"]).send().await.unwrap().json().await.unwrap();
+    // Stored at once; its headers and verdict come from the scan queue a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let r: Value = loop {
+        let r: Value =
+            http.get(&messages).bearer_auth(&dev.tokens["OFFICER"]).send().await.unwrap().json().await.unwrap();
+        if r["items"][0]["verdict"] != "pending" || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(r["items"][0]["verdict"], "clean", "{r}");
     assert_eq!(r["items"][0]["headers"]["subject"], "from the README", "{r}");
     dev.child.kill().await.unwrap();
 

@@ -155,6 +155,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub keys: Arc<KeySet>,
     pub feed: Arc<mailsensor::stream::ChangeFeed>,
+    pub scanner: Arc<mailsensor::scan_queue::ScanQueue>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -169,6 +170,11 @@ pub async fn start_on(url: &str, address: &str) -> TestApp {
 }
 
 pub async fn start_with(url: &str, address: &str, feed: mailsensor::stream::FeedOptions) -> TestApp {
+    start_configured(url, address, |parts| parts.feed = feed).await
+}
+
+/// A replica whose parts `configure` adjusts (feed options, scan workers, …).
+pub async fn start_configured(url: &str, address: &str, configure: impl FnOnce(&mut ServerParts)) -> TestApp {
     // The server's warnings and errors go to the test's output, so a failing test shows why.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn,actix_http::h1::dispatcher=off"))
@@ -184,18 +190,20 @@ pub async fn start_with(url: &str, address: &str, feed: mailsensor::stream::Feed
     let base = format!("http://{}", listener.local_addr().unwrap());
     let mut parts = ServerParts::new(db.clone(), keys.clone(), PLATFORM_CAP);
     parts.workers = Some(1);
-    parts.feed = feed;
     parts.bookmark_interval = std::time::Duration::from_millis(500);
+    configure(&mut parts);
     let running = server::start(listener, parts).await.unwrap();
     let handle = running.server.handle();
     tokio::spawn(running.server);
-    TestApp { base, url: url.to_owned(), db, owner, http: reqwest::Client::new(), keys, feed: running.feed, handle }
+    let (feed, scanner) = (running.feed, running.scanner);
+    TestApp { base, url: url.to_owned(), db, owner, http: reqwest::Client::new(), keys, feed, scanner, handle }
 }
 
 impl TestApp {
     /// Stops serving and tailing, as a crashed or restarted replica would.
     pub async fn stop(&self) {
         self.feed.shutdown();
+        self.scanner.shutdown();
         self.handle.stop(false).await;
     }
 
@@ -211,7 +219,13 @@ pub fn free_port() -> u16 {
 /// The real `mailsensor serve` as a process on `port`, on the database at `db_url` (already
 /// migrated), logging in as `mailsensor_api` and trusting the tests' tokens.
 pub fn spawn_serve(db_url: &str, port: u16) -> tokio::process::Child {
+    spawn_serve_with(db_url, port, &[])
+}
+
+/// [`spawn_serve`] with more environment (`MAILSENSOR_*` settings).
+pub fn spawn_serve_with(db_url: &str, port: u16, env: &[(&str, &str)]) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_mailsensor"))
+        .envs(env.iter().copied())
         .args(["serve", "--no-migrate", "--listen", &format!("127.0.0.1:{port}")])
         .env("MAILSENSOR_DATABASE_URL", as_api_role(db_url))
         .env("MAILSENSOR_JWT_HS256_SECRET", TEST_HS256_SECRET)

@@ -12,6 +12,7 @@ mod layers;
 mod openapi;
 mod roles;
 mod row_security;
+mod scan_queue;
 mod settings;
 mod shutdown;
 mod smtp;

@@ -9,7 +9,7 @@ pub struct Model {
     pub tenant_id: Uuid,
     pub sensor_id: Uuid,
     pub idempotency_key: String,
-    /// "incomplete" while chunks arrive, "stored" once complete and scanned.
+    /// "incomplete" while chunks arrive, "stored" once complete (its verdict "pending" until scanned).
     pub status: String,
     pub received_at: DateTimeUtc,
     pub client_ip: String,
@@ -31,6 +31,9 @@ pub struct Model {
     pub parts: Json,
     /// What makes a retry the same message (sensor, envelope, bytes); see `messages::content_key`.
     pub content_key: Option<String>,
+    /// Failed scans so far; the next try waits until `scan_after`.
+    pub scan_attempts: i32,
+    pub scan_after: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,84 @@
+//! The durable scan queue's workers. A stored message waits with verdict `pending` until one of
+//! them claims it (`FOR UPDATE SKIP LOCKED`, so replicas share the work and a crash hands it to
+//! another), scans it off the async threads and records the verdict; a failed scan is retried with
+//! backoff. They wake when this replica stores a message, and look every second for what other
+//! replicas stored. `mailsensor_scan_queue_depth` is how many wait.
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::scan;
+use crate::store::{self, messages::Scanned};
+
+/// How often an idle worker looks for messages other replicas stored, and the depth is sampled.
+const POLL: Duration = Duration::from_secs(1);
+
+/// The running workers of one replica.
+pub struct ScanQueue {
+    /// Notified for every message this replica stores.
+    pub wake: Arc<Notify>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ScanQueue {
+    /// Starts `workers` scan workers (each holds at most one message in memory; none: this
+    /// replica only stores) and the depth gauge; all end when `stopping` turns true.
+    pub fn start(db: DatabaseConnection, workers: usize, stopping: watch::Receiver<bool>) -> Arc<ScanQueue> {
+        let wake = Arc::new(Notify::new());
+        let mut tasks: Vec<JoinHandle<()>> =
+            (0..workers).map(|_| tokio::spawn(work(db.clone(), wake.clone(), stopping.clone()))).collect();
+        tasks.push(tokio::spawn(gauge(db, stopping)));
+        Arc::new(ScanQueue { wake, tasks: std::sync::Mutex::new(tasks) })
+    }
+
+    /// Stops at once (a crashed replica, in tests): whatever was claimed goes back to the queue.
+    pub fn shutdown(&self) {
+        for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+async fn work(db: DatabaseConnection, wake: Arc<Notify>, mut stopping: watch::Receiver<bool>) {
+    while !*stopping.borrow() {
+        let turn = store::messages::scan_next(&db, async |raw| {
+            // Parsing is CPU work: off the async threads.
+            tokio::task::spawn_blocking(move || scan::scan(&raw)).await.map_err(|e| format!("the scan failed: {e}"))
+        })
+        .await;
+        match turn {
+            Ok(Scanned::Done { verdict }) => {
+                metrics::counter!("mailsensor_messages_scanned_total", "verdict" => verdict).increment(1);
+                continue;
+            }
+            Ok(Scanned::Failed { id, attempts, error }) => {
+                metrics::counter!("mailsensor_scan_failures_total").increment(1);
+                tracing::warn!(message = %id, attempts, error = %error, "scan failed; it will be retried");
+                continue;
+            }
+            Ok(Scanned::Idle) => {}
+            Err(e) => tracing::warn!(error = %e, "the scan queue cannot be read; retrying"),
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+            _ = stopping.changed() => {}
+        }
+    }
+}
+
+async fn gauge(db: DatabaseConnection, mut stopping: watch::Receiver<bool>) {
+    while !*stopping.borrow() {
+        match store::messages::scan_queue_depth(&db).await {
+            Ok(depth) => metrics::gauge!("mailsensor_scan_queue_depth").set(depth as f64),
+            Err(e) => tracing::debug!(error = %e, "scan queue depth unavailable"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = stopping.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The durable scan queue: a message is stored (and the sender hears `250`) before it is scanned;
+//! it reads `pending` until a scan worker of any replica gets to it, and a replica that dies with
+//! messages unscanned leaves them to the others.
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+async fn until_ready(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(Instant::now() < deadline, "{base} did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of one Prometheus series in a `/metrics` page.
+async fn metric(http: &reqwest::Client, base: &str, series: &str) -> Option<f64> {
+    let page = http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;
+    page.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+async fn messages(http: &reqwest::Client, base: &str, w: &World, query: &str) -> Vec<Value> {
+    let url = format!("{base}/v1/tenants/{}/messages{query}", w.a.id);
+    let r: Value = http.get(url).bearer_auth(w.admin_pcn()).send().await.unwrap().json().await.unwrap();
+    r["items"].as_array().unwrap().clone()
+}
+
+async fn hand_off(http: &reqwest::Client, base: &str, w: &World, n: usize) -> u16 {
+    let sensor = w.a.pcn_sensor;
+    let envelope = serde_json::json!({"client_ip": "192.0.2.1", "helo": "mx", "mail_from": "a@example.org",
+        "rcpt_to": ["b@example.com"], "tls": false, "worker": "w1"});
+    http.post(format!("{base}/v1/sensors/{sensor}/messages"))
+        .bearer_auth(w.sensor_token(&w.a, sensor))
+        .header("content-type", "application/vnd.mailsensor.handoff")
+        .header("idempotency-key", format!("queued-{n}"))
+        .body(format!("{envelope}\nSubject: queued {n}\r\n\r\nbody {n}\r\n"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_until_scanned_and_nothing_left_unscanned_after_a_crash() {
+    let w = world(Backend::Postgres).await;
+    w.app.stop().await;
+    let http = reqwest::Client::new();
+
+    // A replica that only stores: what it takes waits in the queue, visible as such.
+    let (storing, scanning) = (free_port(), free_port());
+    let mut first = spawn_serve_with(&w.app.url, storing, &[("MAILSENSOR_SCAN_WORKERS", "0")]);
+    let base = format!("http://127.0.0.1:{storing}");
+    until_ready(&http, &base).await;
+    for n in 0..3 {
+        assert_eq!(hand_off(&http, &base, &w, n).await, 201);
+    }
+    let pending = messages(&http, &base, &w, "?verdict=pending").await;
+    assert_eq!(pending.len(), 3, "{pending:?}");
+    assert!(pending.iter().all(|m| m["headers"]["subject"].is_null()), "headers come with the scan");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&http, &base, "mailsensor_scan_queue_depth").await != Some(3.0) {
+        assert!(Instant::now() < deadline, "the queue depth never showed 3 in /metrics");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // It dies (SIGKILL); another replica scans what it left.
+    first.kill().await.unwrap();
+    let mut second = spawn_serve(&w.app.url, scanning);
+    let base = format!("http://127.0.0.1:{scanning}");
+    until_ready(&http, &base).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !messages(&http, &base, &w, "?verdict=pending").await.is_empty() {
+        assert!(Instant::now() < deadline, "messages left unscanned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let clean = messages(&http, &base, &w, "?verdict=clean").await;
+    assert_eq!(clean.len(), 3);
+    let mut subjects: Vec<&str> = clean.iter().map(|m| m["headers"]["subject"].as_str().unwrap()).collect();
+    subjects.sort_unstable();
+    assert_eq!(subjects, ["queued 0", "queued 1", "queued 2"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&http, &base, "mailsensor_scan_queue_depth").await != Some(0.0) {
+        assert!(Instant::now() < deadline, "the queue depth never went back to 0");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(metric(&http, &base, "mailsensor_messages_scanned_total{verdict=\"clean\"}").await, Some(3.0));
+    second.kill().await.unwrap();
+}
