@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark of the SMTP sensor worker (`mailsensor sensor`) end to end: SMTP in on loopback,
 # every accepted message handed to the API (`mailsensor serve`, PostgreSQL) before the 250.
-# As a reference in the same run, Postfix's `smtp-sink` (accepts and discards) gets exactly the
-# same load. Measured:
+# Two references get exactly the same load in the same run: Postfix proper (a private instance
+# whose queue is on disk — each message's queue file written and fsynced before the 250, then
+# discarded; bench/postfix/main.cf), the anchor the worker is measured against, and Postfix's
+# `smtp-sink` (accepts and discards, nothing written), the ceiling of the load generator. Measured:
 #   1. throughput with Postfix `smtp-source`, SESSIONS concurrent connections, MSG_BYTES-byte
 #      payload, one recipient: once with `-d` (SESSIONS persistent connections, several messages
 #      each) and once without (a new connection per message, SESSIONS connections at a time);
@@ -61,6 +63,9 @@ done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mailsensor-smtp-bench.XXXXXX")
 declare -A PIDS=()
+PF=$WORK/postfix # Postfix proper, the anchor: config, queue and log of its own
+POSTFIX=$(command -v postfix 2>/dev/null || echo /usr/sbin/postfix)
+stop_postfix() { if [[ -f $PF/etc/main.cf ]]; then "$POSTFIX" -c "$PF/etc" stop >/dev/null 2>&1 || true; fi; }
 
 stop_proc() { # NAME: TERM, wait up to 15 s, then KILL
     stop_pid "${PIDS[$1]:-}"
@@ -70,6 +75,7 @@ stop_proc() { # NAME: TERM, wait up to 15 s, then KILL
 stop_processes() { # RC: from bench_cleanup (lib.sh), which then drops the databases and WORK
     # The worker first (it drains its sessions into the API), then the sink and the API.
     for name in sensor sink serve; do stop_proc "$name"; done
+    stop_postfix
     if [[ $1 -ne 0 ]]; then show_log_tails 30 "$WORK"/serve.log "$WORK"/sensor.log "$WORK"/sink.log; fi
 }
 set_cleanup_traps
@@ -376,6 +382,24 @@ for i in $(seq 50); do
     sleep 0.2
 done
 
+# Postfix proper: its own config, queue and log under $WORK; smtpd on 127.0.0.1:$PF_PORT.
+PF_PORT=$(free_port) || die "no free port"
+log "starting Postfix (queue on disk, discard transport) on 127.0.0.1:$PF_PORT"
+chmod 755 "$WORK" # the postfix user must reach its queue below it
+mkdir -p "$PF/etc" "$PF/queue" "$PF/data"
+sed "s|@PF@|$PF|g" bench/postfix/main.cf >"$PF/etc/main.cf"
+# The cluster test's service table, with smtpd on this run's port.
+sed "s|^smtp      inet .*|127.0.0.1:$PF_PORT inet n - n - - smtpd|" tests/cluster/postfix/master.cf >"$PF/etc/master.cf"
+chown postfix "$PF/data"
+touch "$PF/maillog"
+"$POSTFIX" -c "$PF/etc" start >"$WORK/postfix-start.log" 2>&1 \
+    || die "Postfix did not start: $(cat "$WORK/postfix-start.log") $(tail -n 5 "$PF/maillog")"
+for i in $(seq 50); do
+    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $PF_PORT), 1).close()" 2>/dev/null && break
+    [[ $i -eq 50 ]] && die "Postfix not accepting after 10 s: $(tail -n 5 "$PF/maillog")"
+    sleep 0.2
+done
+
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- memory, fresh worker
@@ -417,8 +441,8 @@ run_latency() { # TARGET PORT TAG MESSAGES
         --ids-file "$WORK/$tag.ids" >"$WORK/$tag.json" || die "asyncio client against $1 failed"
 }
 
-for target in worker sink; do
-    if [[ $target == worker ]]; then port=$SMTP_PORT; else port=$SINK_PORT; fi
+for target in worker postfix sink; do
+    case $target in worker) port=$SMTP_PORT ;; postfix) port=$PF_PORT ;; *) port=$SINK_PORT ;; esac
     # Warm-up (connections to the API, caches); counted in the stored-count check, not in the table.
     run_latency "$target" "$port" "warmup-$target" "$WARMUP"
     run_source "$target" "$port" persistent
@@ -487,6 +511,8 @@ WORKER_250=$((WORKER_250 + CLIENT_250))
 declare -A RUN_LINES=()
 for name in serve sensor; do RUN_LINES[$name]=$(wc -l <"$WORK/$name.log"); done
 for name in sensor sink serve; do stop_proc "$name"; done
+PF_DISCARDED=$(grep -c 'status=sent (discarded' "$PF/maillog" || true)
+stop_postfix
 
 describe_commit
 mib() { awk -v b="$1" 'BEGIN { if (b == "" || b == "null") print "?"; else printf "%.1f MiB", b / 1048576 }'; }
@@ -505,6 +531,12 @@ latency_row() { # LABEL TAG
     local j=$WORK/$2.json
     printf '  %-34s %9s %8s %8s %8s %7s %8s  %s\n' "$1" "$(jq -r .rate "$j")" "$(jq -r .p50_ms "$j")" \
         "$(jq -r .p99_ms "$j")" "$(jq -r .max_ms "$j")" "$(jq -r .ok "$j")" "$(jq -r .elapsed_s "$j")" "load ${LOAD_AT[$2]}"
+}
+ratio() { # WORKER-TAG ANCHOR-TAG: msgs/s of one over the other
+    local a b
+    [[ $(cat "$WORK/$1.rc") -eq 0 && $(cat "$WORK/$2.rc") -eq 0 ]] || { echo "? (a run failed)"; return; }
+    a=$(cat "$WORK/$1.secs"); b=$(cat "$WORK/$2.secs")
+    awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2fx", b / a }'
 }
 idle_line() { # TAG LABEL
     local j=$WORK/idle-$1.json
@@ -531,6 +563,9 @@ printf '\n  %-34s %9s %8s %8s %8s %7s %8s\n' "" "msgs/s" "p50 ms" "p99 ms" "max 
 source_row "worker    smtp-source -s $SESSIONS -d" source-worker-persistent
 source_row "worker    smtp-source -s $SESSIONS" source-worker-per-message
 latency_row "worker    asyncio client" latency-worker
+source_row "postfix   smtp-source -s $SESSIONS -d" source-postfix-persistent
+source_row "postfix   smtp-source -s $SESSIONS" source-postfix-per-message
+latency_row "postfix   asyncio client" latency-postfix
 source_row "smtp-sink smtp-source -s $SESSIONS -d" source-sink-persistent
 source_row "smtp-sink smtp-source -s $SESSIONS" source-sink-per-message
 latency_row "smtp-sink asyncio client" latency-sink
@@ -539,6 +574,12 @@ cat <<EOF
   per message, $SESSIONS at a time. asyncio client: $SESSIONS persistent connections. msgs/s = 250 replies / wall time;
   latency (asyncio client only) = MAIL FROM sent -> reply after the final dot; "load" = 1-min load average at the
   run's start. Each target first got $WARMUP warm-up messages from the asyncio client (not in the table).
+  postfix = Postfix proper, queue file fsynced before each 250, then discarded ($PF_DISCARDED discarded in its log).
+
+  Worker against Postfix proper (the anchor; target >= 1.0 at 10 KB, >= 0.8 at 100 KB)
+    smtp-source -d         $(ratio source-worker-persistent source-postfix-persistent)
+    smtp-source            $(ratio source-worker-per-message source-postfix-per-message)
+    asyncio client         $(awk -v a="$(jq -r .rate "$WORK/latency-worker.json")" -v b="$(jq -r .rate "$WORK/latency-postfix.json")" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "?" }')
 
   Stored-count check (worker)
     250 replies given          $WORKER_250$([[ $WORKER_250_EXACT -eq 1 ]] || echo " (at least; an smtp-source run failed, its 250 count is unknown)")  (smtp-source: $MESSAGES per run that exited 0; asyncio client: $CLIENT_250 incl. $(jq -r .ok "$WORK/warmup-worker.json") warm-up)
@@ -564,7 +605,7 @@ idle_line after-load "after the load runs:"
 # Replies other than the expected ones, and client-side errors.
 echo
 ODD=0
-for t in worker sink; do
+for t in worker postfix sink; do
     j=$WORK/latency-$t.json
     other=$(jq -r '.stage_codes | to_entries | map(select((.key | test(" (220|250|354)$")) | not)) | map("\(.key): \(.value)") | join(", ")' "$j")
     if [[ -n $other ]]; then

@@ -121,13 +121,17 @@ pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<
                     let graceful = graceful.clone();
                     async move { graceful.notified().await }
                 })
+                // actix-web's defaults: a request head within 5 s; after an early answer (a 413
+                // before the body was read) keep reading for 1 s, so the client hears the answer
+                // instead of a reset.
                 .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .h1_allow_half_closed(true)
                 .local_addr(address)
                 // Host and address for URL generation come from each request; nothing here builds URLs.
                 .h1(map_config(app, |_| AppConfig::default()));
             fn_service(|io: actix_web::rt::net::TcpStream| async move {
                 let peer = io.peer_addr().ok();
-                let _ = io.set_nodelay(true);
                 Ok::<_, actix_http::error::DispatchError>((api::ProblemIo::new(io), peer))
             })
             .and_then(http)
