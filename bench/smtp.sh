@@ -136,10 +136,14 @@ def pct(sorted_vals, p):
         return None
     return sorted_vals[max(0, math.ceil(p * len(sorted_vals)) - 1)]
 
-def body(payload_bytes, sender, rcpt):
-    head = (f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: mailsensor smtp bench\r\n"
+def head(sender, rcpt):
+    # A Message-ID of its own per message, as real mail has: identical bytes to the same
+    # recipients would be one message retried, which the API stores once.
+    return (f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: mailsensor smtp bench\r\n"
             f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}\r\n"
             f"Message-ID: <{os.getpid()}.{time.time_ns()}@bench.example.net>\r\n\r\n").encode()
+
+def body(payload_bytes):
     lines, left, i = [], payload_bytes, 0
     while left > 0:
         n = min(80, left)
@@ -147,10 +151,10 @@ def body(payload_bytes, sender, rcpt):
         lines.append((str(i % 10) + "X" * (text - 1)).encode() + b"\r\n")
         left -= text + 2
         i += 1
-    return head + b"".join(lines) + b".\r\n"
+    return b"".join(lines) + b".\r\n"
 
 async def latency(a):
-    data = body(a.bytes, a.sender, a.rcpt)
+    data = body(a.bytes)
     state = {"left": a.messages}
     lat, codes, stage_codes, errors, ids = [], Counter(), Counter(), [], []
     samples = {}
@@ -201,7 +205,7 @@ async def latency(a):
                     if code != 354:
                         writer.write(b"RSET\r\n"); await reply(reader)
                         continue
-                    writer.write(data)
+                    writer.write(head(a.sender, a.rcpt) + data)
                     await writer.drain()
                     code, text = await reply(reader)
                     t1 = time.perf_counter()
@@ -511,7 +515,7 @@ WORKER_250=$((WORKER_250 + CLIENT_250))
 declare -A RUN_LINES=()
 for name in serve sensor; do RUN_LINES[$name]=$(wc -l <"$WORK/$name.log"); done
 for name in sensor sink serve; do stop_proc "$name"; done
-PF_DISCARDED=$(grep -c 'status=sent (discarded' "$PF/maillog" || true)
+PF_DISCARDED=$(grep -c 'status=sent' "$PF/maillog" || true)
 stop_postfix
 
 describe_commit

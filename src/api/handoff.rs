@@ -13,7 +13,7 @@ use super::messages::MessageView;
 use super::responses::*;
 use crate::store::{
     self,
-    messages::{Arrival, Content, Digest, Finished},
+    messages::{Arrival, Begun, Content, Digest, Finished},
 };
 use crate::wire::{HANDOFF_CONTENT_TYPE, HandoffEnvelope};
 
@@ -146,9 +146,6 @@ pub async fn hand_off(
     let tenant = caller.own_sensor(&state, sensor).await?;
     let key = idempotency_key(&req)?;
     let (envelope, rest) = read_envelope(&mut payload).await?;
-    if let Some(existing) = store::messages::stored_with_key(&state.db, tenant, sensor, &key).await? {
-        return Ok(HttpResponse::Ok().json(MessageView::from(existing)));
-    }
     let arrival = Arrival { tenant, sensor, key: &key, envelope: &envelope };
     match receive(&state, &arrival, rest, payload).await? {
         Finished::Stored(stored) => {
@@ -194,7 +191,10 @@ async fn receive(
             }
         }
     }
-    let id = store::messages::begin(&state.db, arrival).await?;
+    let id = match store::messages::begin(&state.db, arrival).await? {
+        Begun::New(id) => id,
+        Begun::AlreadyStored(stored) => return Ok(Finished::Duplicate(*stored)),
+    };
     let streamed = async {
         let mut size: u64 = 0;
         let mut seq = 0;

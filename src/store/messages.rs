@@ -21,22 +21,6 @@ pub const STORED: &str = "stored";
 /// The verdict of a stored message not scanned yet.
 pub const PENDING: &str = "pending";
 
-/// The message stored under this idempotency key, if any: a retry that carries its key is
-/// answered from it before anything is read or written.
-pub async fn stored_with_key(
-    db: &DatabaseConnection,
-    tenant: Uuid,
-    sensor: Uuid,
-    key: &str,
-) -> Result<Option<message::Model>, StoreError> {
-    let query = message::Entity::find()
-        .filter(message::Column::TenantId.eq(tenant))
-        .filter(message::Column::SensorId.eq(sensor))
-        .filter(message::Column::IdempotencyKey.eq(key))
-        .filter(message::Column::Status.eq(STORED));
-    as_tenant(db, tenant, async |txn| Ok(query.one(txn).await?)).await
-}
-
 /// Who sent a message, to whom, through which sensor, under which idempotency key.
 pub struct Arrival<'a> {
     pub tenant: Uuid,
@@ -96,16 +80,28 @@ fn key_in_use(e: sea_orm::DbErr) -> StoreError {
     }
 }
 
-/// Starts a message larger than one chunk: an `incomplete` row its chunks hang off.
-pub async fn begin(db: &DatabaseConnection, arrival: &Arrival<'_>) -> Result<Uuid, StoreError> {
+/// Where the upload of a message larger than one chunk starts.
+pub enum Begun {
+    /// An `incomplete` row its chunks hang off.
+    New(Uuid),
+    /// This idempotency key was already stored: that message is the answer.
+    AlreadyStored(Box<message::Model>),
+}
+
+/// Starts a message larger than one chunk, unless its idempotency key was already stored.
+pub async fn begin(db: &DatabaseConnection, arrival: &Arrival<'_>) -> Result<Begun, StoreError> {
     let id = Uuid::now_v7();
     as_tenant(db, arrival.tenant, async |txn| {
+        let by_key = Content { digest: Digest { size: 0, sha256: String::new(), md5: String::new() }, dedup: None };
+        if let Some(stored) = earlier_copy(txn, arrival, &by_key).await? {
+            return Ok(Begun::AlreadyStored(Box::new(stored)));
+        }
         drop_broken_attempt(txn, arrival).await?;
         message::Entity::insert(new_row(arrival, id, INCOMPLETE))
             .exec_without_returning(txn)
             .await
             .map_err(key_in_use)?;
-        Ok(id)
+        Ok(Begun::New(id))
     })
     .await
 }
@@ -181,28 +177,35 @@ pub struct Content {
     pub dedup: Option<(String, DateTime<Utc>)>,
 }
 
-/// The copy of this message stored within the dedup window, if any. Two copies finishing at once
-/// queue on a lock of the key first, so the second sees the first.
+/// The copy of this message already stored, if any: under the same idempotency key, or — within
+/// the dedup window — with the same content key. Two copies finishing at once queue on a lock of
+/// the content key first, so the second sees the first.
 async fn earlier_copy(
     txn: &DatabaseTransaction,
     arrival: &Arrival<'_>,
     content: &Content,
 ) -> Result<Option<message::Model>, StoreError> {
-    let Some((key, since)) = &content.dedup else { return Ok(None) };
-    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DatabaseBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            [key.clone().into()],
-        ))
-        .await?;
+    let mut same = Condition::any().add(message::Column::IdempotencyKey.eq(arrival.key));
+    if let Some((key, since)) = &content.dedup {
+        if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                [key.clone().into()],
+            ))
+            .await?;
+        }
+        same = same.add(
+            Condition::all()
+                .add(message::Column::ContentKey.eq(key.as_str()))
+                .add(message::Column::ReceivedAt.gte(*since)),
+        );
     }
     Ok(message::Entity::find()
         .filter(message::Column::TenantId.eq(arrival.tenant))
         .filter(message::Column::SensorId.eq(arrival.sensor))
-        .filter(message::Column::ContentKey.eq(key.as_str()))
-        .filter(message::Column::ReceivedAt.gte(*since))
         .filter(message::Column::Status.eq(STORED))
+        .filter(same)
         .one(txn)
         .await?)
 }
@@ -281,6 +284,12 @@ pub async fn scan_next(
 ) -> Result<Scanned, StoreError> {
     use sea_orm::sea_query::{LockBehavior, LockType};
     run(db, Reach::Platform, async |txn| {
+        if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            // A verdict can always be computed again: a crash that loses it leaves the message
+            // pending, to be scanned again. So its commit need not wait for the WAL flush, which
+            // leaves the disk to the hand-offs that do.
+            txn.execute_unprepared("SET LOCAL synchronous_commit = off").await?;
+        }
         let now = super::now();
         let claimed = message::Entity::find()
             .filter(message::Column::Verdict.eq(PENDING))

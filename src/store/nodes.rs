@@ -57,6 +57,23 @@ pub async fn list(
     Ok(Page::from_rows(rows, page, |n| n.id))
 }
 
+/// A new node of `kind` in `tenant`, inside the caller's transaction.
+pub(super) async fn insert(
+    conn: &impl sea_orm::ConnectionTrait,
+    tenant: Uuid,
+    kind: &str,
+    name: &str,
+) -> Result<node::Model, StoreError> {
+    let node = node::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(tenant),
+        kind: Set(kind.to_owned()),
+        name: Set(name.to_owned()),
+        created_at: Set(super::now()),
+    };
+    Ok(node.insert(conn).await?)
+}
+
 pub async fn create_scn(
     db: &DatabaseConnection,
     tenant: Uuid,
@@ -64,15 +81,7 @@ pub async fn create_scn(
     actor: &Actor,
 ) -> Result<node::Model, StoreError> {
     as_tenant(db, tenant, async |txn| {
-        let node = node::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            tenant_id: Set(tenant),
-            kind: Set(SCN.to_owned()),
-            name: Set(name.to_owned()),
-            created_at: Set(super::now()),
-        }
-        .insert(txn)
-        .await?;
+        let node = insert(txn, tenant, SCN, name).await?;
         audit::record(
             txn,
             actor,

@@ -25,15 +25,7 @@ pub async fn create(
             tenant::ActiveModel { id: Set(id), name: Set(name.to_owned()), created_at: Set(now), updated_at: Set(now) }
                 .insert(txn)
                 .await?;
-        let pcn = node::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            tenant_id: Set(tenant.id),
-            kind: Set("pcn".to_owned()),
-            name: Set(pcn_name.to_owned()),
-            created_at: Set(now),
-        }
-        .insert(txn)
-        .await?;
+        let pcn = super::nodes::insert(txn, tenant.id, super::nodes::PCN, pcn_name).await?;
         audit::record(
             txn,
             actor,
