@@ -445,14 +445,45 @@ run_latency() { # TARGET PORT TAG MESSAGES
         --ids-file "$WORK/$tag.ids" >"$WORK/$tag.json" || die "asyncio client against $1 failed"
 }
 
+# Where the worker's time goes: CPU seconds (utime + stime) of the API, the worker and all PostgreSQL
+# processes over the worker's measured runs.
+CLK=$(getconf CLK_TCK)
+cpu_ticks() { # PID...: their utime + stime so far, in clock ticks
+    local t=0 p
+    for p in "$@"; do
+        [[ -r /proc/$p/stat ]] && t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+    done
+    echo "$t"
+}
+declare -A CPU0=() CPU1=()
+cpu_snapshot() { # ARRAY-NAME
+    local -n into=$1
+    into[serve]=$(cpu_ticks "${PIDS[serve]}")
+    into[sensor]=$(cpu_ticks "${PIDS[sensor]}")
+    # shellcheck disable=SC2046
+    into[postgres]=$(cpu_ticks $(pgrep -x postgres))
+}
+
 for target in worker postfix sink; do
     case $target in worker) port=$SMTP_PORT ;; postfix) port=$PF_PORT ;; *) port=$SINK_PORT ;; esac
     # Warm-up (connections to the API, caches); counted in the stored-count check, not in the table.
     run_latency "$target" "$port" "warmup-$target" "$WARMUP"
+    [[ $target == worker ]] && cpu_snapshot CPU0
     run_source "$target" "$port" persistent
     run_source "$target" "$port" per-message
     run_latency "$target" "$port" "latency-$target" "$MESSAGES"
-    [[ $target == worker ]] && { kill -0 "${PIDS[sensor]}" 2>/dev/null || die "the worker died during the load runs"; }
+    [[ $target == worker ]] && cpu_snapshot CPU1
+    if [[ $target == worker ]]; then
+        kill -0 "${PIDS[sensor]}" 2>/dev/null || die "the worker died during the load runs"
+        # The scan queue works off what was stored after the 250s; let it finish before the
+        # references run, so they do not share the cores with it.
+        t0=$SECONDS
+        until [[ $(curl -s "$API/metrics" | awk '/^mailsensor_scan_queue_depth / { print $2 }') == 0 ]]; do
+            ((SECONDS - t0 < 300)) || die "the scan queue did not drain within 300 s"
+            sleep 0.5
+        done
+        SCAN_DRAIN_SECS=$((SECONDS - t0))
+    fi
 done
 kill -0 "${PIDS[sink]}" 2>/dev/null || log "smtp-sink is no longer running"
 
@@ -579,11 +610,17 @@ cat <<EOF
   latency (asyncio client only) = MAIL FROM sent -> reply after the final dot; "load" = 1-min load average at the
   run's start. Each target first got $WARMUP warm-up messages from the asyncio client (not in the table).
   postfix = Postfix proper, queue file fsynced before each 250, then discarded ($PF_DISCARDED discarded in its log).
+  After the worker's runs the API's scan queue took ${SCAN_DRAIN_SECS}s more to scan what was stored (off the 250 path);
+  the references ran after it had drained.
 
   Worker against Postfix proper (the anchor; target >= 1.0 at 10 KB, >= 0.8 at 100 KB)
     smtp-source -d         $(ratio source-worker-persistent source-postfix-persistent)
     smtp-source            $(ratio source-worker-per-message source-postfix-per-message)
     asyncio client         $(awk -v a="$(jq -r .rate "$WORK/latency-worker.json")" -v b="$(jq -r .rate "$WORK/latency-postfix.json")" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "?" }')
+
+  Where the worker's time goes: CPU seconds over its three measured runs ($((3 * MESSAGES)) messages, $(awk -v a="$(cat "$WORK/source-worker-persistent.secs")" -v b="$(cat "$WORK/source-worker-per-message.secs")" -v c="$(jq -r .elapsed_s "$WORK/latency-worker.json")" 'BEGIN { printf "%.1f", a + b + c }') s wall, 2 cores)
+$(for k in serve sensor postgres; do awk -v n="$k" -v t=$((CPU1[$k] - CPU0[$k])) -v hz="$CLK" -v m=$((3 * MESSAGES)) 'BEGIN { printf "    %-10s %6.1f s CPU, %5.2f ms per message\n", n, t / hz, 1000 * t / hz / m }'; done)
+    (the rest: the load generator and the kernel's loopback; the scan queue's work is in serve/postgres)
 
   Stored-count check (worker)
     250 replies given          $WORKER_250$([[ $WORKER_250_EXACT -eq 1 ]] || echo " (at least; an smtp-source run failed, its 250 count is unknown)")  (smtp-source: $MESSAGES per run that exited 0; asyncio client: $CLIENT_250 incl. $(jq -r .ok "$WORK/warmup-worker.json") warm-up)

@@ -71,6 +71,17 @@ pub(super) async fn begin(
     reach: Reach,
     consistent: bool,
 ) -> Result<DatabaseTransaction, DbErr> {
+    begin_with(db, reach, consistent, true).await
+}
+
+/// [`begin`]; `durable: false` lets the commit return before its WAL record is flushed — only for
+/// work that is redone when lost (the scan queue: a lost verdict leaves the message pending).
+async fn begin_with(
+    db: &DatabaseConnection,
+    reach: Reach,
+    consistent: bool,
+    durable: bool,
+) -> Result<DatabaseTransaction, DbErr> {
     if db.get_database_backend() != DatabaseBackend::Postgres {
         return db.begin().await;
     }
@@ -84,12 +95,14 @@ pub(super) async fn begin(
         Reach::Platform => ("mailsensor_platform", String::new()),
     };
     // Both settings are local to the transaction: the pooled connection goes back as it came.
-    txn.execute_raw(Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
-        "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true)",
-        [role.into(), tenant.into()],
-    ))
-    .await?;
+    let sql = if durable {
+        "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true)"
+    } else {
+        "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true), \
+         set_config('synchronous_commit', 'off', true)"
+    };
+    txn.execute_raw(Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, [role.into(), tenant.into()]))
+        .await?;
     Ok(txn)
 }
 
@@ -100,6 +113,18 @@ pub(super) async fn run<T>(
     work: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let txn = begin(db, reach, false).await?;
+    let out = work(&txn).await?;
+    txn.commit().await?;
+    Ok(out)
+}
+
+/// [`run`] without waiting for the commit's WAL flush (see [`begin_with`]).
+pub(super) async fn run_redoable<T>(
+    db: &DatabaseConnection,
+    reach: Reach,
+    work: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let txn = begin_with(db, reach, false, false).await?;
     let out = work(&txn).await?;
     txn.commit().await?;
     Ok(out)

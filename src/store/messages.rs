@@ -10,7 +10,7 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::db::{Reach, as_tenant, run};
+use super::db::{Reach, as_tenant, run, run_redoable};
 use super::entity::{message, message_chunk};
 use super::{Page, PageRequest, StoreError, TenantScope};
 use crate::scan::ScanReport;
@@ -283,13 +283,10 @@ pub async fn scan_next(
     scan: impl AsyncFnOnce(Vec<u8>) -> Result<ScanReport, String>,
 ) -> Result<Scanned, StoreError> {
     use sea_orm::sea_query::{LockBehavior, LockType};
-    run(db, Reach::Platform, async |txn| {
-        if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-            // A verdict can always be computed again: a crash that loses it leaves the message
-            // pending, to be scanned again. So its commit need not wait for the WAL flush, which
-            // leaves the disk to the hand-offs that do.
-            txn.execute_unprepared("SET LOCAL synchronous_commit = off").await?;
-        }
+    // A verdict can always be computed again: a crash that loses it leaves the message pending,
+    // to be scanned again. So its commit need not wait for the WAL flush, which leaves the disk to
+    // the hand-offs that do.
+    run_redoable(db, Reach::Platform, async |txn| {
         let now = super::now();
         let claimed = message::Entity::find()
             .filter(message::Column::Verdict.eq(PENDING))
@@ -301,12 +298,12 @@ pub async fn scan_next(
             .one(txn)
             .await?;
         let Some(row) = claimed else { return Ok(Scanned::Idle) };
-        let mut raw = Vec::new();
-        let mut seq = 0;
-        while let Some(data) = chunk_in(txn, row.id, seq).await? {
-            raw.extend_from_slice(&data);
-            seq += 1;
-        }
+        let chunks = message_chunk::Entity::find()
+            .filter(message_chunk::Column::MessageId.eq(row.id))
+            .order_by_asc(message_chunk::Column::Seq)
+            .all(txn)
+            .await?;
+        let raw: Vec<u8> = chunks.into_iter().flat_map(|c| c.data).collect();
         let id = row.id;
         let attempts = row.scan_attempts + 1;
         let mut active: message::ActiveModel = row.into();
