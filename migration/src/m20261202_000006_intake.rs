@@ -38,14 +38,6 @@ impl MigrationTrait for Migration {
         ] {
             manager.alter_table(Table::alter().table(Messages::Table).add_column(column).to_owned()).await?;
         }
-        if manager.get_database_backend() == sea_orm_migration::sea_orm::DatabaseBackend::Postgres {
-            // Message content is stored as it came, out of line but not compressed: compressing
-            // every chunk cost more CPU per message than the disk it saved.
-            manager
-                .get_connection()
-                .execute_unprepared("ALTER TABLE message_chunks ALTER COLUMN data SET STORAGE EXTERNAL")
-                .await?;
-        }
         // The queue: only pending messages, in arrival order (both backends take partial indexes).
         manager
             .get_connection()
