@@ -15,7 +15,6 @@ enum Messages {
     TenantId,
     SensorId,
     ContentKey,
-    ReceivedAt,
     ScanAttempts,
     ScanAfter,
 }
@@ -45,13 +44,17 @@ impl MigrationTrait for Migration {
             .await?;
         manager
             .create_index(
+                // Unique, so a lookup by key takes this index whatever the table's statistics say
+                // (a fresh, fast-growing table otherwise gets a scan of the sensor's messages). A
+                // copy stored before the window gives its key up when the key comes again
+                // (`store::messages`); NULLs (no key) do not collide.
                 Index::create()
-                    .name("ix_messages_content_key")
+                    .name("ux_messages_content_key")
                     .table(Messages::Table)
                     .col(Messages::TenantId)
                     .col(Messages::SensorId)
                     .col(Messages::ContentKey)
-                    .col(Messages::ReceivedAt)
+                    .unique()
                     .to_owned(),
             )
             .await
@@ -62,7 +65,7 @@ impl MigrationTrait for Migration {
         for column in [Messages::ScanAttempts, Messages::ScanAfter] {
             manager.alter_table(Table::alter().table(Messages::Table).drop_column(column).to_owned()).await?;
         }
-        manager.drop_index(Index::drop().name("ix_messages_content_key").table(Messages::Table).to_owned()).await?;
+        manager.drop_index(Index::drop().name("ux_messages_content_key").table(Messages::Table).to_owned()).await?;
         manager.alter_table(Table::alter().table(Messages::Table).drop_column(Messages::ContentKey).to_owned()).await
     }
 }

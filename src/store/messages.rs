@@ -179,35 +179,44 @@ pub struct Content {
 
 /// The copy of this message already stored, if any: under the same idempotency key, or — within
 /// the dedup window — with the same content key. Two copies finishing at once queue on a lock of
-/// the content key first, so the second sees the first.
+/// the content key first, so the second sees the first. A copy stored before the window gives its
+/// content key up, so this one can take it (the key is unique per sensor).
 async fn earlier_copy(
     txn: &DatabaseTransaction,
     arrival: &Arrival<'_>,
     content: &Content,
 ) -> Result<Option<message::Model>, StoreError> {
-    let mut same = Condition::any().add(message::Column::IdempotencyKey.eq(arrival.key));
-    if let Some((key, since)) = &content.dedup {
-        if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-            txn.execute_raw(sea_orm::Statement::from_sql_and_values(
-                sea_orm::DatabaseBackend::Postgres,
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                [key.clone().into()],
-            ))
-            .await?;
-        }
-        same = same.add(
-            Condition::all()
-                .add(message::Column::ContentKey.eq(key.as_str()))
-                .add(message::Column::ReceivedAt.gte(*since)),
-        );
+    let stored = || {
+        message::Entity::find()
+            .filter(message::Column::TenantId.eq(arrival.tenant))
+            .filter(message::Column::SensorId.eq(arrival.sensor))
+            .filter(message::Column::Status.eq(STORED))
+    };
+    // Two lookups, each on a unique index, rather than one OR the planner may answer with a scan.
+    if let Some(by_key) = stored().filter(message::Column::IdempotencyKey.eq(arrival.key)).one(txn).await? {
+        return Ok(Some(by_key));
     }
-    Ok(message::Entity::find()
-        .filter(message::Column::TenantId.eq(arrival.tenant))
-        .filter(message::Column::SensorId.eq(arrival.sensor))
-        .filter(message::Column::Status.eq(STORED))
-        .filter(same)
-        .one(txn)
-        .await?)
+    let Some((key, since)) = &content.dedup else { return Ok(None) };
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            [key.clone().into()],
+        ))
+        .await?;
+    }
+    match stored().filter(message::Column::ContentKey.eq(key.as_str())).one(txn).await? {
+        Some(earlier) if earlier.received_at >= *since => Ok(Some(earlier)),
+        Some(expired) => {
+            message::Entity::update_many()
+                .col_expr(message::Column::ContentKey, sea_orm::sea_query::Expr::value(Option::<String>::None))
+                .filter(message::Column::Id.eq(expired.id))
+                .exec(txn)
+                .await?;
+            Ok(None)
+        }
+        None => Ok(None),
+    }
 }
 
 fn mark_stored(active: &mut message::ActiveModel, content: Content) {

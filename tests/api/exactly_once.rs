@@ -182,3 +182,41 @@ async fn sigkill_of_worker_and_api_mid_handoff_stores_each_message_once() {
     }
     drop(api);
 }
+
+/// The dedup window, on both backends: within it a retry under a new key is the stored message;
+/// past it the same bytes are a new message, and the old copy gives its key up to it.
+async fn the_dedup_window_ends(backend: Backend) {
+    let url = fresh_database(backend).await;
+    let app = start_configured(&url, "127.0.0.1:0", |parts| parts.dedup_window = Some(Duration::from_secs(1))).await;
+    let operator = app.token(&claims("olga", mailsensor::auth::Role::PlatformOperator, None, None, None));
+    let a = create_tenant(&app, &operator, "Tenant A").await;
+    let token = app.token(&claims("worker", mailsensor::auth::Role::Sensor, Some(a.id), None, Some(a.pcn_sensor)));
+    let hand_off = async |key: &str| -> (u16, String) {
+        let envelope = json!({"client_ip": "192.0.2.1", "helo": "mx", "mail_from": "a@example.org",
+            "rcpt_to": ["b@example.com"], "tls": false, "worker": "w1"});
+        let r = app
+            .http
+            .post(format!("{}/v1/sensors/{}/messages", app.base, a.pcn_sensor))
+            .bearer_auth(&token)
+            .header("content-type", "application/vnd.mailsensor.handoff")
+            .header("idempotency-key", key)
+            .body(format!("{envelope}\nSubject: same bytes\r\n\r\nsame bytes\r\n"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap();
+        (status, body["id"].as_str().unwrap_or_default().to_owned())
+    };
+    let (status, first) = hand_off("k1").await;
+    assert_eq!(status, 201);
+    assert_eq!(hand_off("k2").await, (200, first.clone()), "a retry within the window");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, second) = hand_off("k3").await;
+    assert_eq!(status, 201, "past the window the same bytes are a new message");
+    assert_ne!(second, first);
+    assert_eq!(hand_off("k4").await, (200, second), "and its retries are recognised in turn");
+    assert_eq!(hand_off("k1").await, (200, first), "an idempotency key is forever");
+}
+
+crate::on_both_backends!(the_dedup_window_ends);
