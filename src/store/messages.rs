@@ -284,7 +284,7 @@ pub enum Scanned {
     Failed { id: Uuid, attempts: i32, error: String },
 }
 
-/// Claims the oldest pending message no other worker holds (`FOR UPDATE SKIP LOCKED`; a crash
+/// Claims a pending message no other worker holds (`FOR UPDATE SKIP LOCKED`; a crash
 /// releases it for another), scans its content with `scan` and records the results, all in one
 /// transaction: the scan queue's cross-tenant path (`mailsensor_platform`).
 pub async fn scan_next(
@@ -301,7 +301,9 @@ pub async fn scan_next(
             .filter(message::Column::Verdict.eq(PENDING))
             .filter(message::Column::Status.eq(STORED))
             .filter(Condition::any().add(message::Column::ScanAfter.is_null()).add(message::Column::ScanAfter.lte(now)))
-            .order_by_asc(message::Column::Id)
+            // No ORDER BY: any waiting message will do, and the first the scan meets (roughly the
+            // oldest) needs no sort of the whole backlog, which is what a claim cost when the
+            // queue grew faster than the table's statistics.
             .limit(1)
             .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
             .one(txn)
