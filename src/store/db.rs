@@ -64,42 +64,41 @@ pub(crate) enum Reach {
     Platform,
 }
 
-/// Opens a transaction that acts as `reach`. `consistent`: one repeatable-read, read-only
-/// snapshot (PostgreSQL; SQLite transactions are serialised anyway and reject the setting).
-pub(super) async fn begin(
-    db: &DatabaseConnection,
-    reach: Reach,
-    consistent: bool,
-) -> Result<DatabaseTransaction, DbErr> {
-    begin_with(db, reach, consistent, true).await
+/// How a transaction is opened, beyond whom it acts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Read committed, and its commit waits for the WAL flush: the default.
+    Durable,
+    /// One repeatable-read, read-only snapshot (PostgreSQL; SQLite transactions are serialised
+    /// anyway and reject the setting).
+    Snapshot,
+    /// Its commit returns before its WAL record is flushed — only for work that is redone when
+    /// lost (the scan queue: a lost verdict leaves the message pending, to be scanned again).
+    Redoable,
 }
 
-/// [`begin`]; `durable: false` lets the commit return before its WAL record is flushed — only for
-/// work that is redone when lost (the scan queue: a lost verdict leaves the message pending).
-async fn begin_with(
-    db: &DatabaseConnection,
-    reach: Reach,
-    consistent: bool,
-    durable: bool,
-) -> Result<DatabaseTransaction, DbErr> {
+/// Opens a transaction that acts as `reach`.
+pub(super) async fn begin(db: &DatabaseConnection, reach: Reach, mode: Mode) -> Result<DatabaseTransaction, DbErr> {
     if db.get_database_backend() != DatabaseBackend::Postgres {
         return db.begin().await;
     }
-    let txn = if consistent {
-        db.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await?
-    } else {
-        db.begin().await?
+    let txn = match mode {
+        Mode::Snapshot => {
+            db.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await?
+        }
+        Mode::Durable | Mode::Redoable => db.begin().await?,
     };
     let (role, tenant) = match reach {
         Reach::Tenant(tenant) => ("mailsensor_tenant", tenant.to_string()),
         Reach::Platform => ("mailsensor_platform", String::new()),
     };
-    // Both settings are local to the transaction: the pooled connection goes back as it came.
-    let sql = if durable {
-        "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true)"
-    } else {
-        "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true), \
-         set_config('synchronous_commit', 'off', true)"
+    // Every setting is local to the transaction: the pooled connection goes back as it came.
+    let sql = match mode {
+        Mode::Redoable => {
+            "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true), \
+             set_config('synchronous_commit', 'off', true)"
+        }
+        Mode::Durable | Mode::Snapshot => "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true)",
     };
     txn.execute_raw(Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, [role.into(), tenant.into()]))
         .await?;
@@ -107,27 +106,25 @@ async fn begin_with(
 }
 
 /// Runs `work` in one transaction acting as `reach`, committed if it succeeds.
-pub(super) async fn run<T>(
+pub(super) async fn run_in<T>(
     db: &DatabaseConnection,
     reach: Reach,
+    mode: Mode,
     work: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    let txn = begin(db, reach, false).await?;
+    let txn = begin(db, reach, mode).await?;
     let out = work(&txn).await?;
     txn.commit().await?;
     Ok(out)
 }
 
-/// [`run`] without waiting for the commit's WAL flush (see [`begin_with`]).
-pub(super) async fn run_redoable<T>(
+/// [`run_in`] a durable transaction.
+pub(super) async fn run<T>(
     db: &DatabaseConnection,
     reach: Reach,
     work: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    let txn = begin_with(db, reach, false, false).await?;
-    let out = work(&txn).await?;
-    txn.commit().await?;
-    Ok(out)
+    run_in(db, reach, Mode::Durable, work).await
 }
 
 /// [`run`] for one tenant.

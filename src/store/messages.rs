@@ -10,7 +10,7 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::db::{Reach, as_tenant, run, run_redoable};
+use super::db::{Mode, Reach, as_tenant, run, run_in};
 use super::entity::{message, message_chunk};
 use super::{Page, PageRequest, StoreError, TenantScope};
 use crate::scan::ScanReport;
@@ -92,8 +92,7 @@ pub enum Begun {
 pub async fn begin(db: &DatabaseConnection, arrival: &Arrival<'_>) -> Result<Begun, StoreError> {
     let id = Uuid::now_v7();
     as_tenant(db, arrival.tenant, async |txn| {
-        let by_key = Content { digest: Digest { size: 0, sha256: String::new(), md5: String::new() }, dedup: None };
-        if let Some(stored) = earlier_copy(txn, arrival, &by_key).await? {
+        if let Some(stored) = earlier_copy(txn, arrival, None).await? {
             return Ok(Begun::AlreadyStored(Box::new(stored)));
         }
         drop_broken_attempt(txn, arrival).await?;
@@ -121,12 +120,9 @@ pub async fn append_chunk(
     .await
 }
 
-async fn chunk_in(conn: &impl ConnectionTrait, id: Uuid, seq: i32) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(message_chunk::Entity::find_by_id((id, seq)).one(conn).await?.map(|c| c.data))
-}
-
 pub async fn chunk(db: &DatabaseConnection, tenant: Uuid, id: Uuid, seq: i32) -> Result<Option<Vec<u8>>, StoreError> {
-    as_tenant(db, tenant, async |txn| chunk_in(txn, id, seq).await).await
+    as_tenant(db, tenant, async |txn| Ok(message_chunk::Entity::find_by_id((id, seq)).one(txn).await?.map(|c| c.data)))
+        .await
 }
 
 pub async fn abandon(db: &DatabaseConnection, tenant: Uuid, id: Uuid) -> Result<(), StoreError> {
@@ -184,7 +180,7 @@ pub struct Content {
 async fn earlier_copy(
     txn: &DatabaseTransaction,
     arrival: &Arrival<'_>,
-    content: &Content,
+    dedup: Option<&(String, DateTime<Utc>)>,
 ) -> Result<Option<message::Model>, StoreError> {
     let stored = || {
         message::Entity::find()
@@ -196,7 +192,7 @@ async fn earlier_copy(
     if let Some(by_key) = stored().filter(message::Column::IdempotencyKey.eq(arrival.key)).one(txn).await? {
         return Ok(Some(by_key));
     }
-    let Some((key, since)) = &content.dedup else { return Ok(None) };
+    let Some((key, since)) = dedup else { return Ok(None) };
     if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
         txn.execute_raw(sea_orm::Statement::from_sql_and_values(
             sea_orm::DatabaseBackend::Postgres,
@@ -237,7 +233,7 @@ pub async fn store_whole(
     content: Content,
 ) -> Result<Finished, StoreError> {
     as_tenant(db, arrival.tenant, async |txn| {
-        if let Some(earlier) = earlier_copy(txn, arrival, &content).await? {
+        if let Some(earlier) = earlier_copy(txn, arrival, content.dedup.as_ref()).await? {
             return Ok(Finished::Duplicate(earlier));
         }
         drop_broken_attempt(txn, arrival).await?;
@@ -263,7 +259,7 @@ pub async fn finish(
 ) -> Result<Finished, StoreError> {
     as_tenant(db, arrival.tenant, async |txn| {
         let row = message::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("message"))?;
-        if let Some(earlier) = earlier_copy(txn, arrival, &content).await? {
+        if let Some(earlier) = earlier_copy(txn, arrival, content.dedup.as_ref()).await? {
             message::Entity::delete_by_id(id).exec(txn).await?;
             return Ok(Finished::Duplicate(earlier));
         }
@@ -295,7 +291,7 @@ pub async fn scan_next(
     // A verdict can always be computed again: a crash that loses it leaves the message pending,
     // to be scanned again. So its commit need not wait for the WAL flush, which leaves the disk to
     // the hand-offs that do.
-    run_redoable(db, Reach::Platform, async |txn| {
+    run_in(db, Reach::Platform, Mode::Redoable, async |txn| {
         let now = super::now();
         let claimed = message::Entity::find()
             .filter(message::Column::Verdict.eq(PENDING))

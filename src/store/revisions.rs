@@ -215,7 +215,7 @@ pub async fn deleted_between(
 /// token older than that gets a fresh snapshot instead of a replay with a hole in it.
 /// Housekeeping across tenants: the platform path.
 pub async fn compact(db: &DatabaseConnection, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-    let txn = super::db::begin(db, Reach::Platform, false).await?;
+    let txn = super::db::begin(db, Reach::Platform, super::db::Mode::Durable).await?;
     // Lock the head first: writers append under the same lock, so nothing commits in between.
     let head = txn
         .query_one_raw(statement(&txn, "UPDATE revision_head SET rev = rev WHERE id = 1 RETURNING rev"))

@@ -212,7 +212,7 @@ pub async fn snapshot(
     scope: TenantScope,
     sensor_id: Uuid,
 ) -> Result<(i64, SettingsRecord), StoreError> {
-    let txn = db::begin(db, Reach::Tenant(scope.tenant), true).await?;
+    let txn = db::begin(db, Reach::Tenant(scope.tenant), db::Mode::Snapshot).await?;
     let head = revisions::head_in(&txn).await?;
     let record = read(&txn, scope, sensor_id, false).await?;
     txn.commit().await?;
@@ -240,7 +240,7 @@ pub async fn replace(
     new: &SmtpSettings,
     write: Write<'_>,
 ) -> Result<SettingsRecord, StoreError> {
-    let txn = db::begin(db, Reach::Tenant(scope.tenant), false).await?;
+    let txn = db::begin(db, Reach::Tenant(scope.tenant), db::Mode::Durable).await?;
     let current = read(&txn, scope, sensor_id, true).await?;
     if write.expected.is_some_and(|expected| expected != current.revision) {
         return Err(StoreError::Stale { current_etag: current.etag() });
