@@ -462,6 +462,11 @@ cpu_snapshot() { # ARRAY-NAME
     into[sensor]=$(cpu_ticks "${PIDS[sensor]}")
     # shellcheck disable=SC2046
     into[postgres]=$(cpu_ticks $(pgrep -x postgres))
+    # Group commit: WAL flushes (pg_stat_wal.wal_sync, every one the server made) against the
+    # commits of the bench database. Statistics reach the views within about a second.
+    sleep 1.2
+    into[wal_sync]=$(psql -Atqd postgres -c "SELECT wal_sync FROM pg_stat_wal")
+    into[commits]=$(psql -Atqd postgres -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$DB'")
 }
 
 for target in worker postfix sink; do
@@ -621,6 +626,8 @@ cat <<EOF
   Where the worker's time goes: CPU seconds over its three measured runs ($((3 * MESSAGES)) messages, $(awk -v a="$(cat "$WORK/source-worker-persistent.secs")" -v b="$(cat "$WORK/source-worker-per-message.secs")" -v c="$(jq -r .elapsed_s "$WORK/latency-worker.json")" 'BEGIN { printf "%.1f", a + b + c }') s wall, 2 cores)
 $(for k in serve sensor postgres; do awk -v n="$k" -v t=$((CPU1[$k] - CPU0[$k])) -v hz="$CLK" -v m=$((3 * MESSAGES)) 'BEGIN { printf "    %-10s %6.1f s CPU, %5.2f ms per message\n", n, t / hz, 1000 * t / hz / m }'; done)
     (the rest: the load generator and the kernel's loopback; the scan queue's work is in serve/postgres)
+    WAL flushes (fsync of the WAL, whole server) $((CPU1[wal_sync] - CPU0[wal_sync])) for $((CPU1[commits] - CPU0[commits])) commits of the bench database and $((3 * MESSAGES)) messages: $(awk -v f=$((CPU1[wal_sync] - CPU0[wal_sync])) -v m=$((3 * MESSAGES)) 'BEGIN { printf "%.2f", f / m }') flushes per stored message
+    (fewer than one: concurrent hand-offs shared flushes — PostgreSQL's group commit)
 
   Stored-count check (worker)
     250 replies given          $WORKER_250$([[ $WORKER_250_EXACT -eq 1 ]] || echo " (at least; an smtp-source run failed, its 250 count is unknown)")  (smtp-source: $MESSAGES per run that exited 0; asyncio client: $CLIENT_250 incl. $(jq -r .ok "$WORK/warmup-worker.json") warm-up)

@@ -15,6 +15,9 @@ use crate::store::{self, messages::Scanned};
 
 /// How often an idle worker looks for messages other replicas stored, and the depth is sampled.
 const POLL: Duration = Duration::from_secs(1);
+/// How long a woken worker waits for more messages before it claims: a verdict is that much later,
+/// and a busy intake costs a claim per batch rather than one per message.
+const GATHER: Duration = Duration::from_millis(50);
 
 /// The running workers of one replica.
 pub struct ScanQueue {
@@ -24,7 +27,7 @@ pub struct ScanQueue {
 }
 
 impl ScanQueue {
-    /// Starts `workers` scan workers (each holds at most one message in memory; none: this
+    /// Starts `workers` scan workers (each holds at most a few MiB of messages in memory; none: this
     /// replica only stores) and the depth gauge; all end when `stopping` turns true.
     pub fn start(db: DatabaseConnection, workers: usize, stopping: watch::Receiver<bool>) -> Arc<ScanQueue> {
         let wake = Arc::new(Notify::new());
@@ -44,27 +47,50 @@ impl ScanQueue {
 
 async fn work(db: DatabaseConnection, wake: Arc<Notify>, mut stopping: watch::Receiver<bool>) {
     while !*stopping.borrow() {
-        let turn = store::messages::scan_next(&db, async |raw| {
-            // Parsing is CPU work: off the async threads.
-            tokio::task::spawn_blocking(move || scan::scan(&raw)).await.map_err(|e| format!("the scan failed: {e}"))
+        let turn = store::messages::scan_next(&db, async |raws| {
+            let count = raws.len();
+            // Parsing is CPU work: off the async threads. A message that makes the parser panic
+            // fails alone, not the batch.
+            let scan_each = move || {
+                raws.iter()
+                    .map(|raw| {
+                        std::panic::catch_unwind(|| scan::scan(raw))
+                            .map_err(|_| "the scan failed: the parser panicked".to_owned())
+                    })
+                    .collect()
+            };
+            tokio::task::spawn_blocking(scan_each)
+                .await
+                .unwrap_or_else(|e| (0..count).map(|_| Err(format!("the scan failed: {e}"))).collect())
         })
         .await;
         match turn {
-            Ok(Scanned::Done { verdict }) => {
-                metrics::counter!("mailsensor_messages_scanned_total", "verdict" => verdict).increment(1);
-                continue;
+            Ok(turn) => {
+                for outcome in turn.outcomes {
+                    match outcome {
+                        Scanned::Done { verdict } => {
+                            metrics::counter!("mailsensor_messages_scanned_total", "verdict" => verdict).increment(1);
+                        }
+                        Scanned::Failed { id, attempts, error } => {
+                            metrics::counter!("mailsensor_scan_failures_total").increment(1);
+                            tracing::warn!(message = %id, attempts, error = %error, "scan failed; it will be retried");
+                        }
+                    }
+                }
+                if turn.more_waiting {
+                    continue;
+                }
             }
-            Ok(Scanned::Failed { id, attempts, error }) => {
-                metrics::counter!("mailsensor_scan_failures_total").increment(1);
-                tracing::warn!(message = %id, attempts, error = %error, "scan failed; it will be retried");
-                continue;
-            }
-            Ok(Scanned::Idle) => {}
             Err(e) => tracing::warn!(error = %e, "the scan queue cannot be read; retrying"),
         }
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(POLL) => {}
+            _ = stopping.changed() => {}
+        }
+        // Let a few more arrive, so a busy intake is scanned in batches, not one claim per message.
+        tokio::select! {
+            _ = tokio::time::sleep(GATHER) => {}
             _ = stopping.changed() => {}
         }
     }

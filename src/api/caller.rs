@@ -138,8 +138,7 @@ impl Caller {
     /// For the worker endpoints: the tenant of `sensor` when the caller is that sensor's own
     /// token. Anyone else gets 403 if the sensor is in their scope, 404 if not.
     ///
-    /// A deleted sensor's token was already refused (401) at sign-in, except on its config
-    /// stream, which still answers it so a worker that was away learns of the deletion.
+    /// A deleted sensor's token was already refused (401) by [`Token::check`].
     pub async fn own_sensor(&self, state: &AppState, sensor: Uuid) -> Result<Uuid, ApiError> {
         match &self.principal {
             Principal::Sensor { tenant, sensor: own, .. } if *own == sensor => Ok(*tenant),
@@ -153,6 +152,11 @@ impl Caller {
     }
 }
 
+/// A sensor's token whose sensor no longer exists.
+pub fn sensor_gone() -> ApiError {
+    ApiError::Unauthorized(TokenError::Invalid("the sensor named in the token no longer exists".into()))
+}
+
 fn bearer(req: &HttpRequest) -> Result<String, TokenError> {
     let value = req.headers().get(header::AUTHORIZATION).ok_or(TokenError::Missing)?;
     let value = value.to_str().map_err(|_| TokenError::Malformed)?;
@@ -163,40 +167,81 @@ fn bearer(req: &HttpRequest) -> Result<String, TokenError> {
     Ok(token.trim().to_owned())
 }
 
+/// A request's verified token, before anything it names is looked up. Most handlers take a
+/// [`Caller`], for which the member's node and the sensor are looked up first; the hot paths take
+/// this and fold that look-up into their own statement ([`Token::own_sensor`], the settings read).
+pub struct Token {
+    pub principal: Principal,
+    pub request_id: String,
+}
+
+impl Token {
+    /// The caller, once the token's node (member: exists, and is it the PCN) or sensor (sensor
+    /// token: still exists) is looked up; 401 when it no longer exists.
+    pub async fn check(self, state: &AppState) -> Result<Caller, ApiError> {
+        let at_pcn = match &self.principal {
+            Principal::Member { tenant, node, .. } => {
+                let node = store::nodes::of_member(&state.db, *tenant, *node).await?.ok_or_else(node_gone)?;
+                node.kind == store::nodes::PCN
+            }
+            Principal::Sensor { tenant, sensor, .. } => {
+                match store::sensors::get(&state.db, TenantScope::whole_tenant(*tenant), *sensor).await {
+                    Err(store::StoreError::NotFound(_)) => return Err(sensor_gone()),
+                    other => other.map(|_| false)?,
+                }
+            }
+            Principal::Operator { .. } => false,
+        };
+        Ok(self.known(at_pcn))
+    }
+
+    /// The caller, with the node's kind found by the handler's own statement.
+    pub fn known(self, at_pcn: bool) -> Caller {
+        Caller { principal: self.principal, at_pcn, request_id: self.request_id }
+    }
+
+    /// [`Caller::own_sensor`] for the endpoints that check the sensor's existence themselves:
+    /// the config stream, which answers a deleted sensor's token so a worker that was away
+    /// learns of the deletion, and the hand-off, whose storing statement finds no sensor.
+    pub async fn own_sensor(self, state: &AppState, sensor: Uuid) -> Result<Uuid, ApiError> {
+        match &self.principal {
+            Principal::Sensor { tenant, sensor: own, .. } if *own == sensor => Ok(*tenant),
+            _ => self.check(state).await?.own_sensor(state, sensor).await,
+        }
+    }
+}
+
+/// A member's token whose node no longer exists.
+pub fn node_gone() -> ApiError {
+    ApiError::Unauthorized(TokenError::Invalid("the node named in the token does not exist".into()))
+}
+
+impl FromRequest for Token {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        std::future::ready(match req.app_data::<web::Data<AppState>>() {
+            None => Err(ApiError::Internal(anyhow::anyhow!("application state missing"))),
+            Some(state) => bearer(req)
+                .and_then(|token| state.keys.verify(&token))
+                .map(|principal| Token { principal, request_id })
+                .map_err(ApiError::Unauthorized),
+        })
+    }
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = bearer(req);
-        let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-        let config_stream = req.path().ends_with("/config-stream");
+        let token = Token::from_request(req, payload).into_inner();
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
-            let principal =
-                state.keys.verify(&token.map_err(ApiError::Unauthorized)?).map_err(ApiError::Unauthorized)?;
-            let at_pcn = match &principal {
-                Principal::Member { tenant, node, .. } => {
-                    let node = store::nodes::of_member(&state.db, *tenant, *node).await?.ok_or_else(|| {
-                        ApiError::Unauthorized(TokenError::Invalid("the node named in the token does not exist".into()))
-                    })?;
-                    node.kind == store::nodes::PCN
-                }
-                Principal::Sensor { tenant, sensor, .. } if !config_stream => {
-                    let scope = TenantScope::whole_tenant(*tenant);
-                    match store::sensors::get(&state.db, scope, *sensor).await {
-                        Err(store::StoreError::NotFound(_)) => {
-                            return Err(ApiError::Unauthorized(TokenError::Invalid(
-                                "the sensor named in the token no longer exists".into(),
-                            )));
-                        }
-                        other => other.map(|_| false)?,
-                    }
-                }
-                _ => false,
-            };
-            Ok(Caller { principal, at_pcn, request_id })
+            token?.check(&state).await
         })
     }
 }

@@ -10,7 +10,7 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::AppState;
-use super::caller::Caller;
+use super::caller::Token;
 use super::error::{ApiError, FieldError};
 use super::pagination::present;
 use super::responses::*;
@@ -77,12 +77,12 @@ impl Drop for OpenStreams {
 #[get("/v1/sensors/{sensor_id}/config-stream")]
 pub async fn config_stream(
     state: web::Data<AppState>,
-    caller: Caller,
+    token: Token,
     req: HttpRequest,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let sensor = path.into_inner();
-    let tenant = caller.own_sensor(&state, sensor).await?;
+    let tenant = token.own_sensor(&state, sensor).await?;
     let last = req.headers().get("last-event-id").and_then(|v| v.to_str().ok());
     let sub =
         stream::open(&state.feed, tenant, sensor, last, state.max_message_bytes).await.map_err(subscribe_error)?;
@@ -136,12 +136,12 @@ pub struct PollParams {
 #[get("/v1/sensors/{sensor_id}/config")]
 pub async fn config_poll(
     state: web::Data<AppState>,
-    caller: Caller,
+    token: Token,
     path: web::Path<Uuid>,
     query: web::Query<PollParams>,
 ) -> Result<web::Json<wire::ConfigPoll>, ApiError> {
     let sensor = path.into_inner();
-    let tenant = caller.own_sensor(&state, sensor).await?;
+    let tenant = token.own_sensor(&state, sensor).await?;
     let wait = match query.wait.as_deref().map(str::parse::<u64>) {
         None => Duration::from_secs(30),
         Some(Ok(n)) if n <= 60 => Duration::from_secs(n),

@@ -9,10 +9,10 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::body::{Fields, FromFields, JsonObject, NULL_REFUSED};
-use super::caller::{Caller, Permission};
+use super::caller::{Permission, Token};
 use super::error::{ApiError, FieldError};
 use super::responses::*;
-use super::settings::settings_in_scope;
+use super::settings::read_settings;
 use crate::policy;
 
 /// What to try against the settings.
@@ -214,11 +214,11 @@ impl Evaluation {
 #[post("/v1/tenants/{tenant_id}/sensors/{sensor_id}/smtp-integration/evaluate")]
 pub async fn evaluate(
     state: web::Data<AppState>,
-    caller: Caller,
+    token: Token,
     path: web::Path<(Uuid, Uuid)>,
     body: JsonObject,
 ) -> Result<web::Json<Evaluation>, ApiError> {
-    let (_, record) = settings_in_scope(&state, &caller, path.into_inner(), Permission::ReadSettings).await?;
+    let record = read_settings(&state, token, path.into_inner(), Permission::ReadSettings).await?;
     let EvaluateRequest { client_ip, recipients, size, sensor_network } = body.parse()?;
     let settings = &record.settings;
     if settings.only_sensor_subnet() && sensor_network.is_none() {

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::body::{Fields, FromFields, JsonObject, NULL_REFUSED};
-use super::caller::Caller;
+use super::caller::Token;
 use super::error::{ApiError, FieldError};
 use super::messages::MessageView;
 use super::responses::*;
@@ -137,17 +137,21 @@ async fn read_envelope(payload: &mut web::Payload) -> Result<(HandoffEnvelope, V
 #[post("/v1/sensors/{sensor_id}/messages")]
 pub async fn hand_off(
     state: web::Data<AppState>,
-    caller: Caller,
+    token: Token,
     req: HttpRequest,
     path: web::Path<Uuid>,
     mut payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let sensor = path.into_inner();
-    let tenant = caller.own_sensor(&state, sensor).await?;
+    let tenant = token.own_sensor(&state, sensor).await?;
     let key = idempotency_key(&req)?;
     let (envelope, rest) = read_envelope(&mut payload).await?;
     let arrival = Arrival { tenant, sensor, key: &key, envelope: &envelope };
-    match receive(&state, &arrival, rest, payload).await? {
+    let finished = match receive(&state, &arrival, rest, payload).await {
+        Err(ApiError::NotFound("sensor")) => Err(super::caller::sensor_gone()),
+        other => other,
+    };
+    match finished? {
         Finished::Stored(stored) => {
             metrics::counter!("mailsensor_messages_stored_total").increment(1);
             state.scan_queue.notify_one();

@@ -4,10 +4,11 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::body::{Fields, FromFields, JsonObject};
-use super::caller::{Caller, Permission};
+use super::caller::{Caller, Permission, Token, node_gone};
 use super::error::{ApiError, FieldError};
 use super::fleet::{WaitParams, wait_applied};
 use super::responses::*;
+use crate::auth::Principal;
 use crate::policy::SmtpSettings;
 use crate::store::{self, StoreError, TenantScope, settings::SettingsRecord};
 use crate::wire::{SettingsDocument, SettingsPatch, SizeLimitPatch, SmtpIntegration};
@@ -20,6 +21,27 @@ pub(super) async fn settings_in_scope(
     needs: Permission,
 ) -> Result<(TenantScope, SettingsRecord), ApiError> {
     caller.reach(state, tenant, needs, async |scope| store::settings::get(&state.db, scope, sensor).await).await
+}
+
+/// [`settings_in_scope`] as the hot read: for a member, the token's node, the scope it gives and
+/// the settings come from one statement ([`store::settings::read_as_member`]), with the same
+/// answers in the same order — 401 for a node that is gone, 404 outside the scope, then 403.
+pub(super) async fn read_settings(
+    state: &AppState,
+    token: Token,
+    (tenant, sensor): (Uuid, Uuid),
+    needs: Permission,
+) -> Result<SettingsRecord, ApiError> {
+    let Principal::Member { tenant: own, node, .. } = token.principal else {
+        let caller = token.check(state).await?;
+        return Ok(settings_in_scope(state, &caller, (tenant, sensor), needs).await?.1);
+    };
+    let read = store::settings::read_as_member(&state.db, own, node, sensor).await?;
+    let caller = token.known(read.at_pcn.ok_or_else(node_gone)?);
+    caller.scope(state, tenant).await?;
+    let record = read.settings.ok_or(ApiError::NotFound("sensor"))?;
+    caller.require(needs)?;
+    Ok(record)
 }
 
 /// `If-Match` on a settings write.
@@ -132,10 +154,10 @@ fn parse_settings(body: JsonObject, base: Option<&SmtpSettings>, cap: u64) -> Re
 #[get("/v1/tenants/{tenant_id}/sensors/{sensor_id}/smtp-integration")]
 pub async fn get_settings(
     state: web::Data<AppState>,
-    caller: Caller,
+    token: Token,
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, record) = settings_in_scope(&state, &caller, path.into_inner(), Permission::ReadSettings).await?;
+    let record = read_settings(&state, token, path.into_inner(), Permission::ReadSettings).await?;
     let body = record.served(state.max_message_bytes);
     Ok(HttpResponse::Ok().insert_header((header::ETAG, record.etag())).json(body))
 }

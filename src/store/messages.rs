@@ -4,8 +4,8 @@
 //! `pending`: scanning is a durable queue ([`scan_next`]) off the path to the sender's `250`.
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -92,6 +92,7 @@ pub enum Begun {
 pub async fn begin(db: &DatabaseConnection, arrival: &Arrival<'_>) -> Result<Begun, StoreError> {
     let id = Uuid::now_v7();
     as_tenant(db, arrival.tenant, async |txn| {
+        super::scope::sensor(txn, TenantScope::whole_tenant(arrival.tenant), arrival.sensor).await?;
         if let Some(stored) = earlier_copy(txn, arrival, None).await? {
             return Ok(Begun::AlreadyStored(Box::new(stored)));
         }
@@ -226,13 +227,25 @@ fn mark_stored(active: &mut message::ActiveModel, content: Content) {
 
 /// A message that arrived whole within one chunk: its row and its content in one transaction (one
 /// commit, one WAL flush), unless the same message was stored within the dedup window.
+///
+/// On PostgreSQL the usual case takes two statements ([`insert_at_once`]); the rest (a key stored
+/// before, a copy within or past the window, a missing sensor) is settled step by step.
 pub async fn store_whole(
     db: &DatabaseConnection,
     arrival: &Arrival<'_>,
     data: Vec<u8>,
     content: Content,
 ) -> Result<Finished, StoreError> {
+    let data = if db.get_database_backend() == DatabaseBackend::Postgres {
+        match insert_at_once(db, arrival, data, &content).await? {
+            AtOnce::Stored(stored) => return Ok(Finished::Stored(*stored)),
+            AtOnce::Unsettled(data) => data,
+        }
+    } else {
+        data
+    };
     as_tenant(db, arrival.tenant, async |txn| {
+        super::scope::sensor(txn, TenantScope::whole_tenant(arrival.tenant), arrival.sensor).await?;
         if let Some(earlier) = earlier_copy(txn, arrival, content.dedup.as_ref()).await? {
             return Ok(Finished::Duplicate(earlier));
         }
@@ -247,6 +260,62 @@ pub async fn store_whole(
         Ok(Finished::Stored(stored))
     })
     .await
+}
+
+enum AtOnce {
+    Stored(Box<message::Model>),
+    /// Left to the step-by-step path, which gets the content back.
+    Unsettled(Vec<u8>),
+}
+
+/// The whole of [`store_whole`] in one insert of the row and one of the content, for the usual
+/// case: the sensor exists and neither the idempotency key nor (within the window) the content key
+/// was stored before. Any unique index objecting — including a concurrent copy, once it commits —
+/// leaves nothing written and the message to the step-by-step path, which finds the earlier copy;
+/// so does a missing sensor.
+async fn insert_at_once(
+    db: &DatabaseConnection,
+    arrival: &Arrival<'_>,
+    data: Vec<u8>,
+    content: &Content,
+) -> Result<AtOnce, StoreError> {
+    const INSERT: &str = "INSERT INTO messages (id, tenant_id, sensor_id, idempotency_key, status, received_at, \
+         client_ip, helo, mail_from, rcpt_to, tls, worker, size, sha256, md5, verdict, detections, parts, \
+         content_key, scan_attempts) \
+         SELECT $1, $2, $3, $4, 'stored', $5, $6, $7, $8, $9::json, $10, $11, $12, $13, $14, 'pending', \
+                '[]'::json, '[]'::json, $15, 0 \
+         WHERE EXISTS (SELECT 1 FROM sensors WHERE tenant_id = $2 AND id = $3) \
+         ON CONFLICT DO NOTHING \
+         RETURNING *";
+    let envelope = arrival.envelope;
+    let id = Uuid::now_v7();
+    let key = content.dedup.as_ref().map(|(key, _)| key.clone());
+    let values: Vec<sea_orm::Value> = vec![
+        id.into(),
+        arrival.tenant.into(),
+        arrival.sensor.into(),
+        arrival.key.into(),
+        super::now().into(),
+        envelope.client_ip.as_str().into(),
+        envelope.helo.as_str().into(),
+        envelope.mail_from.as_str().into(),
+        json!(envelope.rcpt_to).into(),
+        envelope.tls.into(),
+        envelope.worker.as_str().into(),
+        i64::try_from(content.digest.size).unwrap_or(i64::MAX).into(),
+        content.digest.sha256.as_str().into(),
+        content.digest.md5.as_str().into(),
+        key.into(),
+    ];
+    let txn = super::db::begin(db, Reach::Tenant(arrival.tenant), Mode::Durable).await?;
+    let insert = Statement::from_sql_and_values(DatabaseBackend::Postgres, INSERT, values);
+    let Some(row) = txn.query_one_raw(insert).await? else { return Ok(AtOnce::Unsettled(data)) };
+    let row = message::Model::from_query_result(&row, "")?;
+    message_chunk::Entity::insert(message_chunk::ActiveModel { message_id: Set(id), seq: Set(0), data: Set(data) })
+        .exec_without_returning(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(AtOnce::Stored(Box::new(row)))
 }
 
 /// Makes a message that streamed in chunk by chunk visible, in one transaction, unless the same
@@ -270,72 +339,107 @@ pub async fn finish(
     .await
 }
 
-/// How one turn of a scan worker ended.
+/// How the scan of one claimed message ended.
 pub enum Scanned {
-    /// No message is waiting (or every waiting one is claimed by another worker).
-    Idle,
     /// Scanned; its verdict recorded.
     Done { verdict: &'static str },
     /// The scan failed; it is retried after a backoff.
     Failed { id: Uuid, attempts: i32, error: String },
 }
 
-/// Claims a pending message no other worker holds (`FOR UPDATE SKIP LOCKED`; a crash
-/// releases it for another), scans its content with `scan` and records the results, all in one
-/// transaction: the scan queue's cross-tenant path (`mailsensor_platform`).
+/// At most this many messages per claim: each claim costs a transaction, a lookup and a read of
+/// the content, shared by the batch.
+const SCAN_BATCH: u64 = 32;
+/// A claim keeps messages only while their content adds up to this much (and always keeps one),
+/// so a worker holds a bounded amount in memory; the rest go back to the queue at once.
+const SCAN_BATCH_BYTES: i64 = 4 * 1024 * 1024;
+
+/// One claim of the scan queue.
+pub struct ScanTurn {
+    pub outcomes: Vec<Scanned>,
+    /// The claim was full (or cut short by size): more are likely waiting, claim again at once.
+    pub more_waiting: bool,
+}
+
+/// Claims pending messages no other worker holds (`FOR UPDATE SKIP LOCKED`; a crash releases them
+/// for another), scans their contents with `scan` and records the results, all in one transaction:
+/// the scan queue's cross-tenant path (`mailsensor_platform`). No outcomes: nothing is waiting (or
+/// every waiting message is claimed by another worker).
 pub async fn scan_next(
     db: &DatabaseConnection,
-    scan: impl AsyncFnOnce(Vec<u8>) -> Result<ScanReport, String>,
-) -> Result<Scanned, StoreError> {
+    scan: impl AsyncFnOnce(Vec<Vec<u8>>) -> Vec<Result<ScanReport, String>>,
+) -> Result<ScanTurn, StoreError> {
     use sea_orm::sea_query::{LockBehavior, LockType};
     // A verdict can always be computed again: a crash that loses it leaves the message pending,
     // to be scanned again. So its commit need not wait for the WAL flush, which leaves the disk to
     // the hand-offs that do.
     run_in(db, Reach::Platform, Mode::Redoable, async |txn| {
         let now = super::now();
-        let claimed = message::Entity::find()
+        let mut claimed = message::Entity::find()
             .filter(message::Column::Verdict.eq(PENDING))
             .filter(message::Column::Status.eq(STORED))
             .filter(Condition::any().add(message::Column::ScanAfter.is_null()).add(message::Column::ScanAfter.lte(now)))
             // No ORDER BY: any waiting message will do, and the first the scan meets (roughly the
             // oldest) needs no sort of the whole backlog, which is what a claim cost when the
             // queue grew faster than the table's statistics.
-            .limit(1)
+            .limit(SCAN_BATCH)
             .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-            .one(txn)
+            .all(txn)
             .await?;
-        let Some(row) = claimed else { return Ok(Scanned::Idle) };
+        let mut bytes = 0;
+        let keep = claimed
+            .iter()
+            .take_while(|m| {
+                bytes += m.size;
+                bytes <= SCAN_BATCH_BYTES
+            })
+            .count();
+        let more_waiting = claimed.len() as u64 == SCAN_BATCH || keep < claimed.len();
+        claimed.truncate(keep.max(1));
+        if claimed.is_empty() {
+            return Ok(ScanTurn { outcomes: Vec::new(), more_waiting });
+        }
         let chunks = message_chunk::Entity::find()
-            .filter(message_chunk::Column::MessageId.eq(row.id))
+            .filter(message_chunk::Column::MessageId.is_in(claimed.iter().map(|m| m.id)))
+            .order_by_asc(message_chunk::Column::MessageId)
             .order_by_asc(message_chunk::Column::Seq)
             .all(txn)
             .await?;
-        let raw: Vec<u8> = chunks.into_iter().flat_map(|c| c.data).collect();
-        let id = row.id;
-        let attempts = row.scan_attempts + 1;
-        let mut active: message::ActiveModel = row.into();
-        let outcome = match scan(raw).await {
-            Ok(report) => {
-                active.header_from = Set(report.headers.from.clone());
-                active.header_to = Set(report.headers.to.clone());
-                active.subject = Set(report.headers.subject.clone());
-                active.message_id = Set(report.headers.message_id.clone());
-                active.date = Set(report.headers.date.clone());
-                active.verdict = Set(Some(report.verdict.as_str().to_owned()));
-                active.detections = Set(serde_json::to_value(&report.detections).unwrap_or_default());
-                active.parts = Set(serde_json::to_value(&report.parts).unwrap_or_default());
-                Scanned::Done { verdict: report.verdict.as_str() }
+        let mut raws: Vec<Vec<u8>> = claimed.iter().map(|_| Vec::new()).collect();
+        for chunk in chunks {
+            if let Some(at) = claimed.iter().position(|m| m.id == chunk.message_id) {
+                raws[at].extend_from_slice(&chunk.data);
             }
-            Err(error) => {
-                // 2, 4, 8 … seconds, at most an hour: a scan that fails for good does not spin.
-                let backoff = 1i64 << attempts.clamp(1, 11);
-                active.scan_attempts = Set(attempts);
-                active.scan_after = Set(Some(now + chrono::Duration::seconds(backoff.min(3600))));
-                Scanned::Failed { id, attempts, error }
-            }
-        };
-        sea_orm::ActiveModelTrait::update(active, txn).await?;
-        Ok(outcome)
+        }
+        let reports = scan(raws).await;
+        let mut outcomes = Vec::with_capacity(claimed.len());
+        for (row, report) in claimed.into_iter().zip(reports) {
+            let id = row.id;
+            let attempts = row.scan_attempts + 1;
+            let mut active: message::ActiveModel = row.into();
+            outcomes.push(match report {
+                Ok(report) => {
+                    active.header_from = Set(report.headers.from.clone());
+                    active.header_to = Set(report.headers.to.clone());
+                    active.subject = Set(report.headers.subject.clone());
+                    active.message_id = Set(report.headers.message_id.clone());
+                    active.date = Set(report.headers.date.clone());
+                    active.verdict = Set(Some(report.verdict.as_str().to_owned()));
+                    active.detections = Set(serde_json::to_value(&report.detections).unwrap_or_default());
+                    active.parts = Set(serde_json::to_value(&report.parts).unwrap_or_default());
+                    Scanned::Done { verdict: report.verdict.as_str() }
+                }
+                Err(error) => {
+                    // 2, 4, 8 … seconds, at most an hour: a scan that fails for good does not spin.
+                    let backoff = 1i64 << attempts.clamp(1, 11);
+                    active.scan_attempts = Set(attempts);
+                    active.scan_after = Set(Some(now + chrono::Duration::seconds(backoff.min(3600))));
+                    Scanned::Failed { id, attempts, error }
+                }
+            });
+            sea_orm::ActiveModelTrait::update(active, txn).await?;
+        }
+        Ok(ScanTurn { outcomes, more_waiting })
     })
     .await
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, prelude::Expr,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement, prelude::Expr,
 };
 use uuid::Uuid;
 
@@ -86,7 +86,41 @@ impl From<SizeLimit> for SizeColumns {
     }
 }
 
+/// Settings decoded before, by sensor and revision. A revision's settings never change, so a hot
+/// read need not check every entry again; the cache is only consulted for a row just read in the
+/// caller's scope, so it decides nothing about who sees what.
+static DECODED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(Uuid, i64), SmtpSettings>>> =
+    std::sync::LazyLock::new(Default::default);
+/// Past this many entries the cache starts over: memory stays bounded whatever the fleet's size.
+const DECODED_MAX: usize = 4096;
+
 fn from_row(row: smtp_settings::Model, node_id: Uuid) -> Result<SettingsRecord, StoreError> {
+    let key = (row.sensor_id, row.revision);
+    let cached = DECODED.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+    let settings = match cached {
+        Some(settings) => settings,
+        None => {
+            let settings = decode_row(&row)?;
+            let mut decoded = DECODED.lock().unwrap_or_else(|e| e.into_inner());
+            if decoded.len() >= DECODED_MAX {
+                decoded.clear();
+            }
+            decoded.insert(key, settings.clone());
+            settings
+        }
+    };
+    Ok(SettingsRecord {
+        tenant_id: row.tenant_id,
+        sensor_id: row.sensor_id,
+        node_id,
+        settings,
+        revision: row.revision,
+        updated_at: row.updated_at,
+        updated_by: row.updated_by,
+    })
+}
+
+fn decode_row(row: &smtp_settings::Model) -> Result<SmtpSettings, StoreError> {
     let damaged = || StoreError::Db(DbErr::Custom(format!("stored settings of sensor {} are damaged", row.sensor_id)));
     let document = SettingsDocument {
         enabled: row.enabled,
@@ -98,15 +132,7 @@ fn from_row(row: smtp_settings::Model, node_id: Uuid) -> Result<SettingsRecord, 
             unit: row.size_unit.as_deref().and_then(SizeUnit::from_name),
         },
     };
-    Ok(SettingsRecord {
-        tenant_id: row.tenant_id,
-        sensor_id: row.sensor_id,
-        node_id,
-        settings: decode(document, row.sensor_id)?,
-        revision: row.revision,
-        updated_at: row.updated_at,
-        updated_by: row.updated_by,
-    })
+    decode(document, row.sensor_id)
 }
 
 /// Tells the sensor's workers about `record`, inside the caller's transaction.
@@ -203,6 +229,45 @@ pub(super) async fn read(
 
 pub async fn get(db: &DatabaseConnection, scope: TenantScope, sensor_id: Uuid) -> Result<SettingsRecord, StoreError> {
     as_tenant(db, scope.tenant, async |txn| read(txn, scope, sensor_id, false).await).await
+}
+
+/// What a member's token reaches of one sensor's settings: whether its node still exists and is
+/// the PCN, and the settings if the sensor is in the scope that gives.
+pub struct MemberRead {
+    /// `None`: the node named in the token no longer exists.
+    pub at_pcn: Option<bool>,
+    pub settings: Option<SettingsRecord>,
+}
+
+/// The hot read of the settings API in one statement: the member's node (existence and kind,
+/// which decide the scope), the sensor within that scope, and its settings.
+pub async fn read_as_member(
+    db: &DatabaseConnection,
+    tenant: Uuid,
+    node: Uuid,
+    sensor_id: Uuid,
+) -> Result<MemberRead, StoreError> {
+    const READ: &str = "SELECT n.kind AS node_kind, s.node_id AS sensor_node, st.* \
+         FROM nodes n \
+         LEFT JOIN sensors s ON s.tenant_id = n.tenant_id AND s.id = $3 AND (n.kind = 'pcn' OR s.node_id = n.id) \
+         LEFT JOIN smtp_settings st ON st.tenant_id = s.tenant_id AND st.sensor_id = s.id \
+         WHERE n.tenant_id = $1 AND n.id = $2";
+    let backend = db.get_database_backend();
+    let row = if backend == DatabaseBackend::Postgres {
+        let read = db::PreparedRead { name: "mailsensor_member_settings", types: "(uuid, uuid, uuid)", sql: READ };
+        db::read_at_once(db, tenant, &read, &[tenant, node, sensor_id]).await?.into_iter().next()
+    } else {
+        let statement = Statement::from_sql_and_values(backend, READ, [tenant.into(), node.into(), sensor_id.into()]);
+        as_tenant(db, tenant, async |txn| Ok(txn.query_one_raw(statement).await?)).await?
+    };
+    let Some(row) = row else { return Ok(MemberRead { at_pcn: None, settings: None }) };
+    let kind: String = row.try_get("", "node_kind")?;
+    let sensor_node: Option<Uuid> = row.try_get("", "sensor_node")?;
+    let settings = match sensor_node {
+        Some(node_id) => Some(from_row(smtp_settings::Model::from_query_result(&row, "")?, node_id)?),
+        None => None,
+    };
+    Ok(MemberRead { at_pcn: Some(kind == super::nodes::PCN), settings })
 }
 
 /// The settings as of the revision-log head, read in one consistent snapshot: a subscriber that

@@ -131,6 +131,29 @@ async fn sigkill_of_worker_and_api_mid_handoff_stores_each_message_once() {
     eprintln!("{MESSAGES} messages, {kills} kills, {retries} failed attempts retried");
     assert!(kills >= 5 && retries >= 5, "too few kills ({kills}) or retries ({retries}) to prove anything");
 
+    // Every kill of the API could have cut a scan short: the queue still scans everything. (The
+    // copies are told apart below by their Message-ID header, which the scan records.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pending = w
+            .app
+            .owner
+            .query_one_raw(Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT count(*) AS n FROM messages WHERE verdict = 'pending'".to_owned(),
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<i64>("", "n")
+            .unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pending} messages left unscanned");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     let rows = w
         .app
         .owner
@@ -159,27 +182,6 @@ async fn sigkill_of_worker_and_api_mid_handoff_stores_each_message_once() {
     assert!(duplicated.is_empty(), "stored more than once: {duplicated:?}");
     assert_eq!(stored.len(), MESSAGES, "stored rows = distinct messages sent");
 
-    // Every kill of the API could have cut a scan short: the queue still scans everything.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let pending = w
-            .app
-            .owner
-            .query_one_raw(Statement::from_string(
-                sea_orm::DatabaseBackend::Postgres,
-                "SELECT count(*) AS n FROM messages WHERE verdict = 'pending'".to_owned(),
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get::<i64>("", "n")
-            .unwrap();
-        if pending == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{pending} messages left unscanned");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     drop(api);
 }
 

@@ -126,6 +126,29 @@ async fn token_failures(backend: Backend) {
     // Its config stream still answers, so a worker that was away learns why it must stop.
     let r = w.app.get(&format!("/v1/sensors/{sensor}/config-stream"), &token).await;
     assert_eq!(r.status, 404, "{:?}", r.body);
+    // The hand-off looks the sensor up in the statements that store, for a message stored whole
+    // and for one streamed in chunks, and refuses the token alike; nothing is stored.
+    let envelope = json!({"client_ip": "192.0.2.1", "helo": "mx", "mail_from": "a@example.org",
+        "rcpt_to": ["b@example.com"], "tls": false, "worker": "w1"});
+    for body_bytes in [10, 600 * 1024] {
+        let r = w
+            .app
+            .http
+            .post(format!("{}/v1/sensors/{sensor}/messages", w.app.base))
+            .bearer_auth(&token)
+            .header("content-type", "application/vnd.mailsensor.handoff")
+            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+            .body(format!("{envelope}\nSubject: x\r\n\r\n{}\r\n", "y".repeat(body_bytes)))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        assert_eq!(status, 401, "{body_bytes}-byte body: {body:?}");
+        assert!(body["detail"].as_str().unwrap_or("").contains("no longer exists"), "{body:?}");
+    }
+    let r = w.app.get(&format!("/v1/tenants/{}/messages", w.a.id), &w.admin_pcn()).await;
+    assert_eq!(r.body["items"].as_array().map(Vec::len), Some(0), "{:?}", r.body);
 
     // And each configured asymmetric algorithm does work.
     let ec = EncodingKey::from_ec_pem(&pem("ec-private.pem")).unwrap();
