@@ -7,6 +7,7 @@ mod m20261128_000003_messages;
 mod m20261202_000004_wire_log_payload;
 mod m20261202_000005_row_level_security;
 mod m20261202_000006_intake;
+mod m20261202_000007_content_lz4;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000004_wire_log_payload::Migration),
             Box::new(m20261202_000005_row_level_security::Migration),
             Box::new(m20261202_000006_intake::Migration),
+            Box::new(m20261202_000007_content_lz4::Migration),
         ]
     }
 }

@@ -222,15 +222,19 @@ struct Mentions {
 
 impl Mentions {
     fn of(data: &[u8]) -> Self {
+        use aho_corasick::AhoCorasick;
+        // One pass for all four tokens (SIMD-assisted), rather than a comparison at every byte.
+        static TOKENS: std::sync::LazyLock<AhoCorasick> = std::sync::LazyLock::new(|| {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build([CTE, b"rfc822", b"global", b"digest"])
+                .expect("fixed patterns build")
+        });
         let mut found = Mentions::default();
-        for (at, byte) in data.iter().enumerate() {
-            let rest = &data[at..];
-            match byte.to_ascii_lowercase() {
-                b'r' if starts_with_ci(rest, b"rfc822") => found.message_type = true,
-                b'g' if starts_with_ci(rest, b"global") => found.message_type = true,
-                b'd' if starts_with_ci(rest, b"digest") => found.message_type = true,
-                b'c' if starts_with_ci(rest, CTE) => found.transfer_encoding = true,
-                _ => continue,
+        for token in TOKENS.find_overlapping_iter(data) {
+            match token.pattern().as_usize() {
+                0 => found.transfer_encoding = true,
+                _ => found.message_type = true,
             }
             if found.message_type && found.transfer_encoding {
                 break;
