@@ -99,7 +99,7 @@ pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<
         feed: feed.clone(),
         bookmark_interval: parts.bookmark_interval,
         dedup_window: parts.dedup_window,
-        scan_queue: scanner.wake.clone(),
+        intake: scanner.intake.clone(),
         stopping: stopping.clone(),
     });
     let spec = api::openapi();

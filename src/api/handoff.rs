@@ -142,6 +142,7 @@ pub async fn hand_off(
     path: web::Path<Uuid>,
     mut payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let _receiving = state.intake.receiving();
     let sensor = path.into_inner();
     let tenant = token.own_sensor(&state, sensor).await?;
     let key = idempotency_key(&req)?;
@@ -154,7 +155,7 @@ pub async fn hand_off(
     match finished? {
         Finished::Stored(stored) => {
             metrics::counter!("mailsensor_messages_stored_total").increment(1);
-            state.scan_queue.notify_one();
+            state.intake.stored();
             Ok(HttpResponse::Created()
                 .insert_header((header::LOCATION, format!("/v1/tenants/{tenant}/messages/{}", stored.id)))
                 .json(MessageView::from(stored)))

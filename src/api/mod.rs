@@ -56,8 +56,9 @@ pub struct AppState {
     pub bookmark_interval: std::time::Duration,
     /// How long a stored message is recognised when a retry hands it off again (`None`: never).
     pub dedup_window: Option<std::time::Duration>,
-    /// Wakes this replica's scan workers when a message is stored.
-    pub scan_queue: Arc<tokio::sync::Notify>,
+    /// The scan queue's view of this replica's hand-offs: it yields to them, and wakes for what
+    /// they store.
+    pub intake: Arc<crate::scan_queue::Intake>,
     /// Turns true when the server is stopping: open config streams end, so workers resume from
     /// another replica and the graceful stop does not wait on streams that never finish.
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,

@@ -89,3 +89,45 @@ async fn pending_until_scanned_and_nothing_left_unscanned_after_a_crash() {
     assert_eq!(metric(&http, &base, "mailsensor_messages_scanned_total{verdict=\"clean\"}").await, Some(3.0));
     second.kill().await.unwrap();
 }
+
+/// Intake first: while a hand-off is in progress the scan workers hold back, so the sender's `250`
+/// does not share the CPU with scanning — but only for about a second, so scanning keeps moving
+/// under sustained load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanning_yields_to_intake_but_not_for_long() {
+    use tokio::io::AsyncWriteExt;
+    let w = world(Backend::Postgres).await;
+    let http = reqwest::Client::new();
+    let base = w.app.base.clone();
+    // A hand-off held open half way, as while a large message is still arriving.
+    let sensor = w.a.pcn_sensor;
+    let envelope = serde_json::json!({"client_ip": "192.0.2.1", "helo": "mx", "mail_from": "a@example.org",
+        "rcpt_to": ["b@example.com"], "tls": false, "worker": "w1"});
+    let head = format!(
+        "POST /v1/sensors/{sensor}/messages HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/vnd.mailsensor.handoff\r\nIdempotency-Key: held\r\n\
+         Content-Length: 100000\r\n\r\n{envelope}\nSubject: held open\r\n",
+        w.sensor_token(&w.a, sensor)
+    );
+    let mut held = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+    held.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    assert_eq!(hand_off(&http, &base, &w, 1).await, 201);
+    let stored_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(messages(&http, &base, &w, "?verdict=pending").await.len(), 1, "scanned while intake was busy");
+    loop {
+        if messages(&http, &base, &w, "?verdict=pending").await.is_empty() {
+            break;
+        }
+        assert!(stored_at.elapsed() < Duration::from_secs(10), "still unscanned after 10 s of busy intake");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waited = stored_at.elapsed();
+    assert!(waited >= Duration::from_millis(700), "scanned after {waited:?}, without holding back");
+    drop(held);
+    let scanned = messages(&http, &base, &w, "").await;
+    assert_eq!(scanned.len(), 1);
+    assert_eq!(scanned[0]["verdict"], "clean", "{scanned:?}");
+}
