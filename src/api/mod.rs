@@ -65,7 +65,16 @@ pub struct AppState {
 }
 
 fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(health::healthz)
+    // Routes are tried in this order, each a pattern match: the hot paths (hand-off, settings
+    // read, worker endpoints) come first. No two patterns match the same path, so the order
+    // changes nothing else.
+    cfg.service(handoff::hand_off)
+        .service(settings::get_settings)
+        .service(evaluate::evaluate)
+        .service(config_stream::config_stream)
+        .service(config_stream::config_poll)
+        .service(fleet::report_worker)
+        .service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)
         .service(tenants::create_tenant)
@@ -82,18 +91,12 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(sensors::get_sensor)
         .service(sensors::update_sensor)
         .service(sensors::delete_sensor)
-        .service(settings::get_settings)
         .service(settings::put_settings)
         .service(settings::patch_settings)
-        .service(evaluate::evaluate)
         .service(revisions::list_revisions)
         .service(revisions::get_revision)
         .service(revisions::restore_revision)
-        .service(config_stream::config_stream)
-        .service(config_stream::config_poll)
-        .service(fleet::report_worker)
         .service(fleet::list_workers)
-        .service(handoff::hand_off)
         .service(messages::list_messages)
         .service(messages::get_message)
         .service(messages::get_raw)
