@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
-    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement, prelude::Expr,
+    QueryFilter, QueryOrder, QuerySelect, Statement, prelude::Expr,
 };
 use uuid::Uuid;
 
@@ -94,10 +94,14 @@ static DECODED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(
 /// Past this many entries the cache starts over: memory stays bounded whatever the fleet's size.
 const DECODED_MAX: usize = 4096;
 
+/// The settings of `key` (sensor, revision) if decoded before.
+fn decoded(key: (Uuid, i64)) -> Option<SmtpSettings> {
+    DECODED.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned()
+}
+
 fn from_row(row: smtp_settings::Model, node_id: Uuid) -> Result<SettingsRecord, StoreError> {
     let key = (row.sensor_id, row.revision);
-    let cached = DECODED.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
-    let settings = match cached {
+    let settings = match decoded(key) {
         Some(settings) => settings,
         None => {
             let settings = decode_row(&row)?;
@@ -240,14 +244,17 @@ pub struct MemberRead {
 }
 
 /// The hot read of the settings API in one statement: the member's node (existence and kind,
-/// which decide the scope), the sensor within that scope, and its settings.
+/// which decide the scope), the sensor within that scope, and its settings' revision. The settings
+/// themselves come from the decoded ones of that revision; only the first read of a revision
+/// reads (and decodes) the document, in a second statement.
 pub async fn read_as_member(
     db: &DatabaseConnection,
     tenant: Uuid,
     node: Uuid,
     sensor_id: Uuid,
 ) -> Result<MemberRead, StoreError> {
-    const READ: &str = "SELECT n.kind AS node_kind, s.node_id AS sensor_node, st.* \
+    const READ: &str = "SELECT n.kind AS node_kind, s.node_id AS sensor_node, \
+                st.revision, st.updated_at, st.updated_by \
          FROM nodes n \
          LEFT JOIN sensors s ON s.tenant_id = n.tenant_id AND s.id = $3 AND (n.kind = 'pcn' OR s.node_id = n.id) \
          LEFT JOIN smtp_settings st ON st.tenant_id = s.tenant_id AND st.sensor_id = s.id \
@@ -261,13 +268,31 @@ pub async fn read_as_member(
         as_tenant(db, tenant, async |txn| Ok(txn.query_one_raw(statement).await?)).await?
     };
     let Some(row) = row else { return Ok(MemberRead { at_pcn: None, settings: None }) };
-    let kind: String = row.try_get("", "node_kind")?;
-    let sensor_node: Option<Uuid> = row.try_get("", "sensor_node")?;
-    let settings = match sensor_node {
-        Some(node_id) => Some(from_row(smtp_settings::Model::from_query_result(&row, "")?, node_id)?),
-        None => None,
+    let at_pcn = row.try_get::<String>("", "node_kind")? == super::nodes::PCN;
+    let (Some(node_id), Some(revision)) =
+        (row.try_get::<Option<Uuid>>("", "sensor_node")?, row.try_get::<Option<i64>>("", "revision")?)
+    else {
+        return Ok(MemberRead { at_pcn: Some(at_pcn), settings: None });
     };
-    Ok(MemberRead { at_pcn: Some(kind == super::nodes::PCN), settings })
+    let settings = match decoded((sensor_id, revision)) {
+        Some(settings) => SettingsRecord {
+            tenant_id: tenant,
+            sensor_id,
+            node_id,
+            settings,
+            revision,
+            updated_at: row.try_get("", "updated_at")?,
+            updated_by: row.try_get("", "updated_by")?,
+        },
+        None => {
+            let scope = TenantScope { tenant, node: (!at_pcn).then_some(node), sensor: None };
+            match get(db, scope, sensor_id).await {
+                Err(StoreError::NotFound(_)) => return Ok(MemberRead { at_pcn: Some(at_pcn), settings: None }),
+                other => other?,
+            }
+        }
+    };
+    Ok(MemberRead { at_pcn: Some(at_pcn), settings: Some(settings) })
 }
 
 /// The settings as of the revision-log head, read in one consistent snapshot: a subscriber that
