@@ -151,10 +151,10 @@ pub(super) struct PreparedRead {
 /// `read` and commits. A connection that has not prepared it yet prepares it in the same round
 /// trip, after one miss.
 ///
-/// The whole transaction is one message, so the server finishes it even if this future is dropped
-/// half way; a connection on which it failed is closed rather than pooled, whatever state the
-/// failure left it in. The simple protocol takes no bound parameters, so the arguments are inlined:
-/// they are ids formatted from [`Uuid`]s, never a client's text.
+/// A connection goes back to the pool only after a read on it succeeded: one on which a read
+/// failed, or was dropped half way (the client went away), may be left inside a transaction, and is
+/// closed instead ([`ClosedUnlessDone`]). The simple protocol takes no bound parameters, so the
+/// arguments are inlined: they are ids formatted from [`Uuid`]s, never a client's text.
 pub(super) async fn read_at_once(
     db: &DatabaseConnection,
     tenant: Uuid,
@@ -166,19 +166,41 @@ pub(super) async fn read_at_once(
     let begin = format!("BEGIN; SET LOCAL ROLE mailsensor_tenant; SET LOCAL app.tenant_id = '{tenant}';");
     let execute = format!("EXECUTE {}({}); COMMIT;", read.name, args.join(", "));
     let pool = db.get_postgres_connection_pool();
+    let conn = pool.acquire().await.map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?;
+    let mut conn = ClosedUnlessDone(Some(conn));
     // One connection for both tries, so the second prepares where the first missed.
-    let mut conn = pool.acquire().await.map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?;
-    let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{begin} {execute}"))).fetch_all(&mut *conn).await;
+    let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{begin} {execute}"))).fetch_all(conn.get()).await;
     if let Err(sqlx::Error::Database(e)) = &rows
         && e.code().as_deref() == Some("26000")
     {
         let prepare = format!("PREPARE {}{} AS {};", read.name, read.types, read.sql);
         let again = format!("ROLLBACK; {begin} {prepare} {execute}");
-        rows = sqlx::raw_sql(sqlx::AssertSqlSafe(again)).fetch_all(&mut *conn).await;
+        rows = sqlx::raw_sql(sqlx::AssertSqlSafe(again)).fetch_all(conn.get()).await;
     }
-    let rows = rows.map_err(|e| {
-        conn.close_on_drop();
-        DbErr::Query(sea_orm::RuntimeErr::SqlxError(e.into()))
-    })?;
+    let rows = rows.map_err(|e| DbErr::Query(sea_orm::RuntimeErr::SqlxError(e.into())))?;
+    conn.done();
     Ok(rows.into_iter().map(sea_orm::QueryResult::from).collect())
+}
+
+/// A pooled connection that is closed when dropped, unless [`ClosedUnlessDone::done`] said it
+/// is back in a clean state.
+struct ClosedUnlessDone(Option<sea_orm::sqlx::pool::PoolConnection<sea_orm::sqlx::Postgres>>);
+
+impl ClosedUnlessDone {
+    fn get(&mut self) -> &mut sea_orm::sqlx::PgConnection {
+        self.0.as_mut().expect("the connection is held until done")
+    }
+
+    /// Returns the connection to the pool.
+    fn done(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for ClosedUnlessDone {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.as_mut() {
+            conn.close_on_drop();
+        }
+    }
 }

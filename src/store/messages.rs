@@ -175,8 +175,10 @@ pub struct Content {
 }
 
 /// The copy of this message already stored, if any: under the same idempotency key, or — within
-/// the dedup window — with the same content key. Two copies finishing at once queue on a lock of
-/// the content key first, so the second sees the first. A copy stored before the window gives its
+/// the dedup window — with the same content key. Two copies finishing at once here queue on a lock
+/// of the content key first, so the second sees the first; one stored meanwhile by
+/// [`insert_at_once`] (which takes no lock) makes this one's insert fail instead, and
+/// [`store_whole`] looks again. A copy stored before the window gives its
 /// content key up, so this one can take it (the key is unique per sensor).
 async fn earlier_copy(
     txn: &DatabaseTransaction,
@@ -216,13 +218,13 @@ async fn earlier_copy(
     }
 }
 
-fn mark_stored(active: &mut message::ActiveModel, content: Content) {
+fn mark_stored(active: &mut message::ActiveModel, content: &Content) {
     active.status = Set(STORED.to_owned());
     active.verdict = Set(Some(PENDING.to_owned()));
     active.size = Set(i64::try_from(content.digest.size).unwrap_or(i64::MAX));
-    active.sha256 = Set(Some(content.digest.sha256));
-    active.md5 = Set(Some(content.digest.md5));
-    active.content_key = Set(content.dedup.map(|(key, _)| key));
+    active.sha256 = Set(Some(content.digest.sha256.clone()));
+    active.md5 = Set(Some(content.digest.md5.clone()));
+    active.content_key = Set(content.dedup.as_ref().map(|(key, _)| key.clone()));
 }
 
 /// A message that arrived whole within one chunk: its row and its content in one transaction (one
@@ -244,6 +246,20 @@ pub async fn store_whole(
     } else {
         data
     };
+    match store_step_by_step(db, arrival, &data, &content).await {
+        // A copy that [`insert_at_once`] stored (without the key's lock) while this one looked:
+        // looking again finds it.
+        Err(StoreError::Conflict(_)) => store_step_by_step(db, arrival, &data, &content).await,
+        settled => settled,
+    }
+}
+
+async fn store_step_by_step(
+    db: &DatabaseConnection,
+    arrival: &Arrival<'_>,
+    data: &[u8],
+    content: &Content,
+) -> Result<Finished, StoreError> {
     as_tenant(db, arrival.tenant, async |txn| {
         super::scope::sensor(txn, TenantScope::whole_tenant(arrival.tenant), arrival.sensor).await?;
         if let Some(earlier) = earlier_copy(txn, arrival, content.dedup.as_ref()).await? {
@@ -254,9 +270,8 @@ pub async fn store_whole(
         let mut row = new_row(arrival, id, STORED);
         mark_stored(&mut row, content);
         let stored = sea_orm::ActiveModelTrait::insert(row, txn).await.map_err(key_in_use)?;
-        message_chunk::Entity::insert(message_chunk::ActiveModel { message_id: Set(id), seq: Set(0), data: Set(data) })
-            .exec_without_returning(txn)
-            .await?;
+        let chunk = message_chunk::ActiveModel { message_id: Set(id), seq: Set(0), data: Set(data.to_vec()) };
+        message_chunk::Entity::insert(chunk).exec_without_returning(txn).await?;
         Ok(Finished::Stored(stored))
     })
     .await
@@ -333,7 +348,7 @@ pub async fn finish(
             return Ok(Finished::Duplicate(earlier));
         }
         let mut active: message::ActiveModel = row.into();
-        mark_stored(&mut active, content);
+        mark_stored(&mut active, &content);
         Ok(Finished::Stored(sea_orm::ActiveModelTrait::update(active, txn).await?))
     })
     .await
@@ -351,7 +366,8 @@ pub enum Scanned {
 /// the content, shared by the batch.
 const SCAN_BATCH: u64 = 32;
 /// A claim keeps messages only while their content adds up to this much (and always keeps one),
-/// so a worker holds a bounded amount in memory; the rest go back to the queue at once.
+/// so a worker holds a bounded amount in memory. The rest stay locked (skipped by other workers)
+/// until this claim commits and are claimed again then; only large messages make that happen.
 const SCAN_BATCH_BYTES: i64 = 4 * 1024 * 1024;
 
 /// One claim of the scan queue.

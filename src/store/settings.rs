@@ -89,14 +89,31 @@ impl From<SizeLimit> for SizeColumns {
 /// Settings decoded before, by sensor and revision. A revision's settings never change, so a hot
 /// read need not check every entry again; the cache is only consulted for a row just read in the
 /// caller's scope, so it decides nothing about who sees what.
-static DECODED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(Uuid, i64), SmtpSettings>>> =
-    std::sync::LazyLock::new(Default::default);
-/// Past this many entries the cache starts over: memory stays bounded whatever the fleet's size.
-const DECODED_MAX: usize = 4096;
+static DECODED: std::sync::LazyLock<std::sync::Mutex<Decoded>> = std::sync::LazyLock::new(Default::default);
+/// Past this many list entries in all (each settings document counts 1 + its domains + its
+/// clients) the cache starts over: memory stays bounded whatever the fleet and its lists.
+const DECODED_MAX_ENTRIES: usize = 100_000;
+
+#[derive(Default)]
+struct Decoded {
+    by_revision: std::collections::HashMap<(Uuid, i64), SmtpSettings>,
+    entries: usize,
+}
 
 /// The settings of `key` (sensor, revision) if decoded before.
 fn decoded(key: (Uuid, i64)) -> Option<SmtpSettings> {
-    DECODED.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned()
+    DECODED.lock().unwrap_or_else(|e| e.into_inner()).by_revision.get(&key).cloned()
+}
+
+fn remember(key: (Uuid, i64), settings: &SmtpSettings) {
+    let weight = 1 + settings.destination_domains.entries().len() + settings.clients.entries().len();
+    let mut decoded = DECODED.lock().unwrap_or_else(|e| e.into_inner());
+    if decoded.entries + weight > DECODED_MAX_ENTRIES {
+        *decoded = Decoded::default();
+    }
+    if weight <= DECODED_MAX_ENTRIES && decoded.by_revision.insert(key, settings.clone()).is_none() {
+        decoded.entries += weight;
+    }
 }
 
 fn from_row(row: smtp_settings::Model, node_id: Uuid) -> Result<SettingsRecord, StoreError> {
@@ -105,11 +122,7 @@ fn from_row(row: smtp_settings::Model, node_id: Uuid) -> Result<SettingsRecord, 
         Some(settings) => settings,
         None => {
             let settings = decode_row(&row)?;
-            let mut decoded = DECODED.lock().unwrap_or_else(|e| e.into_inner());
-            if decoded.len() >= DECODED_MAX {
-                decoded.clear();
-            }
-            decoded.insert(key, settings.clone());
+            remember(key, &settings);
             settings
         }
     };

@@ -131,7 +131,7 @@ async fn token_failures(backend: Backend) {
     let envelope = json!({"client_ip": "192.0.2.1", "helo": "mx", "mail_from": "a@example.org",
         "rcpt_to": ["b@example.com"], "tls": false, "worker": "w1"});
     for body_bytes in [10, 600 * 1024] {
-        let r = w
+        let sent = w
             .app
             .http
             .post(format!("{}/v1/sensors/{sensor}/messages", w.app.base))
@@ -140,8 +140,13 @@ async fn token_failures(backend: Backend) {
             .header("idempotency-key", uuid::Uuid::new_v4().to_string())
             .body(format!("{envelope}\nSubject: x\r\n\r\n{}\r\n", "y".repeat(body_bytes)))
             .send()
-            .await
-            .unwrap();
+            .await;
+        // The large one is refused before its last bytes are read: the client may see the
+        // connection close instead of the answer. Either way nothing is stored (checked below).
+        let Ok(r) = sent else {
+            assert!(body_bytes > 256 * 1024, "{sent:?}");
+            continue;
+        };
         let status = r.status().as_u16();
         let body: serde_json::Value = r.json().await.unwrap_or_default();
         assert_eq!(status, 401, "{body_bytes}-byte body: {body:?}");
