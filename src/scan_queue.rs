@@ -121,17 +121,7 @@ async fn work(db: DatabaseConnection, intake: Arc<Intake>, mut stopping: watch::
         .await;
         match turn {
             Ok(turn) => {
-                for outcome in turn.outcomes {
-                    match outcome {
-                        Scanned::Done { verdict } => {
-                            metrics::counter!("mailsensor_messages_scanned_total", "verdict" => verdict).increment(1);
-                        }
-                        Scanned::Failed { id, attempts, error } => {
-                            metrics::counter!("mailsensor_scan_failures_total").increment(1);
-                            tracing::warn!(message = %id, attempts, error = %error, "scan failed; it will be retried");
-                        }
-                    }
-                }
+                turn.outcomes.into_iter().for_each(report);
                 if turn.more_waiting {
                     continue;
                 }
@@ -147,6 +137,19 @@ async fn work(db: DatabaseConnection, intake: Arc<Intake>, mut stopping: watch::
         tokio::select! {
             _ = tokio::time::sleep(GATHER) => {}
             _ = stopping.changed() => {}
+        }
+    }
+}
+
+/// Counts one scanned message, and logs a failed scan.
+fn report(outcome: Scanned) {
+    match outcome {
+        Scanned::Done { verdict } => {
+            metrics::counter!("mailsensor_messages_scanned_total", "verdict" => verdict).increment(1);
+        }
+        Scanned::Failed { id, attempts, error } => {
+            metrics::counter!("mailsensor_scan_failures_total").increment(1);
+            tracing::warn!(message = %id, attempts, error = %error, "scan failed; it will be retried");
         }
     }
 }

@@ -124,7 +124,7 @@ impl Caller {
                 Ok(TenantScope::whole_tenant(tenant))
             }
             Principal::Member { tenant: own, node, .. } if *own == tenant => {
-                Ok(TenantScope { tenant, node: (!self.at_pcn).then_some(*node), sensor: None })
+                Ok(TenantScope::of_member(tenant, *node, self.at_pcn))
             }
             Principal::Sensor { tenant: own, sensor, .. } if *own == tenant => {
                 Ok(TenantScope { tenant, node: None, sensor: Some(*sensor) })

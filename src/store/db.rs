@@ -64,6 +64,11 @@ pub(crate) enum Reach {
     Platform,
 }
 
+/// The role a [`Reach::Tenant`] transaction takes (migration `row_level_security`).
+const TENANT_ROLE: &str = "mailsensor_tenant";
+/// The role a [`Reach::Platform`] transaction takes.
+const PLATFORM_ROLE: &str = "mailsensor_platform";
+
 /// How a transaction is opened, beyond whom it acts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Mode {
@@ -89,8 +94,8 @@ pub(super) async fn begin(db: &DatabaseConnection, reach: Reach, mode: Mode) -> 
         Mode::Durable | Mode::Redoable => db.begin().await?,
     };
     let (role, tenant) = match reach {
-        Reach::Tenant(tenant) => ("mailsensor_tenant", tenant.to_string()),
-        Reach::Platform => ("mailsensor_platform", String::new()),
+        Reach::Tenant(tenant) => (TENANT_ROLE, tenant.to_string()),
+        Reach::Platform => (PLATFORM_ROLE, String::new()),
     };
     // Every setting is local to the transaction: the pooled connection goes back as it came.
     let sql = match mode {
@@ -163,7 +168,7 @@ pub(super) async fn read_at_once(
 ) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
     use sea_orm::sqlx;
     let args: Vec<String> = args.iter().map(|id| format!("'{id}'")).collect();
-    let begin = format!("BEGIN; SET LOCAL ROLE mailsensor_tenant; SET LOCAL app.tenant_id = '{tenant}';");
+    let begin = format!("BEGIN; SET LOCAL ROLE {TENANT_ROLE}; SET LOCAL app.tenant_id = '{tenant}';");
     let execute = format!("EXECUTE {}({}); COMMIT;", read.name, args.join(", "));
     let pool = db.get_postgres_connection_pool();
     let conn = pool.acquire().await.map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?;

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement,
+    DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -294,37 +294,34 @@ async fn insert_at_once(
     data: Vec<u8>,
     content: &Content,
 ) -> Result<AtOnce, StoreError> {
-    const INSERT: &str = "INSERT INTO messages (id, tenant_id, sensor_id, idempotency_key, status, received_at, \
-         client_ip, helo, mail_from, rcpt_to, tls, worker, size, sha256, md5, verdict, detections, parts, \
-         content_key, scan_attempts) \
-         SELECT $1, $2, $3, $4, 'stored', $5, $6, $7, $8, $9::json, $10, $11, $12, $13, $14, 'pending', \
-                '[]'::json, '[]'::json, $15, 0 \
-         WHERE EXISTS (SELECT 1 FROM sensors WHERE tenant_id = $2 AND id = $3) \
-         ON CONFLICT DO NOTHING \
-         RETURNING *";
-    let envelope = arrival.envelope;
+    use sea_orm::sea_query::{Expr, OnConflict, Query};
+    use sea_orm::{ActiveModelTrait, Iterable};
     let id = Uuid::now_v7();
-    let key = content.dedup.as_ref().map(|(key, _)| key.clone());
-    let values: Vec<sea_orm::Value> = vec![
-        id.into(),
-        arrival.tenant.into(),
-        arrival.sensor.into(),
-        arrival.key.into(),
-        super::now().into(),
-        envelope.client_ip.as_str().into(),
-        envelope.helo.as_str().into(),
-        envelope.mail_from.as_str().into(),
-        json!(envelope.rcpt_to).into(),
-        envelope.tls.into(),
-        envelope.worker.as_str().into(),
-        i64::try_from(content.digest.size).unwrap_or(i64::MAX).into(),
-        content.digest.sha256.as_str().into(),
-        content.digest.md5.as_str().into(),
-        key.into(),
-    ];
+    let mut row = new_row(arrival, id, STORED);
+    mark_stored(&mut row, content);
+    // The row as the step-by-step path would write it, inserted only if the sensor exists.
+    let (columns, values): (Vec<_>, Vec<_>) = message::Column::iter()
+        .filter_map(|column| row.get(column).into_value().map(|value| (column, Expr::val(value))))
+        .unzip();
+    let sensor_exists = Query::select()
+        .expr(Expr::val(1))
+        .from(super::entity::sensor::Entity)
+        .and_where(super::entity::sensor::Column::TenantId.eq(arrival.tenant))
+        .and_where(super::entity::sensor::Column::Id.eq(arrival.sensor))
+        .to_owned();
+    let select = Query::select().exprs(values).and_where(Expr::exists(sensor_exists)).to_owned();
+    let insert = Query::insert()
+        .into_table(message::Entity)
+        .columns(columns)
+        .select_from(select)
+        .map_err(|e| StoreError::Db(sea_orm::DbErr::Custom(e.to_string())))?
+        .on_conflict(OnConflict::new().do_nothing().to_owned())
+        .returning_all()
+        .to_owned();
     let txn = super::db::begin(db, Reach::Tenant(arrival.tenant), Mode::Durable).await?;
-    let insert = Statement::from_sql_and_values(DatabaseBackend::Postgres, INSERT, values);
-    let Some(row) = txn.query_one_raw(insert).await? else { return Ok(AtOnce::Unsettled(data)) };
+    let Some(row) = txn.query_one_raw(DatabaseBackend::Postgres.build(&insert)).await? else {
+        return Ok(AtOnce::Unsettled(data));
+    };
     let row = message::Model::from_query_result(&row, "")?;
     message_chunk::Entity::insert(message_chunk::ActiveModel { message_id: Set(id), seq: Set(0), data: Set(data) })
         .exec_without_returning(&txn)
@@ -430,34 +427,45 @@ pub async fn scan_next(
         let reports = scan(raws).await;
         let mut outcomes = Vec::with_capacity(claimed.len());
         for (row, report) in claimed.into_iter().zip(reports) {
-            let id = row.id;
-            let attempts = row.scan_attempts + 1;
-            let mut active: message::ActiveModel = row.into();
-            outcomes.push(match report {
-                Ok(report) => {
-                    active.header_from = Set(report.headers.from.clone());
-                    active.header_to = Set(report.headers.to.clone());
-                    active.subject = Set(report.headers.subject.clone());
-                    active.message_id = Set(report.headers.message_id.clone());
-                    active.date = Set(report.headers.date.clone());
-                    active.verdict = Set(Some(report.verdict.as_str().to_owned()));
-                    active.detections = Set(serde_json::to_value(&report.detections).unwrap_or_default());
-                    active.parts = Set(serde_json::to_value(&report.parts).unwrap_or_default());
-                    Scanned::Done { verdict: report.verdict.as_str() }
-                }
-                Err(error) => {
-                    // 2, 4, 8 … seconds, at most an hour: a scan that fails for good does not spin.
-                    let backoff = 1i64 << attempts.clamp(1, 11);
-                    active.scan_attempts = Set(attempts);
-                    active.scan_after = Set(Some(now + chrono::Duration::seconds(backoff.min(3600))));
-                    Scanned::Failed { id, attempts, error }
-                }
-            });
+            let (active, outcome) = scan_result(row, report, now);
             sea_orm::ActiveModelTrait::update(active, txn).await?;
+            outcomes.push(outcome);
         }
         Ok(ScanTurn { outcomes, more_waiting })
     })
     .await
+}
+
+/// What a scan (or its failure at `now`) changes in a claimed message's row.
+fn scan_result(
+    row: message::Model,
+    report: Result<ScanReport, String>,
+    now: DateTime<Utc>,
+) -> (message::ActiveModel, Scanned) {
+    let id = row.id;
+    let attempts = row.scan_attempts + 1;
+    let mut active: message::ActiveModel = row.into();
+    let outcome = match report {
+        Ok(report) => {
+            active.header_from = Set(report.headers.from.clone());
+            active.header_to = Set(report.headers.to.clone());
+            active.subject = Set(report.headers.subject.clone());
+            active.message_id = Set(report.headers.message_id.clone());
+            active.date = Set(report.headers.date.clone());
+            active.verdict = Set(Some(report.verdict.as_str().to_owned()));
+            active.detections = Set(serde_json::to_value(&report.detections).unwrap_or_default());
+            active.parts = Set(serde_json::to_value(&report.parts).unwrap_or_default());
+            Scanned::Done { verdict: report.verdict.as_str() }
+        }
+        Err(error) => {
+            // 2, 4, 8 … seconds, at most an hour: a scan that fails for good does not spin.
+            let backoff = 1i64 << attempts.clamp(1, 11);
+            active.scan_attempts = Set(attempts);
+            active.scan_after = Set(Some(now + chrono::Duration::seconds(backoff.min(3600))));
+            Scanned::Failed { id, attempts, error }
+        }
+    };
+    (active, outcome)
 }
 
 /// How many stored messages wait for their scan.

@@ -21,6 +21,11 @@ impl TenantScope {
         TenantScope { tenant, node: None, sensor: None }
     }
 
+    /// A member's scope: signed in at the PCN, the whole tenant; at an SCN, that node and its sensors.
+    pub fn of_member(tenant: Uuid, node: Uuid, at_pcn: bool) -> Self {
+        TenantScope { tenant, node: (!at_pcn).then_some(node), sensor: None }
+    }
+
     /// A scope in which no node or sensor of `tenant` is found: for a principal whose reach does
     /// not extend to such objects, so that one that exists answers exactly like a missing one.
     pub fn nothing_of(tenant: Uuid) -> Self {

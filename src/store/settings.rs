@@ -297,13 +297,10 @@ pub async fn read_as_member(
             updated_at: row.try_get("", "updated_at")?,
             updated_by: row.try_get("", "updated_by")?,
         },
-        None => {
-            let scope = TenantScope { tenant, node: (!at_pcn).then_some(node), sensor: None };
-            match get(db, scope, sensor_id).await {
-                Err(StoreError::NotFound(_)) => return Ok(MemberRead { at_pcn: Some(at_pcn), settings: None }),
-                other => other?,
-            }
-        }
+        None => match get(db, TenantScope::of_member(tenant, node, at_pcn), sensor_id).await {
+            Err(StoreError::NotFound(_)) => return Ok(MemberRead { at_pcn: Some(at_pcn), settings: None }),
+            other => other?,
+        },
     };
     Ok(MemberRead { at_pcn: Some(at_pcn), settings: Some(settings) })
 }

@@ -412,18 +412,30 @@ pub async fn world(backend: Backend) -> World {
     World { app, operator, a, b }
 }
 
-/// A message received by `sensor` (handed off with its own token), so message ids are real.
-pub async fn message_of(w: &World, tenant: &TenantFixture, sensor: Uuid) -> Uuid {
+/// A hand-off to `base` of `message` (the raw bytes after the envelope line) from one client
+/// (192.0.2.1, a@example.org to b@example.com, worker w1), with `token` and `key`.
+pub fn hand_off_request(
+    http: &reqwest::Client,
+    base: &str,
+    sensor: Uuid,
+    token: &str,
+    key: &str,
+    message: &str,
+) -> reqwest::RequestBuilder {
     let envelope = json!({"client_ip": "192.0.2.1", "helo": "mx", "mail_from": "a@example.org",
         "rcpt_to": ["b@example.com"], "tls": false, "worker": "w1"});
-    let r = w
-        .app
-        .http
-        .post(format!("{}/v1/sensors/{sensor}/messages", w.app.base))
-        .bearer_auth(w.sensor_token(tenant, sensor))
+    http.post(format!("{base}/v1/sensors/{sensor}/messages"))
+        .bearer_auth(token)
         .header("content-type", "application/vnd.mailsensor.handoff")
-        .header("idempotency-key", Uuid::new_v4().to_string())
-        .body(format!("{envelope}\nSubject: x\r\n\r\nx\r\n"))
+        .header("idempotency-key", key)
+        .body(format!("{envelope}\n{message}"))
+}
+
+/// A message received by `sensor` (handed off with its own token), so message ids are real.
+pub async fn message_of(w: &World, tenant: &TenantFixture, sensor: Uuid) -> Uuid {
+    let token = w.sensor_token(tenant, sensor);
+    let key = Uuid::new_v4().to_string();
+    let r = hand_off_request(&w.app.http, &w.app.base, sensor, &token, &key, "Subject: x\r\n\r\nx\r\n")
         .send()
         .await
         .unwrap();

@@ -29,18 +29,10 @@ async fn messages(http: &reqwest::Client, base: &str, w: &World, query: &str) ->
 
 async fn hand_off(http: &reqwest::Client, base: &str, w: &World, n: usize) -> u16 {
     let sensor = w.a.pcn_sensor;
-    let envelope = serde_json::json!({"client_ip": "192.0.2.1", "helo": "mx", "mail_from": "a@example.org",
-        "rcpt_to": ["b@example.com"], "tls": false, "worker": "w1"});
-    http.post(format!("{base}/v1/sensors/{sensor}/messages"))
-        .bearer_auth(w.sensor_token(&w.a, sensor))
-        .header("content-type", "application/vnd.mailsensor.handoff")
-        .header("idempotency-key", format!("queued-{n}"))
-        .body(format!("{envelope}\nSubject: queued {n}\r\n\r\nbody {n}\r\n"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let message = format!("Subject: queued {n}\r\n\r\nbody {n}\r\n");
+    let token = w.sensor_token(&w.a, sensor);
+    let request = hand_off_request(http, base, sensor, &token, &format!("queued-{n}"), &message);
+    request.send().await.unwrap().status().as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

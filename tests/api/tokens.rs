@@ -128,19 +128,10 @@ async fn token_failures(backend: Backend) {
     assert_eq!(r.status, 404, "{:?}", r.body);
     // The hand-off looks the sensor up in the statements that store, for a message stored whole
     // and for one streamed in chunks, and refuses the token alike; nothing is stored.
-    let envelope = json!({"client_ip": "192.0.2.1", "helo": "mx", "mail_from": "a@example.org",
-        "rcpt_to": ["b@example.com"], "tls": false, "worker": "w1"});
     for body_bytes in [10, 600 * 1024] {
-        let sent = w
-            .app
-            .http
-            .post(format!("{}/v1/sensors/{sensor}/messages", w.app.base))
-            .bearer_auth(&token)
-            .header("content-type", "application/vnd.mailsensor.handoff")
-            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
-            .body(format!("{envelope}\nSubject: x\r\n\r\n{}\r\n", "y".repeat(body_bytes)))
-            .send()
-            .await;
+        let key = uuid::Uuid::new_v4().to_string();
+        let message = format!("Subject: x\r\n\r\n{}\r\n", "y".repeat(body_bytes));
+        let sent = hand_off_request(&w.app.http, &w.app.base, sensor, &token, &key, &message).send().await;
         // The large one is refused before its last bytes are read: the client may see the
         // connection close instead of the answer. Either way nothing is stored (checked below).
         let Ok(r) = sent else {
