@@ -56,7 +56,9 @@ impl Drop for OpenStreams {
 /// resume token `<epoch>:<rev>` as its id). Then `upsert` (`SensorConfig`) and `delete`
 /// (`SensorDeleted`) as changes commit, and `bookmark` every 15 s when idle. Reconnect with the
 /// last id seen as `Last-Event-ID` to get exactly the changes missed; a token from another database
-/// epoch or older than the retained history gets `reset` + `snapshot` again. A token newer than
+/// epoch or older than the retained history gets `reset` + `snapshot` again; so does an open stream
+/// whose replica finds that revisions it had not read yet were compacted (a `reset` may come at any
+/// time: take the `snapshot` that follows). A token newer than
 /// this replica has seen waits up to 3 s for it, then answers 503 with `Retry-After`. A client that
 /// does not keep up is disconnected and resumes from its last id.
 #[utoipa::path(

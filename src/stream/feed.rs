@@ -32,11 +32,23 @@ impl Default for FeedOptions {
     }
 }
 
+/// What the tailer publishes to every subscriber of this process.
+#[derive(Debug, Clone)]
+pub enum FeedItem {
+    /// The next revision, in order.
+    Change(Arc<Revision>),
+    /// The revisions after the previous item and up to `upto` were compacted away before this
+    /// process read them: whoever had not yet seen them must start over from a snapshot.
+    Gap { upto: i64 },
+}
+
 pub struct ChangeFeed {
     db: DatabaseConnection,
-    changes: broadcast::Sender<Arc<Revision>>,
+    changes: broadcast::Sender<FeedItem>,
     seen: watch::Sender<i64>,
     wake: Notify,
+    /// Held while the tailer reads the log; see [`ChangeFeed::hold`].
+    reading: tokio::sync::Mutex<()>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -49,7 +61,14 @@ impl ChangeFeed {
         let head = store::revisions::head(&db).await?;
         let (changes, _) = broadcast::channel(options.subscriber_buffer.max(16));
         let (seen, _) = watch::channel(head.rev);
-        let feed = Arc::new(ChangeFeed { db, changes, seen, wake: Notify::new(), tasks: Default::default() });
+        let feed = Arc::new(ChangeFeed {
+            db,
+            changes,
+            seen,
+            wake: Notify::new(),
+            reading: Default::default(),
+            tasks: Default::default(),
+        });
         let mut tasks = vec![tokio::spawn(tail(feed.clone(), options.poll_interval))];
         let listening = feed.clone();
         tasks.push(tokio::spawn(async move {
@@ -65,7 +84,7 @@ impl ChangeFeed {
         &self.db
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Revision>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
         self.changes.subscribe()
     }
 
@@ -88,23 +107,55 @@ impl ChangeFeed {
         }
     }
 
+    /// Keeps the tailer from reading the log until the guard is dropped, as if this process were
+    /// paused: for tests of a replica that falls behind, and for looking at one in a debugger.
+    pub async fn hold(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.reading.lock().await
+    }
+
     async fn catch_up(&self) -> Result<(), store::StoreError> {
+        let _reading = self.reading.lock().await;
         loop {
             let from = self.seen();
             let batch = store::revisions::after(&self.db, from, BATCH).await?;
+            // The log is gapless, so nothing to read, or a first row past `from + 1`, may mean the
+            // rows after `from` were compacted before this process read them (it was paused, or
+            // fell behind the retention). Only the head can tell: then they will never be read,
+            // and waiting for them would leave every subscriber here waiting forever.
+            if batch.first().is_none_or(|c| c.rev > from + 1) {
+                let head = store::revisions::head(&self.db).await?;
+                if head.oldest_retained > from + 1 {
+                    self.skip_gap(from, head.oldest_retained - 1);
+                    continue;
+                }
+            }
             let Some(last) = batch.last().map(|c| c.rev) else { return Ok(()) };
             for change in batch {
                 // `seen` first: a subscriber that reads `seen` after subscribing then either gets
                 // this change from the channel or replays it from the table, never neither.
                 self.seen.send_replace(change.rev);
                 // No receivers is fine: nobody is listening right now.
-                let _ = self.changes.send(Arc::new(change));
+                let _ = self.changes.send(FeedItem::Change(Arc::new(change)));
             }
             metrics::gauge!("mailsensor_revision_seen").set(last as f64);
             if (last - from) < BATCH as i64 {
                 return Ok(());
             }
         }
+    }
+
+    /// Moves past revisions `(from, upto]` that no longer exist, telling every subscriber.
+    fn skip_gap(&self, from: i64, upto: i64) {
+        tracing::warn!(
+            from = from + 1,
+            upto,
+            "revisions were compacted before this replica read them; its subscribers start over from a snapshot"
+        );
+        metrics::counter!("mailsensor_revision_gaps_total").increment(1);
+        // `seen` first, as for a change: a subscriber opened after this sees the new `seen`.
+        self.seen.send_replace(upto);
+        let _ = self.changes.send(FeedItem::Gap { upto });
+        metrics::gauge!("mailsensor_revision_seen").set(upto as f64);
     }
 }
 

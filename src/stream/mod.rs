@@ -4,5 +4,5 @@
 mod feed;
 mod subscription;
 
-pub use feed::{ChangeFeed, FeedOptions};
+pub use feed::{ChangeFeed, FeedItem, FeedOptions};
 pub use subscription::{SubscribeError, Subscription, Token, open};

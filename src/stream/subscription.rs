@@ -1,7 +1,6 @@
 //! One subscriber's view of the stream: where it starts (reset + snapshot, or a replay from its
 //! resume token) and, from there on, every change of its sensor, without gap or duplicate.
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
@@ -9,7 +8,7 @@ use serde_json::json;
 use tokio::sync::broadcast::{self, error::RecvError};
 use uuid::Uuid;
 
-use super::ChangeFeed;
+use super::{ChangeFeed, FeedItem};
 use crate::store::revisions::{ChangeKind, Revision};
 use crate::store::{self, StoreError, TenantScope};
 use crate::wire::{EventKind, Reset, StreamEvent};
@@ -60,10 +59,14 @@ struct Replay {
 const REPLAY_PAGE: u64 = 16;
 
 pub struct Subscription {
+    db: DatabaseConnection,
+    tenant: Uuid,
     sensor: Uuid,
+    /// The platform size cap, for the settings documents sent.
+    cap: u64,
     replay: Option<Replay>,
     epoch: String,
-    receiver: broadcast::Receiver<Arc<Revision>>,
+    receiver: broadcast::Receiver<FeedItem>,
     /// Highest revision consumed: everything up to it that concerns this sensor was queued.
     position: i64,
     queued: VecDeque<StreamEvent>,
@@ -88,6 +91,49 @@ impl Subscription {
         };
         let id = Token { epoch: self.epoch.clone(), rev: change.rev };
         StreamEvent { event, id: Some(id.to_string()), data: change.payload.clone() }
+    }
+
+    /// Queues `reset`, `snapshot` and `synced`: the subscriber starts over from the settings as
+    /// they are now. A sensor that no longer exists gets its `delete` instead.
+    async fn start_over(&mut self, reason: &str) -> Result<(), StoreError> {
+        let scope = TenantScope::whole_tenant(self.tenant);
+        let (rev, snapshot) = store::settings::snapshot(&self.db, scope, self.sensor).await?;
+        self.replay = None;
+        self.queued.clear();
+        self.position = rev;
+        let reset = Reset { reason: reason.to_owned() };
+        self.queued.push_back(StreamEvent { event: EventKind::Reset, id: None, data: to_json(reset) });
+        self.queued.push_back(StreamEvent {
+            event: EventKind::Snapshot,
+            id: None,
+            data: to_json(snapshot.config(self.cap)),
+        });
+        let synced = Some(self.position().to_string());
+        self.queued.push_back(StreamEvent { event: EventKind::Synced, id: synced, data: json!({}) });
+        Ok(())
+    }
+
+    /// This process skipped revisions up to `upto` that were compacted before it read them.
+    /// A subscriber that had not got that far may have missed a change of its sensor: it starts
+    /// over (or, if its sensor was deleted meanwhile, hears of the deletion).
+    async fn after_gap(&mut self, upto: i64) -> Result<(), Ended> {
+        if upto <= self.position {
+            return Ok(());
+        }
+        match self.start_over("this API replica fell behind the retained history").await {
+            Ok(()) => Ok(()),
+            Err(StoreError::NotFound(_)) => {
+                self.position = upto;
+                let id = Token { epoch: self.epoch.clone(), rev: upto };
+                let data = to_json(crate::wire::SensorDeleted { sensor_id: self.sensor });
+                self.queued.push_back(StreamEvent { event: EventKind::Delete, id: Some(id.to_string()), data });
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a snapshot after a gap failed");
+                Err(Ended::TooSlow)
+            }
+        }
     }
 
     /// Everything up to this token has been delivered (while missed changes are still being
@@ -137,8 +183,9 @@ impl Subscription {
                 return Err(Ended::Closed);
             }
             match self.receiver.recv().await {
-                Ok(change) if change.rev <= self.position => continue,
-                Ok(change) => {
+                Ok(FeedItem::Gap { upto }) => self.after_gap(upto).await?,
+                Ok(FeedItem::Change(change)) if change.rev <= self.position => continue,
+                Ok(FeedItem::Change(change)) => {
                     self.position = change.rev;
                     if change.sensor_id == self.sensor {
                         let event = self.change_event(&change);
@@ -182,7 +229,10 @@ pub async fn open(
         Some(_) => None,
     };
     let mut sub = Subscription {
+        db: db.clone(),
+        tenant,
         sensor,
+        cap,
         replay: None,
         epoch: head.epoch.clone(),
         receiver,
@@ -191,23 +241,10 @@ pub async fn open(
         ended: false,
     };
     match (reset_reason, token) {
-        (Some(reason), _) => {
-            let scope = TenantScope::whole_tenant(tenant);
-            let (rev, snapshot) = store::settings::snapshot(db, scope, sensor).await.map_err(|e| match e {
-                StoreError::NotFound(_) => SubscribeError::NotFound,
-                e => SubscribeError::Store(e),
-            })?;
-            sub.position = rev;
-            let reset = Reset { reason: reason.to_owned() };
-            sub.queued.push_back(StreamEvent { event: EventKind::Reset, id: None, data: to_json(reset) });
-            sub.queued.push_back(StreamEvent {
-                event: EventKind::Snapshot,
-                id: None,
-                data: to_json(snapshot.config(cap)),
-            });
-            let synced = Some(sub.position().to_string());
-            sub.queued.push_back(StreamEvent { event: EventKind::Synced, id: synced, data: json!({}) });
-        }
+        (Some(reason), _) => sub.start_over(reason).await.map_err(|e| match e {
+            StoreError::NotFound(_) => SubscribeError::NotFound,
+            e => SubscribeError::Store(e),
+        })?,
         (None, Some(token)) => {
             if token.rev > feed.seen() && !feed.wait_seen(token.rev, LAGGING_REPLICA_WAIT).await {
                 return Err(SubscribeError::Lagging(token.rev));

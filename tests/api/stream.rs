@@ -37,12 +37,13 @@ impl Sse {
         Sse { status, headers, events }
     }
 
-    /// The next event that is not a bookmark.
+    /// The next event that is not a bookmark (bookmarks keep coming, so the deadline is for all).
     async fn next(&mut self) -> Event {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let event = tokio::time::timeout(Duration::from_secs(10), self.events.as_mut().unwrap().next())
+            let event = tokio::time::timeout_at(deadline, self.events.as_mut().unwrap().next())
                 .await
-                .expect("an event within 10 s")
+                .expect("an event other than a bookmark within 10 s")
                 .expect("the stream is open")
                 .expect("a well-formed event");
             if event.event != "bookmark" {
@@ -175,8 +176,10 @@ async fn resets(backend: Backend) {
         assert_eq!(s.next().await.event, "snapshot");
     }
 
-    // After compaction drops the history a token needs, it gets a fresh snapshot instead.
+    // After compaction drops the history a token needs, it gets a fresh snapshot instead. (The
+    // replica has read the change first: one that had not is `a_replica_behind_compaction_…`.)
     let latest = set_domains(&w.app, &w, sensor, "after.example").await;
+    assert!(w.app.feed.wait_seen(latest, Duration::from_secs(10)).await);
     let removed = mailsensor::store::revisions::compact(&w.app.db, chrono::Utc::now() + chrono::Duration::seconds(1))
         .await
         .unwrap();
@@ -198,6 +201,55 @@ async fn resets(backend: Backend) {
     let reset = s.next().await;
     assert_eq!(reset.event, "reset");
     assert!(data(&reset)["reason"].as_str().unwrap().contains("newer"), "{}", reset.data);
+}
+
+/// A replica whose tailer had not read revisions before they were compacted away (it was paused,
+/// or fell behind the retention) moves past them: its subscribers start over from a snapshot, and
+/// a token at the head resumes quietly again, on this replica as on any other.
+async fn a_replica_behind_compaction_starts_over(backend: Backend) {
+    let w = world(backend).await;
+    let sensor = w.a.pcn_sensor;
+    let token = w.sensor_token(&w.a, sensor);
+    let mut sse = Sse::open(&w.app, sensor, &token, None).await;
+    for _ in 0..3 {
+        sse.next().await;
+    }
+    let before = w.app.feed.seen();
+    let held = w.app.feed.hold().await;
+    let mut latest = 0;
+    for domain in ["one.example", "two.example", "three.example"] {
+        latest = set_domains(&w.app, &w, sensor, domain).await;
+    }
+    let removed = mailsensor::store::revisions::compact(&w.app.db, chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert!(removed >= 3, "compaction removed {removed} rows");
+    assert_eq!(w.app.feed.seen(), before, "the tailer was held and has read nothing");
+    drop(held);
+
+    // The open stream hears that it missed something and gets the settings as they are now.
+    let reset = sse.next().await;
+    assert_eq!(reset.event, "reset", "{reset:?}");
+    assert!(data(&reset)["reason"].as_str().unwrap().contains("fell behind"), "{}", reset.data);
+    let snapshot = sse.next().await;
+    assert_eq!(snapshot.event, "snapshot");
+    assert_eq!(data(&snapshot)["revision"].as_i64(), Some(latest));
+    assert_eq!(data(&snapshot)["destination_domains"], json!(["three.example"]));
+    let synced = sse.next().await;
+    assert_eq!(synced.event, "synced");
+    let head = mailsensor::store::revisions::head(&w.app.db).await.unwrap();
+    assert_eq!(rev_of(&synced.id), head.rev);
+    assert_eq!(w.app.feed.seen(), head.rev, "the tailer moved on to the head");
+
+    // A token at the head resumes without a reset, and changes flow again.
+    let mut resumed = Sse::open(&w.app, sensor, &token, Some(&synced.id)).await;
+    assert_eq!(resumed.status, 200);
+    resumed.expect_quiet(Duration::from_millis(700)).await;
+    let next = set_domains(&w.app, &w, sensor, "four.example").await;
+    for s in [&mut resumed, &mut sse] {
+        let upsert = s.next().await;
+        assert_eq!((upsert.event.as_str(), data(&upsert)["revision"].as_i64()), ("upsert", Some(next)));
+    }
 }
 
 /// A replica whose log tailer is behind a resume token waits up to 3 s, then answers 503 with
@@ -612,6 +664,7 @@ async fn a_subscriber_that_stops_reading_is_cut_off_and_resumes() {
 on_both_backends!(
     snapshot_then_changes_then_resume,
     resets,
+    a_replica_behind_compaction_starts_over,
     stream_access,
     long_poll,
     sensor_lifecycle_on_the_stream,
