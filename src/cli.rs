@@ -105,6 +105,11 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per CPU).
     #[arg(long, env = "MAILSENSOR_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
+    /// A folder of YARA rules (`.yar`, `.yara`; each file its own namespace) the scan runs over
+    /// every object of every tenant's mail: the platform ruleset. Compiled at start; a rule that
+    /// does not compile stops the start, naming its file, line and column.
+    #[arg(long, env = "MAILSENSOR_YARA_RULES")]
+    pub yara_rules: Option<PathBuf>,
     /// How long the revision log keeps changes for resuming workers, in hours; a worker whose
     /// resume token is older gets a fresh snapshot.
     #[arg(long, env = "MAILSENSOR_REVISION_RETENTION_HOURS", default_value_t = 7 * 24)]
@@ -125,6 +130,9 @@ pub struct DevArgs {
     /// Lifetime of the printed tokens, in seconds.
     #[arg(long, env = "MAILSENSOR_DEV_TOKEN_TTL", default_value_t = 12 * 3600)]
     pub token_ttl: u64,
+    /// A folder of YARA rules to scan with instead of the built-in demo ruleset (see `serve`).
+    #[arg(long, env = "MAILSENSOR_YARA_RULES")]
+    pub yara_rules: Option<PathBuf>,
     /// SMTP address of the in-process sensor worker for the demo sensor on the PCN.
     #[arg(long, env = "MAILSENSOR_SMTP_LISTEN", default_value = "127.0.0.1:2525")]
     pub smtp_listen: SocketAddr,

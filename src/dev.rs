@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::auth::{AuthConfig, Claims, KeySet, Role};
 use crate::cli::DevArgs;
+use crate::scan_queue::Engines;
 use crate::server::{self, ServerParts};
 use crate::store::{self, Actor, TenantScope};
 
@@ -137,6 +138,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     say!("  export ADMIN_SCN={}", token("bob", Role::Administrator, Some(demo.scn))?);
     say!("  export AUDITOR={}", token("carol", Role::SecurityAuditor, Some(demo.pcn))?);
     say!("  export OFFICER={}", token("dave", Role::SecurityOfficer, Some(demo.pcn))?);
+    say!("  export SENIOR_OFFICER={}", token("erin", Role::SeniorSecurityOfficer, Some(demo.pcn))?);
     say!("  export OPERATOR={}\n", token("olga", Role::PlatformOperator, None)?);
     say!("Try:");
     say!(
@@ -157,6 +159,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     })?;
     let mut parts = ServerParts::new(db, keys, args.max_message_bytes);
     parts.workers = Some(2);
+    parts.engines.yara = Some(match &args.yara_rules {
+        Some(dir) => Engines::yara_from_dir(dir)?,
+        None => Engines::demo_yara()?,
+    });
     let running = server::start(listener, parts).await?;
     let stopper = running.stopper();
     let api = tokio::spawn(running.server);

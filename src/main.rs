@@ -6,6 +6,7 @@ use clap::Parser;
 use mailsensor::auth::{Claims, KeyConfigError, KeySet};
 use mailsensor::cli::SensorArgs;
 use mailsensor::cli::{Cli, Command};
+use mailsensor::scan_queue::Engines;
 use mailsensor::sensor::{self, WorkerConfig, WorkerLimits};
 use mailsensor::server::{self, ServerParts};
 use mailsensor::{api, dev, store};
@@ -81,6 +82,9 @@ async fn main() -> anyhow::Result<()> {
             let mut parts = ServerParts::new(db.clone(), keys, args.max_message_bytes);
             parts.workers = args.http_workers;
             parts.scan_workers = args.scan_workers;
+            if let Some(dir) = &args.yara_rules {
+                parts.engines.yara = Some(Engines::yara_from_dir(dir)?);
+            }
             parts.dedup_window =
                 (args.dedup_window_hours > 0).then(|| std::time::Duration::from_secs(args.dedup_window_hours * 3600));
             parts.feed.retention = std::time::Duration::from_secs(args.revision_retention_hours * 3600);

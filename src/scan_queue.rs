@@ -16,8 +16,8 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::scan;
-use crate::store::{self, messages::Scanned};
+use crate::scan::{self, yara};
+use crate::store::{self, messages::Scanned, messages::ToScan};
 
 /// How often an idle worker looks for messages other replicas stored, and the depth is sampled.
 const POLL: Duration = Duration::from_secs(1);
@@ -74,6 +74,57 @@ impl Drop for Receiving {
     }
 }
 
+/// The engines a scan runs beside the built-in checks.
+#[derive(Clone, Default)]
+pub struct Engines {
+    /// The platform's YARA rules (`--yara-rules`), compiled once and shared by every worker.
+    pub yara: Option<Arc<yara::Rules>>,
+}
+
+impl Engines {
+    /// Compiles every `.yar` and `.yara` file of `dir` (not its subfolders), each in a namespace
+    /// named after the file; every problem of every file is in the error.
+    pub fn yara_from_dir(dir: &std::path::Path) -> anyhow::Result<Arc<yara::Rules>> {
+        let mut sources = Vec::new();
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("cannot read YARA rules from {}: {e}", dir.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            let is_rules = path.extension().is_some_and(|e| e == "yar" || e == "yara");
+            if !is_rules || !path.is_file() {
+                continue;
+            }
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let namespace = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            sources.push(yara::RuleSource { namespace, origin: path.display().to_string(), text });
+        }
+        sources.sort_by(|a, b| a.origin.cmp(&b.origin));
+        if sources.is_empty() {
+            anyhow::bail!("no .yar or .yara files in {}", dir.display());
+        }
+        Self::yara_from(&sources)
+    }
+
+    /// The demo ruleset of `mailsensor dev`.
+    pub fn demo_yara() -> anyhow::Result<Arc<yara::Rules>> {
+        Self::yara_from(&[yara::demo_rules()])
+    }
+
+    /// Compiles `sources` as the platform's rules.
+    pub fn yara_from(sources: &[yara::RuleSource]) -> anyhow::Result<Arc<yara::Rules>> {
+        let rules = yara::compile(sources).map_err(|problems| {
+            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("the YARA rules do not compile:\n  {}", list.join("\n  "))
+        })?;
+        for warning in &rules.warnings {
+            tracing::warn!(%warning, "YARA rule warning");
+        }
+        tracing::info!(rules = rules.count(), "YARA rules compiled");
+        Ok(Arc::new(rules))
+    }
+}
+
 /// The running workers of one replica.
 pub struct ScanQueue {
     pub intake: Arc<Intake>,
@@ -83,10 +134,16 @@ pub struct ScanQueue {
 impl ScanQueue {
     /// Starts `workers` scan workers (each holds at most a few MiB of messages in memory; none: this
     /// replica only stores) and the depth gauge; all end when `stopping` turns true.
-    pub fn start(db: DatabaseConnection, workers: usize, stopping: watch::Receiver<bool>) -> Arc<ScanQueue> {
+    pub fn start(
+        db: DatabaseConnection,
+        workers: usize,
+        engines: Engines,
+        stopping: watch::Receiver<bool>,
+    ) -> Arc<ScanQueue> {
         let intake = Arc::new(Intake::default());
-        let mut tasks: Vec<JoinHandle<()>> =
-            (0..workers).map(|_| tokio::spawn(work(db.clone(), intake.clone(), stopping.clone()))).collect();
+        let mut tasks: Vec<JoinHandle<()>> = (0..workers)
+            .map(|_| tokio::spawn(work(db.clone(), engines.clone(), intake.clone(), stopping.clone())))
+            .collect();
         tasks.push(tokio::spawn(gauge(db, intake.clone(), stopping)));
         Arc::new(ScanQueue { intake, tasks: std::sync::Mutex::new(tasks) })
     }
@@ -99,21 +156,38 @@ impl ScanQueue {
     }
 }
 
-async fn work(db: DatabaseConnection, intake: Arc<Intake>, mut stopping: watch::Receiver<bool>) {
+/// Scans a batch of claimed messages (on a blocking thread: this is CPU work). A message that
+/// makes a parser panic fails alone, not the batch.
+fn scan_batch(batch: Vec<ToScan>, engines: &Engines) -> Vec<Result<scan::ScanReport, String>> {
+    // One YARA scanner for the batch: creating one is costly, a batch is up to 32 messages.
+    let mut scanner = engines.yara.as_ref().map(|rules| rules.scanner());
+    batch
+        .into_iter()
+        .map(|ToScan { raw, envelope }| {
+            let scanned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match scanner.as_mut() {
+                Some(scanner) => scan::scan_with_yara(&raw, scan::YaraRun::new(scanner, envelope)),
+                None => Ok(scan::scan(&raw)),
+            }));
+            match scanned {
+                Ok(Ok(report)) => Ok(report),
+                Ok(Err(failure)) => Err(format!("the scan failed: {failure}")),
+                Err(_) => {
+                    // Whatever the panic left half done in the scanner is not used again.
+                    scanner = engines.yara.as_ref().map(|rules| rules.scanner());
+                    Err("the scan failed: a parser panicked".to_owned())
+                }
+            }
+        })
+        .collect()
+}
+
+async fn work(db: DatabaseConnection, engines: Engines, intake: Arc<Intake>, mut stopping: watch::Receiver<bool>) {
     while !*stopping.borrow() {
         intake.yield_to_intake().await;
-        let turn = store::messages::scan_next(&db, async |raws| {
-            let count = raws.len();
-            // Parsing is CPU work: off the async threads. A message that makes the parser panic
-            // fails alone, not the batch.
-            let scan_each = move || {
-                raws.iter()
-                    .map(|raw| {
-                        std::panic::catch_unwind(|| scan::scan(raw))
-                            .map_err(|_| "the scan failed: the parser panicked".to_owned())
-                    })
-                    .collect()
-            };
+        let turn = store::messages::scan_next(&db, async |batch| {
+            let count = batch.len();
+            let engines = engines.clone();
+            let scan_each = move || scan_batch(batch, &engines);
             tokio::task::spawn_blocking(scan_each)
                 .await
                 .unwrap_or_else(|e| (0..count).map(|_| Err(format!("the scan failed: {e}"))).collect())

@@ -10,7 +10,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::api::{self, AppState};
 use crate::auth::KeySet;
-use crate::scan_queue::ScanQueue;
+use crate::scan_queue::{Engines, ScanQueue};
 use crate::stream::{ChangeFeed, FeedOptions};
 
 /// The process-wide Prometheus recorder; installed once, shared by every server in the process.
@@ -31,6 +31,8 @@ pub struct ServerParts {
     pub dedup_window: Option<Duration>,
     /// Scan workers in this replica; each holds one message whole while parsing it.
     pub scan_workers: usize,
+    /// The engines the scan workers run beside the built-in checks.
+    pub engines: Engines,
 }
 
 impl ServerParts {
@@ -44,6 +46,7 @@ impl ServerParts {
             bookmark_interval: Duration::from_secs(15),
             dedup_window: Some(Duration::from_secs(24 * 3600)),
             scan_workers: 2,
+            engines: Engines::default(),
         }
     }
 }
@@ -90,7 +93,7 @@ pub async fn terminated() {
 pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<Running> {
     let feed = ChangeFeed::start(parts.db.clone(), parts.feed).await?;
     let stopping = Arc::new(tokio::sync::watch::channel(false).0);
-    let scanner = ScanQueue::start(parts.db.clone(), parts.scan_workers, stopping.subscribe());
+    let scanner = ScanQueue::start(parts.db.clone(), parts.scan_workers, parts.engines, stopping.subscribe());
     let state = web::Data::new(AppState {
         db: parts.db,
         keys: parts.keys,

@@ -8,6 +8,7 @@ mod m20261202_000004_wire_log_payload;
 mod m20261202_000005_row_level_security;
 mod m20261202_000006_intake;
 mod m20261202_000007_content_lz4;
+mod m20261206_000008_rescan;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_row_level_security::Migration),
             Box::new(m20261202_000006_intake::Migration),
             Box::new(m20261202_000007_content_lz4::Migration),
+            Box::new(m20261206_000008_rescan::Migration),
         ]
     }
 }

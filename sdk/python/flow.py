@@ -13,7 +13,7 @@ import uuid
 from mailsensor_client import AuthenticatedClient
 from mailsensor_client.api.evaluate import evaluate_smtp_integration
 from mailsensor_client.api.fleet import list_sensor_workers
-from mailsensor_client.api.messages import get_message, get_raw_message, list_messages
+from mailsensor_client.api.messages import get_message, get_raw_message, list_messages, rescan_message
 from mailsensor_client.api.revisions import list_settings_revisions, restore_settings_revision
 from mailsensor_client.api.sensors import create_sensor, delete_sensor
 from mailsensor_client.api.smtp_integration import (
@@ -55,6 +55,7 @@ def client(token):
 admin = client(os.environ["ADMIN_PCN"])
 auditor = client(os.environ["AUDITOR"])
 officer = client(os.environ["OFFICER"])
+senior = client(os.environ["SENIOR_OFFICER"])
 
 # Create a sensor on the PCN.
 created = create_sensor.sync_detailed(TENANT, client=admin, body=CreateSensor(name=f"py-sdk-{uuid.uuid4().hex[:8]}", node_id=PCN))
@@ -136,6 +137,23 @@ check(found is not None, "the message is listed")
 check(get_message.sync(TENANT, found.id, client=officer).envelope.rcpt_to == ["bob@example.com"], "envelope")
 raw = get_raw_message.sync_detailed(TENANT, found.id, client=officer)
 check(raw.status_code == 200 and subject.encode() in raw.content, f"raw: {raw.status_code}")
+
+# A rescan: the senior officer may, the officer may not; the earlier result is kept.
+def scanned(message_id):
+    for _ in range(200):
+        m = get_message.sync(TENANT, message_id, client=officer)
+        if m.verdict.value != "pending":
+            return m
+        time.sleep(0.05)
+    check(False, "the message was scanned")
+
+
+first = scanned(found.id)
+denied = rescan_message.sync_detailed(TENANT, found.id, client=officer)
+check(denied.status_code == 403 and isinstance(denied.parsed, Problem), f"an officer may not rescan: {denied.status_code}")
+again = rescan_message.sync_detailed(TENANT, found.id, client=senior)
+check(again.status_code == 202 and again.parsed.earlier_scans[0].verdict == first.verdict, f"rescan: {again.status_code}")
+check(len(scanned(found.id).earlier_scans) == 1, "the earlier result is kept")
 
 check(delete_sensor.sync_detailed(TENANT, sensor, client=admin).status_code == 204, "delete")
 print("python sdk: the README flow passed")

@@ -25,6 +25,7 @@ const api = (token: string) => createClient<paths>({ baseUrl, headers: { Authori
 const admin = api(env("ADMIN_PCN"));
 const auditor = api(env("AUDITOR"));
 const officer = api(env("OFFICER"));
+const senior = api(env("SENIOR_OFFICER"));
 
 /** Sends one message over SMTP, waiting for each reply; resolves with the final reply line. */
 function sendMail(port: number, subject: string): Promise<string> {
@@ -151,6 +152,23 @@ async function main(): Promise<void> {
     parseAs: "text",
   });
   check(raw.response.status === 200 && (raw.data ?? "").includes(subject), "raw message");
+
+  // A rescan by the senior officer (the officer may not); the earlier result is kept.
+  const messagePath = { path: { tenant_id, message_id: message.id } };
+  const scanned = async () => {
+    for (let i = 0; i < 200; i++) {
+      const m = await officer.GET("/v1/tenants/{tenant_id}/messages/{message_id}", { params: messagePath });
+      if (m.data && m.data.verdict !== "pending") return m.data;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error("typescript sdk: the message was never scanned");
+  };
+  const first = await scanned();
+  const denied = await officer.POST("/v1/tenants/{tenant_id}/messages/{message_id}/rescan", { params: messagePath });
+  check(denied.response.status === 403 && denied.error?.status === 403, "an officer may not rescan");
+  const rescan = await senior.POST("/v1/tenants/{tenant_id}/messages/{message_id}/rescan", { params: messagePath });
+  check(rescan.response.status === 202 && rescan.data?.earlier_scans[0]?.verdict === first.verdict, "rescan");
+  check((await scanned()).earlier_scans.length === 1, "the earlier result is kept");
 
   const deleted = await admin.DELETE("/v1/tenants/{tenant_id}/sensors/{sensor_id}", { params: { path } });
   check(deleted.response.status === 204, "delete");

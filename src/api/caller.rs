@@ -26,6 +26,7 @@ pub enum Permission {
     WriteSettings,
     ReadAudit,
     ReadMessages,
+    Rescan,
 }
 
 impl Permission {
@@ -40,6 +41,7 @@ impl Permission {
             Permission::WriteSettings => "change SMTP integration settings",
             Permission::ReadAudit => "read audit events",
             Permission::ReadMessages => "read received messages",
+            Permission::Rescan => "rescan messages",
         }
     }
 }
@@ -112,6 +114,7 @@ impl Caller {
                 role,
                 Role::Administrator | Role::SecurityAuditor | Role::SeniorSecurityOfficer | Role::SecurityOfficer
             ),
+            Rescan => role == Role::SeniorSecurityOfficer,
         };
         if allowed { Ok(()) } else { Err(ApiError::forbidden(role, what.describe())) }
     }

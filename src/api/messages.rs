@@ -2,7 +2,7 @@
 use std::convert::Infallible;
 
 use actix_web::web::Bytes;
-use actix_web::{HttpResponse, get, http::header, web};
+use actix_web::{HttpResponse, get, http::header, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -40,13 +40,37 @@ pub struct PartView {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DetectionView {
-    /// `eicar_test_file`, `executable_content`, `risky_extension` or `mime_structure_too_complex`.
+    /// The engine that found it: `builtin` (the built-in checks) or `yara`.
+    #[serde(default = "builtin_engine")]
+    #[schema(example = "builtin")]
+    pub engine: String,
+    /// `eicar_test_file`, `executable_content`, `risky_extension`, `mime_structure_too_complex`,
+    /// what the archive bounds stopped (`archive_bomb`, `encrypted_archive`, `too_complex`), or
+    /// `yara_rule`.
     #[schema(example = "eicar_test_file")]
     pub kind: String,
+    /// The YARA rule that matched (`yara_rule` only).
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// The YARA rule's namespace: the platform ruleset's file name (`yara_rule` only).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The YARA rule's tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
     pub description: String,
     /// Index of the part it was found in.
     pub part: Option<usize>,
+    /// Inside that part, the archive members leading to the object, outermost first (empty: the
+    /// part itself).
+    #[serde(default)]
+    #[schema(example = json!(["invoice.zip", "eicar.com"]))]
+    pub archive_path: Vec<String>,
     pub verdict: VerdictName,
+}
+
+fn builtin_engine() -> String {
+    scan::ENGINE_BUILTIN.to_owned()
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -55,6 +79,8 @@ pub enum VerdictName {
     /// Stored, not scanned yet (the scan queue is durable: it will be).
     Pending,
     Clean,
+    /// A rule with severity `spam` matched, and nothing worse.
+    Spam,
     Suspicious,
     Malicious,
 }
@@ -71,8 +97,20 @@ pub struct MessageView {
     pub md5: Option<String>,
     pub headers: HeadersView,
     pub verdict: Option<VerdictName>,
+    /// When the verdict was reached (`null` while pending).
+    pub scanned_at: Option<DateTime<Utc>>,
     pub detections: Vec<DetectionView>,
     pub parts: Vec<PartView>,
+    /// The results of earlier scans, oldest first, kept when the message was rescanned (the last 20).
+    pub earlier_scans: Vec<EarlierScanView>,
+}
+
+/// The result of an earlier scan of a message.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EarlierScanView {
+    pub scanned_at: Option<DateTime<Utc>>,
+    pub verdict: VerdictName,
+    pub detections: Vec<DetectionView>,
 }
 
 impl From<message::Model> for MessageView {
@@ -100,8 +138,10 @@ impl From<message::Model> for MessageView {
                 date: m.date,
             },
             verdict: m.verdict.and_then(|v| serde_json::from_value(serde_json::Value::String(v)).ok()),
+            scanned_at: m.scanned_at,
             detections: serde_json::from_value(m.detections).unwrap_or_default(),
             parts: serde_json::from_value(m.parts).unwrap_or_default(),
+            earlier_scans: serde_json::from_value(m.earlier_scans).unwrap_or_default(),
         }
     }
 }
@@ -132,7 +172,7 @@ impl MessageQuery {
             Some(v) => Some(v.as_str().to_owned()),
             None if v.eq_ignore_ascii_case(store::messages::PENDING) => Some(store::messages::PENDING.to_owned()),
             None => {
-                errors.push(FieldError::parameter("verdict", "must be pending, clean, suspicious or malicious"));
+                errors.push(FieldError::parameter("verdict", "must be pending, clean, spam, suspicious or malicious"));
                 None
             }
         });
@@ -229,4 +269,32 @@ pub async fn get_raw(
         .content_type("message/rfc822")
         .insert_header((header::CONTENT_LENGTH, message.size.to_string()))
         .streaming(chunks))
+}
+
+/// Scan a stored message again with the engines and rules of the moment (senior security officer,
+/// in scope). It reads `pending` until rescanned; its current result moves to `earlier_scans`. A
+/// message still pending is answered as it is. Audited as `message.rescan`.
+#[utoipa::path(
+    operation_id = "rescan_message",
+    tag = "messages",
+    params(("tenant_id" = Uuid, Path), ("message_id" = Uuid, Path)),
+    responses(
+        (status = 202, description = "Back in the scan queue", body = MessageView),
+        (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v1/tenants/{tenant_id}/messages/{message_id}/rescan")]
+pub async fn rescan_message(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, id) = path.into_inner();
+    let (scope, _) = caller
+        .reach(&state, tenant, Permission::Rescan, async |s| store::messages::get(&state.db, s, id).await)
+        .await?;
+    let message = store::messages::rescan(&state.db, scope, id, &caller.actor()).await?;
+    state.intake.stored();
+    Ok(HttpResponse::Accepted().json(MessageView::from(message)))
 }

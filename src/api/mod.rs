@@ -100,6 +100,7 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(messages::list_messages)
         .service(messages::get_message)
         .service(messages::get_raw)
+        .service(messages::rescan_message)
         .service(audit::list_audit_events);
 }
 

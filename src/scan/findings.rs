@@ -1,11 +1,12 @@
 //! What a scan finds: the report, its parts and detections, and the verdict they decide.
 use std::fmt;
 
-/// How bad a message or a single detection is. Ordered: `Clean < Suspicious < Malicious`.
+/// How bad a message or a single detection is. Ordered: `Clean < Spam < Suspicious < Malicious`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Clean,
+    Spam,
     Suspicious,
     Malicious,
 }
@@ -15,6 +16,7 @@ impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Clean => "clean",
+            Verdict::Spam => "spam",
             Verdict::Suspicious => "suspicious",
             Verdict::Malicious => "malicious",
         }
@@ -22,7 +24,7 @@ impl Verdict {
 
     /// The inverse of [`Verdict::as_str`], ignoring ASCII case.
     pub fn parse(s: &str) -> Option<Verdict> {
-        [Verdict::Clean, Verdict::Suspicious, Verdict::Malicious]
+        [Verdict::Clean, Verdict::Spam, Verdict::Suspicious, Verdict::Malicious]
             .into_iter()
             .find(|v| v.as_str().eq_ignore_ascii_case(s))
     }
@@ -44,17 +46,69 @@ pub const KIND_RISKY_EXTENSION: &str = "risky_extension";
 /// all of its parts or detections are listed.
 pub const KIND_TOO_COMPLEX: &str = "mime_structure_too_complex";
 
+/// Detection kind: a YARA rule matched (`rule` names it).
+pub const KIND_YARA_RULE: &str = "yara_rule";
+
+/// The engine of the built-in checks.
+pub const ENGINE_BUILTIN: &str = "builtin";
+/// The engine of the YARA rules.
+pub const ENGINE_YARA: &str = "yara";
+
+fn builtin() -> String {
+    ENGINE_BUILTIN.to_owned()
+}
+
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Detection {
-    /// `eicar_test_file`, `executable_content`, `risky_extension` or `mime_structure_too_complex`.
+    /// Which engine found it: `builtin` or `yara`.
+    #[serde(default = "builtin")]
+    pub engine: String,
+    /// `eicar_test_file`, `executable_content`, `risky_extension`, `mime_structure_too_complex`,
+    /// one of the archive bounds (`archive_bomb`, `encrypted_archive`, `too_complex`), or
+    /// `yara_rule`.
     pub kind: String,
+    /// The YARA rule that matched, its namespace and tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// Human-readable, e.g. `EICAR test string in attachment "eicar.com"`.
     pub description: String,
     /// Index into `parts` where found, if in a part; `None` when found in the raw message only.
     pub part: Option<usize>,
+    /// Inside that part, the archive members leading to the object, outermost first
+    /// (`["invoice.zip", "eicar.com"]`: `eicar.com` inside `invoice.zip` inside the part);
+    /// empty when it is the part itself.
+    #[serde(default)]
+    pub archive_path: Vec<String>,
     /// What this detection alone implies.
     pub verdict: Verdict,
+}
+
+impl Detection {
+    /// A finding of the built-in checks.
+    pub fn builtin(
+        kind: &str,
+        description: String,
+        part: Option<usize>,
+        archive_path: Vec<String>,
+        verdict: Verdict,
+    ) -> Self {
+        Detection {
+            engine: builtin(),
+            kind: kind.to_owned(),
+            rule: None,
+            namespace: None,
+            tags: Vec::new(),
+            description,
+            part,
+            archive_path,
+            verdict,
+        }
+    }
 }
 
 /// One leaf MIME part.

@@ -1,4 +1,5 @@
-//! MIME parsing and verdicts for received messages: pure logic, no I/O, no database.
+//! MIME parsing, archive expansion, YARA-X rules and verdicts for received messages: pure logic,
+//! no I/O, no database.
 //!
 //! [`scan()`] takes one raw RFC 5322 message and returns a [`ScanReport`]: a header summary,
 //! every leaf MIME part (nested multiparts and attached messages included) with its size and
@@ -14,20 +15,37 @@
 //!   more than 4 GiB), and it was only scanned as raw bytes; or it has more than
 //!   [`MAX_LISTED_PARTS`] parts or [`MAX_LISTED_DETECTIONS`] detections, and the rest were
 //!   scanned but not listed.
+//! - archive members (zip, gzip; archives inside archives) are objects of their own: each gets
+//!   the checks above, and a detection names its member path (`archive_path`). What the bounds
+//!   of [`ARCHIVE_LIMITS`] stop is a detection, never a silent skip: `archive_bomb` (a bound hit
+//!   at a ratio past 100:1), `encrypted_archive`, `too_complex` (all suspicious).
+//! - `yara_rule`: with [`scan_with_yara()`], a rule of the compiled [`yara::Rules`] matched the
+//!   raw message, a part or an archive member (`rule`, `namespace`, `tags`; verdict from the
+//!   rule's `severity` metadata).
 //!
 //! Parsing is `mail-parser`; [`scan()`] never panics and its time is linear in the input size.
 
+mod archive;
 mod detect;
 mod findings;
 mod guard;
 mod mime;
 mod scanner;
+pub mod yara;
 
 #[cfg(test)]
+mod archive_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod yara_tests;
 
-pub use findings::{
-    Detection, HeaderSummary, KIND_EICAR, KIND_EXECUTABLE, KIND_RISKY_EXTENSION, KIND_TOO_COMPLEX,
-    MAX_LISTED_DETECTIONS, MAX_LISTED_PARTS, Part, ScanReport, Verdict,
+pub use archive::{
+    KIND_ARCHIVE_BOMB, KIND_ARCHIVE_TOO_COMPLEX, KIND_ENCRYPTED_ARCHIVE, LIMITS as ARCHIVE_LIMITS,
+    Limits as ArchiveLimits,
 };
-pub use scanner::scan;
+pub use findings::{
+    Detection, ENGINE_BUILTIN, ENGINE_YARA, HeaderSummary, KIND_EICAR, KIND_EXECUTABLE, KIND_RISKY_EXTENSION,
+    KIND_TOO_COMPLEX, KIND_YARA_RULE, MAX_LISTED_DETECTIONS, MAX_LISTED_PARTS, Part, ScanReport, Verdict,
+};
+pub use scanner::{YaraRun, scan, scan_with_yara};

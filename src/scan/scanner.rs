@@ -2,22 +2,86 @@
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
+use super::archive::{self, Expander};
 use super::findings::{
-    Detection, HeaderSummary, KIND_EICAR, KIND_EXECUTABLE, KIND_RISKY_EXTENSION, KIND_TOO_COMPLEX,
-    MAX_LISTED_DETECTIONS, MAX_LISTED_PARTS, Part, ScanReport, Verdict,
+    Detection, ENGINE_YARA, HeaderSummary, KIND_EICAR, KIND_EXECUTABLE, KIND_RISKY_EXTENSION, KIND_TOO_COMPLEX,
+    KIND_YARA_RULE, MAX_LISTED_DETECTIONS, MAX_LISTED_PARTS, Part, ScanReport, Verdict,
 };
+use super::yara::{self, Envelope, Object, ScanFailure};
 use super::{detect, guard, mime};
 
-/// Scans one raw RFC 5322 message. Never panics, whatever the input; work is bounded by its size.
+/// A detection about the whole message rather than one of its objects.
+fn on_message(kind: &str, description: String, verdict: Verdict) -> Detection {
+    Detection::builtin(kind, description, None, Vec::new(), verdict)
+}
+
+/// YARA rules run over every object of a message: the scanner of this worker, the envelope the
+/// rules' globals describe, and the first failure (after which no rule runs for this message).
+pub struct YaraRun<'s, 'r> {
+    scanner: &'s mut yara::Scanner<'r>,
+    envelope: Envelope,
+    failure: Option<ScanFailure>,
+}
+
+impl<'s, 'r> YaraRun<'s, 'r> {
+    pub fn new(scanner: &'s mut yara::Scanner<'r>, envelope: Envelope) -> Self {
+        YaraRun { scanner, envelope, failure: None }
+    }
+
+    /// The detections of the rules that match `object` at `place`.
+    fn look(&mut self, object: Object<'_>, place: &str, part: Option<usize>, path: &[String]) -> Vec<Detection> {
+        if self.failure.is_some() {
+            return Vec::new();
+        }
+        match self.scanner.scan(&object, &self.envelope) {
+            Ok(matches) => matches
+                .into_iter()
+                .map(|m| {
+                    let description = format!("YARA rule {}.{} matched {place}", m.namespace, m.rule);
+                    let mut detection = Detection::builtin(KIND_YARA_RULE, description, part, path.to_vec(), m.verdict);
+                    detection.engine = ENGINE_YARA.to_owned();
+                    detection.rule = Some(m.rule);
+                    detection.namespace = Some(m.namespace);
+                    detection.tags = m.tags;
+                    detection
+                })
+                .collect(),
+            Err(e) => {
+                self.failure = Some(e);
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Scans one raw RFC 5322 message with the built-in checks. Never panics, whatever the input;
+/// work is bounded by its size.
 ///
 /// Every leaf part, including those of nested multiparts and attached messages, gets an entry
 /// in `parts` in document order (up to [`MAX_LISTED_PARTS`]). Parts inside an attached message
 /// count as attachments.
 pub fn scan(raw: &[u8]) -> ScanReport {
+    scan_objects(raw, &mut None)
+}
+
+/// [`scan()`], and the YARA rules of `yara` over the raw message, every part and every archive
+/// member. Fails when a rule could not finish on an object (a timeout): a message is never
+/// reported clean because a rule could not look at it.
+pub fn scan_with_yara(raw: &[u8], yara: YaraRun<'_, '_>) -> Result<ScanReport, ScanFailure> {
+    let mut yara = Some(yara);
+    let report = scan_objects(raw, &mut yara);
+    match yara.and_then(|y| y.failure) {
+        Some(failure) => Err(failure),
+        None => Ok(report),
+    }
+}
+
+fn scan_objects(raw: &[u8], yara: &mut Option<YaraRun<'_, '_>>) -> ScanReport {
     let mut parts = Vec::new();
     let mut detections = Detections::default();
     let mut headers = HeaderSummary::default();
     let mut parsed = false;
+    let mut expander = Expander::new(archive::LIMITS);
 
     match guard::check(raw) {
         Ok(()) => {
@@ -29,7 +93,7 @@ pub fn scan(raw: &[u8]) -> ScanReport {
                     let index = leaves;
                     leaves += 1;
                     let listed = index < MAX_LISTED_PARTS;
-                    for detection in inspect_part(index, listed, &leaf) {
+                    for detection in inspect_part(index, listed, &leaf, &mut expander, yara) {
                         detections.push(detection);
                     }
                     if listed {
@@ -45,12 +109,11 @@ pub fn scan(raw: &[u8]) -> ScanReport {
                     }
                 });
                 if leaves > MAX_LISTED_PARTS {
-                    detections.list.push(Detection {
-                        kind: KIND_TOO_COMPLEX.to_owned(),
-                        description: format!("{leaves} MIME parts; only the first {MAX_LISTED_PARTS} are listed"),
-                        part: None,
-                        verdict: Verdict::Suspicious,
-                    });
+                    detections.list.push(on_message(
+                        KIND_TOO_COMPLEX,
+                        format!("{leaves} MIME parts; only the first {MAX_LISTED_PARTS} are listed"),
+                        Verdict::Suspicious,
+                    ));
                 }
             }
         }
@@ -59,39 +122,42 @@ pub fn scan(raw: &[u8]) -> ScanReport {
                 headers = mime::header_summary(&message);
                 mime::dismantle(message);
             }
-            detections.push(Detection {
-                kind: KIND_TOO_COMPLEX.to_owned(),
-                description: format!("MIME structure not parsed, only scanned as raw bytes: {reason}"),
-                part: None,
-                verdict: Verdict::Suspicious,
-            });
+            detections.push(on_message(
+                KIND_TOO_COMPLEX,
+                format!("MIME structure not parsed, only scanned as raw bytes: {reason}"),
+                Verdict::Suspicious,
+            ));
         }
     }
 
+    if let Some(yara) = yara {
+        // Every part's bytes are in the raw message too: a rule is reported for the raw message
+        // only when no object of it matched (a rule on headers, or on what the parser missed).
+        let object = Object { content: raw, filename: "", content_type: "message/rfc822" };
+        for detection in yara.look(object, "the raw message", None, &[]) {
+            let seen = detections.list.iter().any(|d| d.rule == detection.rule && d.namespace == detection.namespace);
+            if !seen {
+                detections.push(detection);
+            }
+        }
+    }
     if !detections.eicar && detect::contains_eicar(raw) {
-        detections.push(Detection {
-            kind: KIND_EICAR.to_owned(),
-            description: "EICAR test string in the raw message".to_owned(),
-            part: None,
-            verdict: Verdict::Malicious,
-        });
+        detections.push(on_message(KIND_EICAR, "EICAR test string in the raw message".to_owned(), Verdict::Malicious));
     }
     // A message never starts like this; a binary handed in as a message does.
     if let Some(kind) = detect::executable_kind(raw) {
-        detections.push(Detection {
-            kind: KIND_EXECUTABLE.to_owned(),
-            description: format!("{kind} at the start of the raw message"),
-            part: None,
-            verdict: Verdict::Suspicious,
-        });
+        detections.push(on_message(
+            KIND_EXECUTABLE,
+            format!("{kind} at the start of the raw message"),
+            Verdict::Suspicious,
+        ));
     }
     if detections.dropped > 0 {
-        detections.list.push(Detection {
-            kind: KIND_TOO_COMPLEX.to_owned(),
-            description: format!("{} further detections not listed", detections.dropped),
-            part: None,
-            verdict: Verdict::Suspicious,
-        });
+        detections.list.push(on_message(
+            KIND_TOO_COMPLEX,
+            format!("{} further detections not listed", detections.dropped),
+            Verdict::Suspicious,
+        ));
     }
 
     let verdict = detections.list.iter().map(|d| d.verdict).max().unwrap_or(Verdict::Clean);
@@ -120,29 +186,81 @@ impl Detections {
     }
 }
 
-/// The detections for one leaf part; `listed` when it has an entry in `parts`.
-fn inspect_part(index: usize, listed: bool, leaf: &mime::Leaf<'_>) -> Vec<Detection> {
+/// The detections for one leaf part and the members of the archive it may be; `listed` when it
+/// has an entry in `parts`.
+fn inspect_part(
+    index: usize,
+    listed: bool,
+    leaf: &mime::Leaf<'_>,
+    expander: &mut Expander,
+    yara: &mut Option<YaraRun<'_, '_>>,
+) -> Vec<Detection> {
     let place = match (&leaf.name, listed) {
         (Some(name), true) => format!("attachment {name:?}"),
         (Some(name), false) => format!("attachment {name:?} (part {index}, not listed)"),
         (None, true) => format!("part {index} ({})", leaf.content_type),
         (None, false) => format!("part {index} ({}, not listed)", leaf.content_type),
     };
-    let detection = |kind: &str, description: String, verdict| Detection {
-        kind: kind.to_owned(),
-        description,
-        part: listed.then_some(index),
-        verdict,
-    };
-    let mut found = Vec::new();
+    let part = listed.then_some(index);
     let original = leaf.original.as_deref();
-    if detect::contains_eicar(leaf.content) || original.is_some_and(detect::contains_eicar) {
+    let mut found = inspect_object(&place, part, &[], leaf.name.as_deref(), leaf.content, original);
+    // A text part converted from another charset is an archive (or a rule's match) only in its
+    // bytes as sent.
+    let bytes = original.unwrap_or(leaf.content);
+    if let Some(yara) = yara.as_mut() {
+        let object = Object {
+            content: bytes,
+            filename: leaf.name.as_deref().unwrap_or_default(),
+            content_type: &leaf.content_type,
+        };
+        found.extend(yara.look(object, &place, part, &[]));
+    }
+    let mut bounds = Vec::new();
+    expander.expand(
+        bytes,
+        &mut |path, content| {
+            let place = format!("member {:?} of {place}", path.join("/"));
+            let name = path.last().map(String::as_str);
+            found.extend(inspect_object(&place, part, path, name, content, None));
+            if let Some(yara) = yara.as_mut() {
+                let filename = name.unwrap_or_default();
+                let object = Object { content, filename, content_type: "application/octet-stream" };
+                found.extend(yara.look(object, &place, part, path));
+            }
+        },
+        &mut |bound| bounds.push(bound),
+    );
+    found.extend(bounds.into_iter().map(|bound| {
+        let place = match bound.path.is_empty() {
+            true => place.clone(),
+            false => format!("member {:?} of {place}", bound.path.join("/")),
+        };
+        let verdict = Verdict::Suspicious;
+        let description = format!("{place}: {}", bound.description);
+        Detection::builtin(bound.kind, description, part, bound.path, verdict)
+    }));
+    found
+}
+
+/// The built-in checks on one object: a part (empty `path`) or an archive member in it.
+fn inspect_object(
+    place: &str,
+    part: Option<usize>,
+    path: &[String],
+    name: Option<&str>,
+    content: &[u8],
+    original: Option<&[u8]>,
+) -> Vec<Detection> {
+    let detection =
+        |kind: &str, description: String, verdict| Detection::builtin(kind, description, part, path.to_vec(), verdict);
+    let mut found = Vec::new();
+    if detect::contains_eicar(content) || original.is_some_and(detect::contains_eicar) {
         found.push(detection(KIND_EICAR, format!("EICAR test string in {place}"), Verdict::Malicious));
     }
-    if let Some(kind) = original.and_then(detect::executable_kind).or_else(|| detect::executable_kind(leaf.content)) {
+    if let Some(kind) = original.and_then(detect::executable_kind).or_else(|| detect::executable_kind(content)) {
         found.push(detection(KIND_EXECUTABLE, format!("{kind} in {place}"), Verdict::Suspicious));
     }
-    if let Some(risky) = leaf.name.as_deref().and_then(detect::risky_extension) {
+    if let Some(risky) = name.and_then(detect::risky_extension) {
         let double = match &risky.decoy {
             Some(decoy) => format!(", behind a double extension \".{decoy}.{}\"", risky.extension),
             None => String::new(),

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use super::detect::{EICAR, contains_eicar, executable_kind, risky_extension};
 use super::*;
 
-const EICAR_STR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+pub(super) const EICAR_STR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 /// sha256("hello\n"), from `printf 'hello\n' | sha256sum`.
 const SHA256_HELLO_NL: &str = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03";
 /// md5("hello\n"), from `printf 'hello\n' | md5sum`.
@@ -42,7 +42,7 @@ fn base64(data: &[u8]) -> String {
 }
 
 /// A multipart/mixed message with a text body and one base64 attachment.
-fn with_attachment(filename: &str, content_type: &str, content: &[u8]) -> String {
+pub(super) fn with_attachment(filename: &str, content_type: &str, content: &[u8]) -> String {
     crlf(&[
         "From: Mallory <mallory@example.net>",
         "To: victim@example.com",
@@ -65,7 +65,7 @@ fn with_attachment(filename: &str, content_type: &str, content: &[u8]) -> String
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
+pub(super) fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;
     (0..len)
         .map(|_| {
@@ -81,7 +81,7 @@ fn kinds(report: &ScanReport) -> Vec<(&str, Option<usize>)> {
     report.detections.iter().map(|d| (d.kind.as_str(), d.part)).collect()
 }
 
-fn pe_image() -> Vec<u8> {
+pub(super) fn pe_image() -> Vec<u8> {
     let mut image = vec![0u8; 512];
     image[..2].copy_from_slice(b"MZ");
     image[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
@@ -573,7 +573,7 @@ fn deeply_nested_encoded_messages_are_refused_not_parsed() {
 
 #[test]
 fn verdict_names_and_order() {
-    for verdict in [Verdict::Clean, Verdict::Suspicious, Verdict::Malicious] {
+    for verdict in [Verdict::Clean, Verdict::Spam, Verdict::Suspicious, Verdict::Malicious] {
         assert_eq!(Verdict::parse(verdict.as_str()), Some(verdict));
         assert_eq!(serde_json::to_string(&verdict).expect("serialises"), format!("\"{}\"", verdict.as_str()));
         assert_eq!(verdict.to_string(), verdict.as_str());
@@ -581,7 +581,8 @@ fn verdict_names_and_order() {
     assert_eq!(Verdict::parse("MALICIOUS"), Some(Verdict::Malicious));
     assert_eq!(Verdict::parse("bad"), None);
     assert_eq!(Verdict::parse(""), None);
-    assert!(Verdict::Clean < Verdict::Suspicious && Verdict::Suspicious < Verdict::Malicious);
+    assert!(Verdict::Clean < Verdict::Spam && Verdict::Spam < Verdict::Suspicious);
+    assert!(Verdict::Suspicious < Verdict::Malicious);
 }
 
 #[test]

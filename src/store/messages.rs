@@ -14,6 +14,7 @@ use super::db::{Mode, Reach, as_tenant, run, run_in};
 use super::entity::{message, message_chunk};
 use super::{Page, PageRequest, StoreError, TenantScope};
 use crate::scan::ScanReport;
+use crate::scan::yara::Envelope;
 use crate::wire::HandoffEnvelope;
 
 pub const INCOMPLETE: &str = "incomplete";
@@ -58,6 +59,8 @@ fn new_row(arrival: &Arrival<'_>, id: Uuid, status: &str) -> message::ActiveMode
         content_key: Set(None),
         scan_attempts: Set(0),
         scan_after: Set(None),
+        scanned_at: Set(None),
+        earlier_scans: Set(json!([])),
     }
 }
 
@@ -374,13 +377,19 @@ pub struct ScanTurn {
     pub more_waiting: bool,
 }
 
+/// A claimed message, as the scan gets it: its content and its envelope.
+pub struct ToScan {
+    pub raw: Vec<u8>,
+    pub envelope: Envelope,
+}
+
 /// Claims pending messages no other worker holds (`FOR UPDATE SKIP LOCKED`; a crash releases them
 /// for another), scans their contents with `scan` and records the results, all in one transaction:
 /// the scan queue's cross-tenant path (`mailsensor_platform`). No outcomes: nothing is waiting (or
 /// every waiting message is claimed by another worker).
 pub async fn scan_next(
     db: &DatabaseConnection,
-    scan: impl AsyncFnOnce(Vec<Vec<u8>>) -> Vec<Result<ScanReport, String>>,
+    scan: impl AsyncFnOnce(Vec<ToScan>) -> Vec<Result<ScanReport, String>>,
 ) -> Result<ScanTurn, StoreError> {
     use sea_orm::sea_query::{LockBehavior, LockType};
     // A verdict can always be computed again: a crash that loses it leaves the message pending,
@@ -418,10 +427,16 @@ pub async fn scan_next(
             .order_by_asc(message_chunk::Column::Seq)
             .all(txn)
             .await?;
-        let mut raws: Vec<Vec<u8>> = claimed.iter().map(|_| Vec::new()).collect();
+        let mut raws: Vec<ToScan> = claimed
+            .iter()
+            .map(|m| {
+                let rcpt_to: Vec<String> = serde_json::from_value(m.rcpt_to.clone()).unwrap_or_default();
+                ToScan { raw: Vec::new(), envelope: Envelope::of(Some(&m.mail_from), &rcpt_to) }
+            })
+            .collect();
         for chunk in chunks {
             if let Some(at) = claimed.iter().position(|m| m.id == chunk.message_id) {
-                raws[at].extend_from_slice(&chunk.data);
+                raws[at].raw.extend_from_slice(&chunk.data);
             }
         }
         let reports = scan(raws).await;
@@ -455,6 +470,9 @@ fn scan_result(
             active.verdict = Set(Some(report.verdict.as_str().to_owned()));
             active.detections = Set(serde_json::to_value(&report.detections).unwrap_or_default());
             active.parts = Set(serde_json::to_value(&report.parts).unwrap_or_default());
+            active.scanned_at = Set(Some(now));
+            active.scan_attempts = Set(0);
+            active.scan_after = Set(None);
             Scanned::Done { verdict: report.verdict.as_str() }
         }
         Err(error) => {
@@ -537,4 +555,66 @@ pub async fn list(
 pub async fn get(db: &DatabaseConnection, scope: TenantScope, id: Uuid) -> Result<message::Model, StoreError> {
     let query = scoped(scope).filter(message::Column::Id.eq(id));
     as_tenant(db, scope.tenant, async |txn| query.one(txn).await?.ok_or(StoreError::NotFound("message"))).await
+}
+
+/// An earlier scan's result, kept when the message is scanned again.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EarlierScan {
+    pub scanned_at: Option<DateTime<Utc>>,
+    pub verdict: String,
+    pub detections: serde_json::Value,
+}
+
+/// How many earlier results a message keeps; older ones are dropped first.
+pub const EARLIER_SCANS_KEPT: usize = 20;
+
+/// Puts a scanned message in scope back in the scan queue, to be scanned with the rules of the
+/// moment; its current result moves to `earlier_scans`. A message still pending stays as it is
+/// (it is about to be scanned anyway). Audited in the same transaction.
+pub async fn rescan(
+    db: &DatabaseConnection,
+    scope: TenantScope,
+    id: Uuid,
+    actor: &super::Actor,
+) -> Result<message::Model, StoreError> {
+    let query = scoped(scope).filter(message::Column::Id.eq(id));
+    let txn = super::db::begin(db, Reach::Tenant(scope.tenant), Mode::Durable).await?;
+    let row = query.lock_exclusive().one(&txn).await?.ok_or(StoreError::NotFound("message"))?;
+    let Some(verdict) = row.verdict.clone().filter(|v| v != PENDING && row.status == STORED) else {
+        txn.commit().await?;
+        return Ok(row);
+    };
+    let mut earlier: Vec<EarlierScan> = serde_json::from_value(row.earlier_scans.clone()).unwrap_or_default();
+    earlier.push(EarlierScan {
+        scanned_at: row.scanned_at,
+        verdict: verdict.clone(),
+        detections: row.detections.clone(),
+    });
+    let drop = earlier.len().saturating_sub(EARLIER_SCANS_KEPT);
+    earlier.drain(..drop);
+    let (tenant, sensor) = (row.tenant_id, row.sensor_id);
+    let mut active: message::ActiveModel = row.into();
+    active.verdict = Set(Some(PENDING.to_owned()));
+    active.detections = Set(json!([]));
+    active.scanned_at = Set(None);
+    active.scan_attempts = Set(0);
+    active.scan_after = Set(None);
+    active.earlier_scans = Set(serde_json::to_value(&earlier).unwrap_or_default());
+    let updated = sea_orm::ActiveModelTrait::update(active, &txn).await?;
+    super::audit::record(
+        &txn,
+        actor,
+        super::audit::AuditEntry {
+            tenant,
+            action: "message.rescan",
+            target_type: "message",
+            target_id: id,
+            sensor_id: Some(sensor),
+            before: Some(json!({"verdict": verdict})),
+            after: Some(json!({"verdict": PENDING})),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(updated)
 }

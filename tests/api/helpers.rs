@@ -405,7 +405,13 @@ pub async fn create_tenant(app: &TestApp, operator: &str, name: &str) -> TenantF
 }
 
 pub async fn world(backend: Backend) -> World {
-    let app = spawn_app(backend).await;
+    world_configured(backend, |_| {}).await
+}
+
+/// A world whose server's parts `configure` adjusts (engines, feed options, …).
+pub async fn world_configured(backend: Backend, configure: impl FnOnce(&mut ServerParts)) -> World {
+    let url = fresh_database(backend).await;
+    let app = start_configured(&url, "127.0.0.1:0", configure).await;
     let operator = app.token(&claims("olga", Role::PlatformOperator, None, None, None));
     let a = create_tenant(&app, &operator, "Tenant A").await;
     let b = create_tenant(&app, &operator, "Tenant B").await;

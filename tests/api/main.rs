@@ -10,6 +10,7 @@ mod exactly_once;
 mod isolation;
 mod layers;
 mod openapi;
+mod rescan;
 mod roles;
 mod row_security;
 mod scan_queue;

@@ -700,6 +700,136 @@ async fn python_smtplib_client(backend: Backend) {
     worker.shutdown().await;
 }
 
+/// Archives written by Python's own zipfile and gzip modules (Info-ZIP's zip for the encrypted
+/// one), sent with smtplib: every member is
+/// scanned, each detection names its member, and what the bounds stop is said, not skipped.
+async fn archives_python_wrote_are_opened(backend: Backend) {
+    let w = world(backend).await;
+    let worker = mx(&w, settings(&["example.com"], &[], unlimited()), |_| {}).await;
+    // (sample, verdict, the detection kind and archive path expected, if any)
+    type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a [&'a str])>);
+    let cases: [Case; 7] = [
+        ("zip_deflate", "malicious", Some(("eicar_test_file", &["eicar.com"]))),
+        ("zip_in_zip", "malicious", Some(("eicar_test_file", &["inner.zip", "docs/eicar.txt"]))),
+        ("gzip", "malicious", Some(("eicar_test_file", &["(gzip content)"]))),
+        ("zip_bomb", "suspicious", Some(("archive_bomb", &["zeros.bin"]))),
+        ("encrypted_zip", "suspicious", Some(("encrypted_archive", &["secret.doc"]))),
+        ("zip_exe", "suspicious", Some(("executable_content", &["holiday.jpg.exe"]))),
+        ("plain_zip", "clean", None),
+    ];
+    for (sample, _, _) in &cases {
+        send_sample(&worker, sample, "bob@example.com").await;
+    }
+    until_none_pending(&w).await;
+    let stored = messages(&w).await;
+    for (sample, verdict, detection) in cases {
+        let subject = format!("sample {sample}");
+        let m = stored.iter().find(|m| m["headers"]["subject"] == subject.as_str()).expect(&subject);
+        assert_eq!(m["verdict"], verdict, "{sample}: {m}");
+        if let Some((kind, path)) = detection {
+            let found = m["detections"].as_array().unwrap();
+            assert!(
+                found.iter().any(|d| d["kind"] == kind && d["archive_path"] == json!(path) && d["part"] == 1),
+                "{sample}: no {kind} at {path:?} in {found:?}"
+            );
+        } else {
+            assert_eq!(m["detections"], json!([]), "{sample}");
+        }
+    }
+    worker.shutdown().await;
+}
+
+/// Sends `sample` (see tests/clients/send_sample.py) to `rcpt` through `worker` with smtplib.
+async fn send_sample(worker: &sensor::RunningWorker, sample: &str, rcpt: &str) {
+    let out = tokio::process::Command::new("python3")
+        .arg(fixture("../clients/send_sample.py"))
+        .args([&worker.smtp_addr.ip().to_string(), &worker.smtp_addr.port().to_string(), sample, rcpt])
+        .output()
+        .await
+        .expect("python3 runs (install it to run this test)");
+    assert!(out.status.success(), "{sample}: {}", String::from_utf8_lossy(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["data"], 250, "{sample}: {result}");
+}
+
+/// The platform's YARA rules, from a folder as an operator gives them (`--yara-rules`): the demo
+/// ruleset and a rule of the operator's that uses the globals. Mail sent with smtplib; verdicts
+/// and the rule, namespace, tags and object of each detection read back through the API.
+async fn platform_yara_rules_scan_every_object(backend: Backend) {
+    let dir = tempfile_dir("yara-rules");
+    std::fs::write(dir.join("demo.yar"), mailsensor::scan::yara::demo_rules().text).unwrap();
+    std::fs::write(
+        dir.join("finance.yar"),
+        "rule script_to_finance : finance {\n  meta: severity = \"malicious\"\n  condition: filename matches /\\.js$/ \
+         and for any d in recipient_domains : (d == \"finance.example.com\")\n}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("README.txt"), "not a rules file: ignored").unwrap();
+    let rules = mailsensor::scan_queue::Engines::yara_from_dir(&dir).expect("the rules compile");
+    let w = world_configured(backend, |parts| parts.engines.yara = Some(rules)).await;
+    let worker = mx(&w, settings(&["example.com"], &[], unlimited()), |_| {}).await;
+    for (sample, rcpt) in [
+        ("html_smuggling", "bob@example.com"),
+        ("pdf_openaction", "bob@example.com"),
+        ("js_attachment", "ann@finance.example.com"),
+        ("js_attachment", "bob@sales.example.com"),
+        ("zip_deflate", "bob@example.com"),
+    ] {
+        send_sample(&worker, sample, rcpt).await;
+    }
+    until_none_pending(&w).await;
+    let stored = messages(&w).await;
+    let find = |sample: &str, rcpt: &str| {
+        stored
+            .iter()
+            .find(|m| m["headers"]["subject"] == format!("sample {sample}").as_str() && m["headers"]["to"] == rcpt)
+            .unwrap_or_else(|| panic!("{sample} to {rcpt} not stored"))
+            .clone()
+    };
+    let rules_of = |m: &Value| -> Vec<(String, String, Value, Value)> {
+        m["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["engine"] == "yara")
+            .map(|d| {
+                (
+                    d["namespace"].as_str().unwrap().to_owned(),
+                    d["rule"].as_str().unwrap().to_owned(),
+                    d["part"].clone(),
+                    d["tags"].clone(),
+                )
+            })
+            .collect()
+    };
+    let smuggling = find("html_smuggling", "bob@example.com");
+    assert_eq!(smuggling["verdict"], "malicious");
+    assert_eq!(rules_of(&smuggling), [("demo".into(), "html_smuggling".into(), json!(1), json!(["smuggling"]))]);
+    let pdf = find("pdf_openaction", "bob@example.com");
+    assert_eq!(pdf["verdict"], "malicious");
+    assert_eq!(rules_of(&pdf), [("demo".into(), "pdf_openaction_javascript".into(), json!(1), json!(["pdf"]))]);
+    // The same script: malicious to finance, only its risky extension elsewhere.
+    let to_finance = find("js_attachment", "ann@finance.example.com");
+    assert_eq!(to_finance["verdict"], "malicious");
+    assert_eq!(rules_of(&to_finance), [("finance".into(), "script_to_finance".into(), json!(1), json!(["finance"]))]);
+    let to_sales = find("js_attachment", "bob@sales.example.com");
+    assert_eq!(to_sales["verdict"], "suspicious");
+    assert_eq!(rules_of(&to_sales), []);
+    // Built-in detections say so.
+    let zip = find("zip_deflate", "bob@example.com");
+    let eicar = zip["detections"].as_array().unwrap().iter().find(|d| d["kind"] == "eicar_test_file").unwrap().clone();
+    assert_eq!((eicar["engine"].as_str(), eicar["rule"].is_null()), (Some("builtin"), true));
+    worker.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A fresh, empty folder under the system's temporary folder.
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mailsensor-test-{name}-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// The message once the scan queue has given it a verdict (it reads `pending` until then).
 async fn scanned(w: &World, id: &str) -> Reply {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1087,6 +1217,8 @@ on_both_backends!(
     starttls,
     protocol_edges,
     python_smtplib_client,
+    archives_python_wrote_are_opened,
+    platform_yara_rules_scan_every_object,
     verdicts,
     message_access,
     graceful_shutdown

@@ -34,6 +34,10 @@ pub struct Model {
     /// Failed scans so far; the next try waits until `scan_after`.
     pub scan_attempts: i32,
     pub scan_after: Option<DateTimeUtc>,
+    /// When the current verdict was reached.
+    pub scanned_at: Option<DateTimeUtc>,
+    /// The results of earlier scans, oldest first (`messages::EarlierScan`), kept by a rescan.
+    pub earlier_scans: Json,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
