@@ -166,11 +166,12 @@ fn scan_batch(batch: Vec<ToScan>, engines: &Engines) -> Vec<Result<scan::ScanRep
         .map(|ToScan { raw, envelope }| {
             let scanned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match scanner.as_mut() {
                 Some(scanner) => scan::scan_with_yara(&raw, scan::YaraRun::new(scanner, envelope)),
-                None => Ok(scan::scan(&raw)),
+                None => scan::scan(&raw),
             }));
             match scanned {
-                Ok(Ok(report)) => Ok(report),
-                Ok(Err(failure)) => Err(format!("the scan failed: {failure}")),
+                // An engine that could not finish is in the report; the store decides between a
+                // retry and an incomplete result.
+                Ok(report) => Ok(report),
                 Err(_) => {
                     // Whatever the panic left half done in the scanner is not used again.
                     scanner = engines.yara.as_ref().map(|rules| rules.scanner());

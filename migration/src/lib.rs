@@ -9,6 +9,7 @@ mod m20261202_000005_row_level_security;
 mod m20261202_000006_intake;
 mod m20261202_000007_content_lz4;
 mod m20261206_000008_rescan;
+mod m20261206_000009_scan_engines;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000006_intake::Migration),
             Box::new(m20261202_000007_content_lz4::Migration),
             Box::new(m20261206_000008_rescan::Migration),
+            Box::new(m20261206_000009_scan_engines::Migration),
         ]
     }
 }

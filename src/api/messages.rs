@@ -78,6 +78,9 @@ fn builtin_engine() -> String {
 pub enum VerdictName {
     /// Stored, not scanned yet (the scan queue is durable: it will be).
     Pending,
+    /// An engine could not look at it within the retry budget (about 70 minutes), and the others
+    /// found nothing: not known to be clean. `engines` says which failed.
+    Incomplete,
     Clean,
     /// A rule with severity `spam` matched, and nothing worse.
     Spam,
@@ -101,8 +104,36 @@ pub struct MessageView {
     pub scanned_at: Option<DateTime<Utc>>,
     pub detections: Vec<DetectionView>,
     pub parts: Vec<PartView>,
+    /// How each engine's look at it went in the current result.
+    pub engines: Vec<EngineRunView>,
     /// The results of earlier scans, oldest first, kept when the message was rescanned (the last 20).
     pub earlier_scans: Vec<EarlierScanView>,
+}
+
+/// One engine's look at a message.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EngineRunView {
+    /// `builtin` or `yara`.
+    #[schema(example = "yara")]
+    pub engine: String,
+    pub status: EngineStatusName,
+    #[schema(example = "yara-x 1.22.1")]
+    pub version: String,
+    /// The rules or signatures it ran (none for the built-in checks).
+    #[schema(example = "12 rules, sha256 3f2a9c81d0e4")]
+    pub database: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Time taken, in milliseconds.
+    pub millis: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineStatusName {
+    Ok,
+    Error,
+    Timeout,
 }
 
 /// The result of an earlier scan of a message.
@@ -111,6 +142,8 @@ pub struct EarlierScanView {
     pub scanned_at: Option<DateTime<Utc>>,
     pub verdict: VerdictName,
     pub detections: Vec<DetectionView>,
+    #[serde(default)]
+    pub engines: Vec<EngineRunView>,
 }
 
 impl From<message::Model> for MessageView {
@@ -141,6 +174,7 @@ impl From<message::Model> for MessageView {
             scanned_at: m.scanned_at,
             detections: serde_json::from_value(m.detections).unwrap_or_default(),
             parts: serde_json::from_value(m.parts).unwrap_or_default(),
+            engines: serde_json::from_value(m.engines).unwrap_or_default(),
             earlier_scans: serde_json::from_value(m.earlier_scans).unwrap_or_default(),
         }
     }
@@ -171,8 +205,14 @@ impl MessageQuery {
         let verdict = self.verdict.as_deref().and_then(|v| match scan::Verdict::parse(v) {
             Some(v) => Some(v.as_str().to_owned()),
             None if v.eq_ignore_ascii_case(store::messages::PENDING) => Some(store::messages::PENDING.to_owned()),
+            None if v.eq_ignore_ascii_case(store::messages::INCOMPLETE_VERDICT) => {
+                Some(store::messages::INCOMPLETE_VERDICT.to_owned())
+            }
             None => {
-                errors.push(FieldError::parameter("verdict", "must be pending, clean, spam, suspicious or malicious"));
+                errors.push(FieldError::parameter(
+                    "verdict",
+                    "must be pending, incomplete, clean, spam, suspicious or malicious",
+                ));
                 None
             }
         });

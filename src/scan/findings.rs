@@ -142,6 +142,42 @@ pub struct HeaderSummary {
     pub date: Option<String>,
 }
 
+/// How an engine's look at a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineStatus {
+    Ok,
+    Error,
+    Timeout,
+}
+
+impl EngineStatus {
+    /// `ok`, `error` or `timeout`, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineStatus::Ok => "ok",
+            EngineStatus::Error => "error",
+            EngineStatus::Timeout => "timeout",
+        }
+    }
+}
+
+/// One engine's look at a message: how it went, which version with which rules or signatures, and
+/// how long it took.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EngineRun {
+    /// `builtin` or `yara`.
+    pub engine: String,
+    pub status: EngineStatus,
+    /// The engine's version, e.g. `yara-x 1.22.1`.
+    pub version: String,
+    /// Its rules or signature database, e.g. `12 rules, sha256 3f2a…` (none for the built-in checks).
+    pub database: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    pub millis: u64,
+}
+
 /// Everything [`scan()`] found out about a message.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ScanReport {
@@ -153,6 +189,9 @@ pub struct ScanReport {
     /// `false` when mail-parser could not parse the message at all (still scanned as raw bytes),
     /// or was not let near it (a `mime_structure_too_complex` detection says why).
     pub parsed: bool,
+    /// Every engine that looked, and how it went.
+    #[serde(default)]
+    pub engines: Vec<EngineRun>,
 }
 
 /// The most parts listed in a report; later ones are still scanned.

@@ -45,7 +45,8 @@ pub use archive::{
     Limits as ArchiveLimits,
 };
 pub use findings::{
-    Detection, ENGINE_BUILTIN, ENGINE_YARA, HeaderSummary, KIND_EICAR, KIND_EXECUTABLE, KIND_RISKY_EXTENSION,
-    KIND_TOO_COMPLEX, KIND_YARA_RULE, MAX_LISTED_DETECTIONS, MAX_LISTED_PARTS, Part, ScanReport, Verdict,
+    Detection, ENGINE_BUILTIN, ENGINE_YARA, EngineRun, EngineStatus, HeaderSummary, KIND_EICAR, KIND_EXECUTABLE,
+    KIND_RISKY_EXTENSION, KIND_TOO_COMPLEX, KIND_YARA_RULE, MAX_LISTED_DETECTIONS, MAX_LISTED_PARTS, Part, ScanReport,
+    Verdict,
 };
 pub use scanner::{YaraRun, scan, scan_with_yara};

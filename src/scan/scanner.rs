@@ -1,11 +1,14 @@
 //! [`scan()`]: one raw message in, a [`ScanReport`] out.
+use std::time::{Duration, Instant};
+
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
 use super::archive::{self, Expander};
 use super::findings::{
-    Detection, ENGINE_YARA, HeaderSummary, KIND_EICAR, KIND_EXECUTABLE, KIND_RISKY_EXTENSION, KIND_TOO_COMPLEX,
-    KIND_YARA_RULE, MAX_LISTED_DETECTIONS, MAX_LISTED_PARTS, Part, ScanReport, Verdict,
+    Detection, ENGINE_BUILTIN, ENGINE_YARA, EngineRun, EngineStatus, HeaderSummary, KIND_EICAR, KIND_EXECUTABLE,
+    KIND_RISKY_EXTENSION, KIND_TOO_COMPLEX, KIND_YARA_RULE, MAX_LISTED_DETECTIONS, MAX_LISTED_PARTS, Part, ScanReport,
+    Verdict,
 };
 use super::yara::{self, Envelope, Object, ScanFailure};
 use super::{detect, guard, mime};
@@ -21,11 +24,29 @@ pub struct YaraRun<'s, 'r> {
     scanner: &'s mut yara::Scanner<'r>,
     envelope: Envelope,
     failure: Option<ScanFailure>,
+    spent: Duration,
 }
 
 impl<'s, 'r> YaraRun<'s, 'r> {
     pub fn new(scanner: &'s mut yara::Scanner<'r>, envelope: Envelope) -> Self {
-        YaraRun { scanner, envelope, failure: None }
+        YaraRun { scanner, envelope, failure: None, spent: Duration::ZERO }
+    }
+
+    /// How the run went, for the report.
+    fn outcome(&self) -> EngineRun {
+        let status = match self.failure {
+            None => EngineStatus::Ok,
+            Some(ScanFailure::Timeout) => EngineStatus::Timeout,
+            Some(ScanFailure::Failed(_)) => EngineStatus::Error,
+        };
+        EngineRun {
+            engine: ENGINE_YARA.to_owned(),
+            status,
+            version: format!("yara-x {}", yara::YARA_X_VERSION),
+            database: Some(self.scanner.fingerprint.to_owned()),
+            error: self.failure.as_ref().map(ToString::to_string),
+            millis: self.spent.as_millis() as u64,
+        }
     }
 
     /// The detections of the rules that match `object` at `place`.
@@ -33,7 +54,10 @@ impl<'s, 'r> YaraRun<'s, 'r> {
         if self.failure.is_some() {
             return Vec::new();
         }
-        match self.scanner.scan(&object, &self.envelope) {
+        let started = Instant::now();
+        let scanned = self.scanner.scan(&object, &self.envelope);
+        self.spent += started.elapsed();
+        match scanned {
             Ok(matches) => matches
                 .into_iter()
                 .map(|m| {
@@ -65,18 +89,23 @@ pub fn scan(raw: &[u8]) -> ScanReport {
 }
 
 /// [`scan()`], and the YARA rules of `yara` over the raw message, every part and every archive
-/// member. Fails when a rule could not finish on an object (a timeout): a message is never
-/// reported clean because a rule could not look at it.
-pub fn scan_with_yara(raw: &[u8], yara: YaraRun<'_, '_>) -> Result<ScanReport, ScanFailure> {
+/// member. When a rule cannot finish on an object (a timeout), no rule runs on the rest of the
+/// message and the report's `yara` engine says so: the caller must not take the verdict for a
+/// complete one.
+pub fn scan_with_yara(raw: &[u8], yara: YaraRun<'_, '_>) -> ScanReport {
     let mut yara = Some(yara);
-    let report = scan_objects(raw, &mut yara);
-    match yara.and_then(|y| y.failure) {
-        Some(failure) => Err(failure),
-        None => Ok(report),
+    let mut report = scan_objects(raw, &mut yara);
+    if let Some(yara) = yara {
+        if let Some(builtin) = report.engines.first_mut() {
+            builtin.millis = builtin.millis.saturating_sub(yara.spent.as_millis() as u64);
+        }
+        report.engines.push(yara.outcome());
     }
+    report
 }
 
 fn scan_objects(raw: &[u8], yara: &mut Option<YaraRun<'_, '_>>) -> ScanReport {
+    let started = Instant::now();
     let mut parts = Vec::new();
     let mut detections = Detections::default();
     let mut headers = HeaderSummary::default();
@@ -161,7 +190,15 @@ fn scan_objects(raw: &[u8], yara: &mut Option<YaraRun<'_, '_>>) -> ScanReport {
     }
 
     let verdict = detections.list.iter().map(|d| d.verdict).max().unwrap_or(Verdict::Clean);
-    ScanReport { headers, parts, detections: detections.list, verdict, parsed }
+    let builtin = EngineRun {
+        engine: ENGINE_BUILTIN.to_owned(),
+        status: EngineStatus::Ok,
+        version: format!("mailsensor {}", env!("CARGO_PKG_VERSION")),
+        database: None,
+        error: None,
+        millis: started.elapsed().as_millis() as u64,
+    };
+    ScanReport { headers, parts, detections: detections.list, verdict, parsed, engines: vec![builtin] }
 }
 
 /// Detections as they are found, capped at [`MAX_LISTED_DETECTIONS`] without changing the verdict.

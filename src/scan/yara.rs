@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sha2::Digest;
 
 use super::findings::Verdict;
 
@@ -47,11 +48,16 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// The YARA-X version compiled in (the dependency is pinned to it; a unit test holds the two together).
+pub const YARA_X_VERSION: &str = "1.22.1";
+
 /// Compiled rules, shared by every scan worker.
 pub struct Rules {
     rules: yara_x::Rules,
     /// Warnings the compiler gave (rules with them still run).
     pub warnings: Vec<Problem>,
+    /// What a scan result names as the rules it ran: their count and a digest of their sources.
+    pub fingerprint: String,
 }
 
 impl std::fmt::Debug for Rules {
@@ -121,7 +127,18 @@ pub fn compile(sources: &[RuleSource]) -> Result<Rules, Vec<Problem>> {
     }
     let warnings =
         compiler.warnings().iter().map(|w| problem(origin, serde_json::to_value(w).unwrap_or_default())).collect();
-    Ok(Rules { rules: compiler.build(), warnings })
+    let rules = compiler.build();
+    let digest = sources.iter().fold(sha2::Sha256::new(), |digest, source| {
+        digest
+            .chain_update(source.namespace.as_bytes())
+            .chain_update([0])
+            .chain_update(source.text.as_bytes())
+            .chain_update([0])
+    });
+    let count = rules.iter().len();
+    let plural = if count == 1 { "" } else { "s" };
+    let fingerprint = format!("{count} rule{plural}, sha256 {}", &hex::encode(digest.finalize())[..12]);
+    Ok(Rules { rules, warnings, fingerprint })
 }
 
 impl Rules {
@@ -134,7 +151,7 @@ impl Rules {
         let mut scanner = yara_x::Scanner::new(&self.rules);
         scanner.set_timeout(OBJECT_TIMEOUT);
         scanner.max_matches_per_pattern(MATCHES_PER_PATTERN);
-        Scanner { scanner }
+        Scanner { scanner, fingerprint: &self.fingerprint }
     }
 }
 
@@ -195,6 +212,8 @@ pub enum ScanFailure {
 /// A reusable scanner (creating one is costly).
 pub struct Scanner<'r> {
     scanner: yara_x::Scanner<'r>,
+    /// Its rules' [`Rules::fingerprint`].
+    pub fingerprint: &'r str,
 }
 
 fn severity(rule: &yara_x::Rule<'_, '_>) -> Verdict {

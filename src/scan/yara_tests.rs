@@ -16,7 +16,9 @@ fn rules(text: &str) -> yara::Rules {
 
 fn scan_with(rules: &yara::Rules, raw: &[u8], envelope: Envelope) -> ScanReport {
     let mut scanner = rules.scanner();
-    scan_with_yara(raw, YaraRun::new(&mut scanner, envelope)).unwrap()
+    let report = scan_with_yara(raw, YaraRun::new(&mut scanner, envelope));
+    assert!(report.engines.iter().all(|e| e.status == EngineStatus::Ok), "{:?}", report.engines);
+    report
 }
 
 fn to(domains: &[&str]) -> Envelope {
@@ -116,6 +118,30 @@ fn a_rule_that_cannot_finish_fails_the_scan_rather_than_calling_it_clean() {
     );
     let mut scanner = compiled.scanner();
     let raw = with_attachment("big.bin", "application/octet-stream", &vec![0u8; 4 << 20]);
-    let outcome = scan_with_yara(raw.as_bytes(), YaraRun::new(&mut scanner, to(&["a.example"])));
-    assert_eq!(outcome.unwrap_err(), yara::ScanFailure::Timeout);
+    let report = scan_with_yara(raw.as_bytes(), YaraRun::new(&mut scanner, to(&["a.example"])));
+    let engines: Vec<_> = report.engines.iter().map(|e| (e.engine.as_str(), e.status)).collect();
+    assert_eq!(engines, [("builtin", EngineStatus::Ok), ("yara", EngineStatus::Timeout)]);
+    assert!(report.engines[1].error.as_deref().is_some_and(|e| e.contains("gave up")), "{:?}", report.engines[1]);
+}
+
+#[test]
+fn a_report_names_each_engine_its_version_and_rules() {
+    let compiled = rules("rule a { condition: false }\nrule b { condition: false }");
+    let report = scan_with(&compiled, b"Subject: x\r\n\r\nhello\r\n", to(&["a.example"]));
+    assert_eq!(report.engines.len(), 2);
+    assert_eq!(report.engines[0].engine, "builtin");
+    assert_eq!(report.engines[1].version, format!("yara-x {}", yara::YARA_X_VERSION));
+    let database = report.engines[1].database.as_deref().unwrap();
+    assert!(database.starts_with("2 rules, sha256 "), "{database}");
+    // The same sources, the same fingerprint; other sources, another.
+    assert_eq!(rules("rule a { condition: false }\nrule b { condition: false }").fingerprint, compiled.fingerprint);
+    assert_ne!(rules("rule a { condition: true }\nrule b { condition: false }").fingerprint, compiled.fingerprint);
+    assert_eq!(scan(b"Subject: x\r\n\r\nhello\r\n").engines.len(), 1);
+}
+
+#[test]
+fn the_version_named_is_the_version_built() {
+    let lock = include_str!("../../Cargo.lock");
+    let entry = lock.split("[[package]]").find(|p| p.contains("name = \"yara-x\"\n")).expect("yara-x in Cargo.lock");
+    assert!(entry.contains(&format!("version = \"{}\"", yara::YARA_X_VERSION)), "{entry}");
 }

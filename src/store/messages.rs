@@ -13,14 +13,20 @@ use uuid::Uuid;
 use super::db::{Mode, Reach, as_tenant, run, run_in};
 use super::entity::{message, message_chunk};
 use super::{Page, PageRequest, StoreError, TenantScope};
-use crate::scan::ScanReport;
 use crate::scan::yara::Envelope;
+use crate::scan::{EngineStatus, ScanReport, Verdict};
 use crate::wire::HandoffEnvelope;
 
 pub const INCOMPLETE: &str = "incomplete";
 pub const STORED: &str = "stored";
 /// The verdict of a stored message not scanned yet.
 pub const PENDING: &str = "pending";
+/// The verdict of a message an engine could not look at within [`SCAN_ATTEMPTS`], on which the
+/// others found nothing: not known to be clean (its `engines` say which failed).
+pub const INCOMPLETE_VERDICT: &str = "incomplete";
+/// Tries of a scan whose engine could not finish (after 2, 4, 8 … s, at most an hour apart: about
+/// 70 minutes in all) before what the other engines found is recorded as incomplete.
+pub const SCAN_ATTEMPTS: i32 = 12;
 
 /// Who sent a message, to whom, through which sensor, under which idempotency key.
 pub struct Arrival<'a> {
@@ -61,6 +67,7 @@ fn new_row(arrival: &Arrival<'_>, id: Uuid, status: &str) -> message::ActiveMode
         scan_after: Set(None),
         scanned_at: Set(None),
         earlier_scans: Set(json!([])),
+        engines: Set(json!([])),
     }
 }
 
@@ -355,6 +362,7 @@ pub async fn finish(
 }
 
 /// How the scan of one claimed message ended.
+#[derive(Debug)]
 pub enum Scanned {
     /// Scanned; its verdict recorded.
     Done { verdict: &'static str },
@@ -460,20 +468,41 @@ fn scan_result(
     let id = row.id;
     let attempts = row.scan_attempts + 1;
     let mut active: message::ActiveModel = row.into();
+    let failed: Vec<String> = match &report {
+        Ok(report) => report
+            .engines
+            .iter()
+            .filter(|e| e.status != EngineStatus::Ok)
+            .map(|e| format!("{} {}: {}", e.engine, e.status.as_str(), e.error.as_deref().unwrap_or("failed")))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    // An engine that could not look is retried; only past the budget is what the others found
+    // recorded, as incomplete.
+    let report = match report {
+        Ok(_) if !failed.is_empty() && attempts < SCAN_ATTEMPTS => Err(failed.join("; ")),
+        other => other,
+    };
     let outcome = match report {
         Ok(report) => {
+            // Never clean because an engine could not look.
+            let verdict = match (failed.is_empty(), report.verdict) {
+                (false, Verdict::Clean) => INCOMPLETE_VERDICT,
+                (_, verdict) => verdict.as_str(),
+            };
             active.header_from = Set(report.headers.from.clone());
             active.header_to = Set(report.headers.to.clone());
             active.subject = Set(report.headers.subject.clone());
             active.message_id = Set(report.headers.message_id.clone());
             active.date = Set(report.headers.date.clone());
-            active.verdict = Set(Some(report.verdict.as_str().to_owned()));
+            active.verdict = Set(Some(verdict.to_owned()));
+            active.engines = Set(serde_json::to_value(&report.engines).unwrap_or_default());
             active.detections = Set(serde_json::to_value(&report.detections).unwrap_or_default());
             active.parts = Set(serde_json::to_value(&report.parts).unwrap_or_default());
             active.scanned_at = Set(Some(now));
             active.scan_attempts = Set(0);
             active.scan_after = Set(None);
-            Scanned::Done { verdict: report.verdict.as_str() }
+            Scanned::Done { verdict }
         }
         Err(error) => {
             // 2, 4, 8 … seconds, at most an hour: a scan that fails for good does not spin.
@@ -563,6 +592,8 @@ pub struct EarlierScan {
     pub scanned_at: Option<DateTime<Utc>>,
     pub verdict: String,
     pub detections: serde_json::Value,
+    #[serde(default)]
+    pub engines: serde_json::Value,
 }
 
 /// How many earlier results a message keeps; older ones are dropped first.
@@ -589,6 +620,7 @@ pub async fn rescan(
         scanned_at: row.scanned_at,
         verdict: verdict.clone(),
         detections: row.detections.clone(),
+        engines: row.engines.clone(),
     });
     let drop = earlier.len().saturating_sub(EARLIER_SCANS_KEPT);
     earlier.drain(..drop);
@@ -596,6 +628,7 @@ pub async fn rescan(
     let mut active: message::ActiveModel = row.into();
     active.verdict = Set(Some(PENDING.to_owned()));
     active.detections = Set(json!([]));
+    active.engines = Set(json!([]));
     active.scanned_at = Set(None);
     active.scan_attempts = Set(0);
     active.scan_after = Set(None);
@@ -617,4 +650,91 @@ pub async fn rescan(
     .await?;
     txn.commit().await?;
     Ok(updated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::{EngineRun, EngineStatus};
+
+    fn pending_row(scan_attempts: i32) -> message::Model {
+        message::Model {
+            id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            sensor_id: Uuid::now_v7(),
+            idempotency_key: "k".into(),
+            status: STORED.into(),
+            received_at: Utc::now(),
+            client_ip: "192.0.2.1".into(),
+            helo: "mx".into(),
+            mail_from: "a@example.org".into(),
+            rcpt_to: json!(["b@example.com"]),
+            tls: false,
+            worker: "w1".into(),
+            size: 10,
+            sha256: None,
+            md5: None,
+            header_from: None,
+            header_to: None,
+            subject: None,
+            message_id: None,
+            date: None,
+            verdict: Some(PENDING.into()),
+            detections: json!([]),
+            parts: json!([]),
+            content_key: None,
+            scan_attempts,
+            scan_after: None,
+            scanned_at: None,
+            earlier_scans: json!([]),
+            engines: json!([]),
+        }
+    }
+
+    /// A clean report whose YARA engine timed out.
+    fn yara_timed_out() -> ScanReport {
+        let mut report = crate::scan::scan(b"Subject: x\r\n\r\nhello\r\n");
+        report.engines.push(EngineRun {
+            engine: "yara".into(),
+            status: EngineStatus::Timeout,
+            version: "yara-x".into(),
+            database: None,
+            error: Some("gave up".into()),
+            millis: 10_000,
+        });
+        report
+    }
+
+    #[test]
+    fn an_engine_that_could_not_look_is_retried_then_recorded_incomplete_never_clean() {
+        let now = Utc::now();
+        for attempts_before in 0..SCAN_ATTEMPTS - 1 {
+            let (active, outcome) = scan_result(pending_row(attempts_before), Ok(yara_timed_out()), now);
+            assert!(
+                matches!(outcome, Scanned::Failed { ref error, .. } if error.contains("yara timeout")),
+                "{outcome:?}"
+            );
+            assert_eq!(active.scan_attempts, Set(attempts_before + 1));
+            assert!(matches!(active.scan_after, Set(Some(after)) if after > now));
+        }
+        let (active, outcome) = scan_result(pending_row(SCAN_ATTEMPTS - 1), Ok(yara_timed_out()), now);
+        assert!(matches!(outcome, Scanned::Done { verdict: INCOMPLETE_VERDICT }), "{outcome:?}");
+        assert_eq!(active.verdict, Set(Some(INCOMPLETE_VERDICT.to_owned())));
+        let engines = match active.engines {
+            Set(engines) => engines,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(engines[1]["status"], "timeout");
+
+        // Something found is recorded as found, incomplete or not: at least that bad.
+        let mut malicious = yara_timed_out();
+        malicious.verdict = crate::scan::Verdict::Malicious;
+        let (active, _) = scan_result(pending_row(SCAN_ATTEMPTS - 1), Ok(malicious), now);
+        assert_eq!(active.verdict, Set(Some("malicious".to_owned())));
+
+        // Every engine fine: recorded at the first try.
+        let (active, outcome) = scan_result(pending_row(0), Ok(crate::scan::scan(b"Subject: x\r\n\r\nhi\r\n")), now);
+        assert!(matches!(outcome, Scanned::Done { verdict: "clean" }), "{outcome:?}");
+        assert!(matches!(active.scanned_at, Set(Some(_))));
+    }
 }

@@ -52,7 +52,7 @@ async fn dev_runs_the_readme_flow_and_keeps_its_data() {
     let dir = std::env::temp_dir().join(format!("mailsensor-dev-test-{}", uuid::Uuid::new_v4().simple()));
     let mut dev = start_dev(&dir).await;
     let http = reqwest::Client::new();
-    assert_eq!(dev.tokens.len(), 5, "five tokens printed: {:?}", dev.tokens.keys());
+    assert_eq!(dev.tokens.len(), 6, "six tokens printed: {:?}", dev.tokens.keys());
     // The signing secret and the database are its owner's alone.
     use std::os::unix::fs::PermissionsExt;
     let mode = |name: &str| std::fs::metadata(dir.join(name)).unwrap().permissions().mode() & 0o777;

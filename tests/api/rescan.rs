@@ -132,6 +132,13 @@ async fn a_rescan_applies_the_rules_of_the_moment() {
     assert_eq!(yara[0]["tags"], json!(["campaign"]));
     assert_eq!(now["earlier_scans"].as_array().unwrap().len(), 1);
     assert_eq!(now["earlier_scans"][0]["verdict"], "clean");
+    // The earlier scan ran the built-in checks alone; this one YARA too, with the campaign rule.
+    let engines = |v: &Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|e| e["engine"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(engines(&now["earlier_scans"][0]["engines"]), ["builtin"]);
+    assert_eq!(engines(&now["engines"]), ["builtin", "yara"]);
+    assert!(now["engines"][1]["database"].as_str().unwrap().starts_with("1 rule, sha256 "), "{now}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

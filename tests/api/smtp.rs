@@ -804,6 +804,13 @@ async fn platform_yara_rules_scan_every_object(backend: Backend) {
     };
     let smuggling = find("html_smuggling", "bob@example.com");
     assert_eq!(smuggling["verdict"], "malicious");
+    // Which engines looked, with what: the built-in checks and the rules of both files.
+    let engines = smuggling["engines"].as_array().unwrap();
+    let looked: Vec<(&str, &str)> =
+        engines.iter().map(|e| (e["engine"].as_str().unwrap(), e["status"].as_str().unwrap())).collect();
+    assert_eq!(looked, [("builtin", "ok"), ("yara", "ok")]);
+    assert_eq!(engines[1]["version"], "yara-x 1.22.1");
+    assert!(engines[1]["database"].as_str().unwrap().starts_with("4 rules, sha256 "), "{}", engines[1]);
     assert_eq!(rules_of(&smuggling), [("demo".into(), "html_smuggling".into(), json!(1), json!(["smuggling"]))]);
     let pdf = find("pdf_openaction", "bob@example.com");
     assert_eq!(pdf["verdict"], "malicious");

@@ -38,6 +38,8 @@ pub struct Model {
     pub scanned_at: Option<DateTimeUtc>,
     /// The results of earlier scans, oldest first (`messages::EarlierScan`), kept by a rescan.
     pub earlier_scans: Json,
+    /// How each engine's look went in the current result (`scan::EngineRun`).
+    pub engines: Json,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
