@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::caller::{Caller, Permission};
 use super::error::{ApiError, FieldError};
-use super::pagination::{Page, PageParams, time_param, uuid_param};
+use super::pagination::{Page, PageParams, present, time_param, uuid_param};
 use super::responses::*;
 use crate::scan;
 use crate::store::{self, entity::message, messages::MessageFilter};
@@ -40,10 +40,9 @@ pub struct PartView {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DetectionView {
-    /// The engine that found it: `builtin` (the built-in checks) or `yara`.
+    /// The engine that found it.
     #[serde(default = "builtin_engine")]
-    #[schema(example = "builtin")]
-    pub engine: String,
+    pub engine: EngineName,
     /// `eicar_test_file`, `executable_content`, `risky_extension`, `mime_structure_too_complex`,
     /// what the archive bounds stopped (`archive_bomb`, `encrypted_archive`, `too_complex`), or
     /// `yara_rule`.
@@ -69,8 +68,8 @@ pub struct DetectionView {
     pub verdict: VerdictName,
 }
 
-fn builtin_engine() -> String {
-    scan::ENGINE_BUILTIN.to_owned()
+fn builtin_engine() -> EngineName {
+    EngineName::Builtin
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -113,9 +112,7 @@ pub struct MessageView {
 /// One engine's look at a message.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EngineRunView {
-    /// `builtin` or `yara`.
-    #[schema(example = "yara")]
-    pub engine: String,
+    pub engine: EngineName,
     pub status: EngineStatusName,
     #[schema(example = "yara-x 1.22.1")]
     pub version: String,
@@ -126,6 +123,14 @@ pub struct EngineRunView {
     pub error: Option<String>,
     /// Time taken, in milliseconds.
     pub millis: u64,
+}
+
+/// A detection engine.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineName {
+    Builtin,
+    Yara,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -189,6 +194,14 @@ pub struct MessageQuery {
     /// Only messages with this verdict.
     #[param(value_type = Option<VerdictName>)]
     pub verdict: Option<String>,
+    /// Only messages with a detection by this engine.
+    #[param(value_type = Option<EngineName>)]
+    pub engine: Option<String>,
+    /// Only messages with a detection of this rule: a YARA rule's name (`html_smuggling`), or a
+    /// built-in check's kind (`eicar_test_file`, `archive_bomb`, …). With `engine`, both on the same
+    /// detection.
+    #[param(example = "html_smuggling", max_length = 128)]
+    pub rule: Option<String>,
     /// Received at or after (RFC 3339).
     #[param(value_type = Option<DateTime<Utc>>)]
     pub since: Option<String>,
@@ -216,7 +229,22 @@ impl MessageQuery {
                 None
             }
         });
-        MessageFilter { sensor_id, verdict, since, until }
+        let engine = self.engine.as_deref().and_then(|e| match e {
+            scan::ENGINE_BUILTIN | scan::ENGINE_YARA => Some(e.to_owned()),
+            _ => {
+                errors.push(FieldError::parameter("engine", "must be builtin or yara"));
+                None
+            }
+        });
+        // Free text: empty is no filter.
+        let rule = present(&self.rule).and_then(|r| match r.chars().count() {
+            ..=128 => Some(r.to_owned()),
+            _ => {
+                errors.push(FieldError::parameter("rule", "must be a rule's name of at most 128 characters"));
+                None
+            }
+        });
+        MessageFilter { sensor_id, verdict, engine, rule, since, until }
     }
 }
 

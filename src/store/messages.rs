@@ -549,8 +549,55 @@ fn scoped(scope: TenantScope) -> sea_orm::Select<message::Entity> {
 pub struct MessageFilter {
     pub sensor_id: Option<Uuid>,
     pub verdict: Option<String>,
+    /// Only messages with a detection by this engine (`builtin`, `yara`).
+    pub engine: Option<String>,
+    /// Only messages with a detection of this rule: a YARA rule's name, or a built-in kind.
+    pub rule: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+}
+
+/// Messages with one detection matching the filter's engine and rule, both optional. Detections
+/// stored before engines were named are the built-in checks'. A scan of the tenant's messages in
+/// the range asked for (no index looks inside the detections).
+fn detection_filter(backend: DatabaseBackend, filter: &MessageFilter) -> Option<sea_orm::sea_query::SimpleExpr> {
+    use sea_orm::sea_query::Expr;
+    if filter.engine.is_none() && filter.rule.is_none() {
+        return None;
+    }
+    let postgres = backend == DatabaseBackend::Postgres;
+    let elements = match postgres {
+        true => "json_array_elements(messages.detections) AS d(value)",
+        false => "json_each(messages.detections) AS d",
+    };
+    let field = |name: &str| match postgres {
+        true => format!("(d.value->>'{name}')"),
+        false => format!("json_extract(d.value, '$.{name}')"),
+    };
+    // (condition, value) pairs; `{}` in a condition is its value's placeholder.
+    let mut asked = Vec::new();
+    if let Some(engine) = &filter.engine {
+        asked.push((format!("COALESCE({}, 'builtin') = {{}}", field("engine")), engine));
+    }
+    if let Some(rule) = &filter.rule {
+        asked.push((format!("{} = {{}}", field("rule")), rule));
+        asked.push((format!("{} = {{}}", field("kind")), rule));
+    }
+    let mut values = Vec::new();
+    let mut conditions = Vec::new();
+    for (condition, value) in asked {
+        values.push(value.clone());
+        let placeholder = if postgres { format!("${}", values.len()) } else { "?".to_owned() };
+        conditions.push(condition.replace("{}", &placeholder));
+    }
+    // The rule is either a YARA rule's name or a built-in kind.
+    if filter.rule.is_some() {
+        let kind = conditions.pop().unwrap_or_default();
+        let rule = conditions.pop().unwrap_or_default();
+        conditions.push(format!("({rule} OR {kind})"));
+    }
+    let sql = format!("EXISTS (SELECT 1 FROM {elements} WHERE {})", conditions.join(" AND "));
+    Some(Expr::cust_with_values(sql, values))
 }
 
 pub async fn list(
@@ -569,6 +616,9 @@ pub async fn list(
     }
     if let Some(since) = filter.since {
         query = query.filter(C::ReceivedAt.gte(since));
+    }
+    if let Some(found) = detection_filter(db.get_database_backend(), filter) {
+        query = query.filter(found);
     }
     if let Some(until) = filter.until {
         query = query.filter(C::ReceivedAt.lt(until));
