@@ -141,6 +141,9 @@ impl ScanQueue {
         stopping: watch::Receiver<bool>,
     ) -> Arc<ScanQueue> {
         let intake = Arc::new(Intake::default());
+        if let Some(rules) = &engines.yara {
+            metrics::gauge!("mailsensor_yara_rules").set(rules.count() as f64);
+        }
         let mut tasks: Vec<JoinHandle<()>> = (0..workers)
             .map(|_| tokio::spawn(work(db.clone(), engines.clone(), intake.clone(), stopping.clone())))
             .collect();
@@ -171,7 +174,10 @@ fn scan_batch(batch: Vec<ToScan>, engines: &Engines) -> Vec<Result<scan::ScanRep
             match scanned {
                 // An engine that could not finish is in the report; the store decides between a
                 // retry and an incomplete result.
-                Ok(report) => Ok(report),
+                Ok(report) => {
+                    count_engine_runs(&report);
+                    Ok(report)
+                }
                 Err(_) => {
                     // Whatever the panic left half done in the scanner is not used again.
                     scanner = engines.yara.as_ref().map(|rules| rules.scanner());
@@ -180,6 +186,16 @@ fn scan_batch(batch: Vec<ToScan>, engines: &Engines) -> Vec<Result<scan::ScanRep
             }
         })
         .collect()
+}
+
+/// Each engine's looks in `/metrics`: how many, how they went, how long they took.
+fn count_engine_runs(report: &scan::ScanReport) {
+    for run in &report.engines {
+        let (engine, status) = (run.engine.clone(), run.status.as_str());
+        metrics::counter!("mailsensor_scan_engine_runs_total", "engine" => engine.clone(), "status" => status)
+            .increment(1);
+        metrics::histogram!("mailsensor_scan_engine_seconds", "engine" => engine).record(run.millis as f64 / 1000.0);
+    }
 }
 
 async fn work(db: DatabaseConnection, engines: Engines, intake: Arc<Intake>, mut stopping: watch::Receiver<bool>) {

@@ -70,6 +70,15 @@ async fn pending_until_scanned_and_nothing_left_unscanned_after_a_crash() {
     }
     let clean = messages(&http, &base, &w, "?verdict=clean").await;
     assert_eq!(clean.len(), 3);
+    // Each engine's looks are counted, by how they went.
+    let page = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let runs = page.lines().find(|l| {
+        l.starts_with("mailsensor_scan_engine_runs_total{")
+            && l.contains("engine=\"builtin\"")
+            && l.contains("status=\"ok\"")
+    });
+    assert_eq!(runs.and_then(|l| l.rsplit(' ').next()), Some("3"), "{page}");
+    assert!(page.contains("mailsensor_scan_engine_seconds"), "{page}");
     let mut subjects: Vec<&str> = clean.iter().map(|m| m["headers"]["subject"].as_str().unwrap()).collect();
     subjects.sort_unstable();
     assert_eq!(subjects, ["queued 0", "queued 1", "queued 2"]);
