@@ -27,14 +27,6 @@ async fn scanned(http: &reqwest::Client, base: &str, w: &World, id: Uuid) -> Val
     }
 }
 
-async fn until_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
-        assert!(Instant::now() < deadline, "{base} did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn rescan_roles_and_scope(backend: Backend) {
     let w = world(backend).await;
     let id = message_of(&w, &w.a, w.a.pcn_sensor).await;
@@ -110,8 +102,7 @@ async fn a_rescan_applies_the_rules_of_the_moment() {
     before.kill().await.unwrap();
 
     // The campaign becomes known: a replica with a rule for it.
-    let dir = std::env::temp_dir().join(format!("mailsensor-test-rules-{}", Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("rules");
     std::fs::write(
         dir.join("campaigns.yar"),
         "rule acme_campaign : campaign { meta: severity = \"malicious\" strings: $r = \"ACME-CAMPAIGN-7\" condition: $r }\n",
@@ -145,8 +136,7 @@ async fn a_rescan_applies_the_rules_of_the_moment() {
 /// Rules that do not compile stop `serve` at start, naming the file, line and column.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_that_do_not_compile_stop_the_start_and_say_where() {
-    let dir = std::env::temp_dir().join(format!("mailsensor-test-rules-{}", Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("rules");
     std::fs::write(dir.join("broken.yar"), "rule ok { condition: true }\nrule bad { condition: $nope }\n").unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailsensor"))
         .args(["dev", "--data-dir", dir.join("dev").to_str().unwrap(), "--yara-rules", dir.to_str().unwrap()])

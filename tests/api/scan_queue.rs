@@ -7,14 +7,6 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-async fn until_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
-        assert!(Instant::now() < deadline, "{base} did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The value of one Prometheus series in a `/metrics` page.
 async fn metric(http: &reqwest::Client, base: &str, series: &str) -> Option<f64> {
     let page = http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok()?;

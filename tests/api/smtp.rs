@@ -756,7 +756,7 @@ async fn send_sample(worker: &sensor::RunningWorker, sample: &str, rcpt: &str) {
 /// ruleset and a rule of the operator's that uses the globals. Mail sent with smtplib; verdicts
 /// and the rule, namespace, tags and object of each detection read back through the API.
 async fn platform_yara_rules_scan_every_object(backend: Backend) {
-    let dir = tempfile_dir("yara-rules");
+    let dir = fresh_dir("yara-rules");
     std::fs::write(dir.join("demo.yar"), mailsensor::scan::yara::demo_rules().text).unwrap();
     std::fs::write(
         dir.join("finance.yar"),
@@ -855,13 +855,6 @@ async fn platform_yara_rules_scan_every_object(backend: Backend) {
     assert_eq!((eicar["engine"].as_str(), eicar["rule"].is_null()), (Some("builtin"), true));
     worker.shutdown().await;
     std::fs::remove_dir_all(&dir).ok();
-}
-
-/// A fresh, empty folder under the system's temporary folder.
-fn tempfile_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("mailsensor-test-{name}-{}", Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// The message once the scan queue has given it a verdict (it reads `pending` until then).
