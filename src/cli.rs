@@ -110,10 +110,27 @@ pub struct ServeArgs {
     /// does not compile stops the start, naming its file, line and column.
     #[arg(long, env = "MAILSENSOR_YARA_RULES")]
     pub yara_rules: Option<PathBuf>,
+    #[command(flatten)]
+    pub daemons: DaemonArgs,
     /// How long the revision log keeps changes for resuming workers, in hours; a worker whose
     /// resume token is older gets a fresh snapshot.
     #[arg(long, env = "MAILSENSOR_REVISION_RETENTION_HOURS", default_value_t = 7 * 24)]
     pub revision_retention_hours: u64,
+}
+
+/// The detection daemons the scan workers use beside the built-in checks and YARA-X.
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// ClamAV's clamd, scanned with through `INSTREAM`: `tcp://HOST:PORT` or `unix:PATH`.
+    #[arg(long, env = "MAILSENSOR_CLAMD")]
+    pub clamd: Option<String>,
+    /// An rspamd normal worker, asked through `POST /checkv2`: `http://HOST:PORT`.
+    #[arg(long, env = "MAILSENSOR_RSPAMD")]
+    pub rspamd: Option<String>,
+    /// How long a daemon may take over one message, in seconds, before the look counts as timed
+    /// out and the message is retried.
+    #[arg(long, env = "MAILSENSOR_ENGINE_TIMEOUT_SECS", default_value_t = 30)]
+    pub engine_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -133,6 +150,8 @@ pub struct DevArgs {
     /// A folder of YARA rules to scan with instead of the built-in demo ruleset (see `serve`).
     #[arg(long, env = "MAILSENSOR_YARA_RULES")]
     pub yara_rules: Option<PathBuf>,
+    #[command(flatten)]
+    pub daemons: DaemonArgs,
     /// SMTP address of the in-process sensor worker for the demo sensor on the PCN.
     #[arg(long, env = "MAILSENSOR_SMTP_LISTEN", default_value = "127.0.0.1:2525")]
     pub smtp_listen: SocketAddr,

@@ -163,6 +163,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         Some(dir) => Engines::yara_from_dir(dir)?,
         None => Engines::demo_yara()?,
     });
+    parts.engines.daemons = daemons(&args.daemons)?;
     let running = server::start(listener, parts).await?;
     let stopper = running.stopper();
     let api = tokio::spawn(running.server);
@@ -190,4 +191,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     api.await??;
     running.feed.shutdown();
     Ok(())
+}
+
+/// The detection daemons of `serve` and `dev` (`--clamd`, `--rspamd`).
+pub fn daemons(args: &crate::cli::DaemonArgs) -> anyhow::Result<std::sync::Arc<crate::scan_queue::Daemons>> {
+    let timeout = std::time::Duration::from_secs(args.engine_timeout_secs.max(1));
+    Engines::daemons(args.clamd.as_deref(), args.rspamd.as_deref(), timeout)
 }

@@ -85,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(dir) = &args.yara_rules {
                 parts.engines.yara = Some(Engines::yara_from_dir(dir)?);
             }
+            parts.engines.daemons = mailsensor::dev::daemons(&args.daemons)?;
             parts.dedup_window =
                 (args.dedup_window_hours > 0).then(|| std::time::Duration::from_secs(args.dedup_window_hours * 3600));
             parts.feed.retention = std::time::Duration::from_secs(args.revision_retention_hours * 3600);

@@ -16,6 +16,8 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+pub use crate::engines::Daemons;
+use crate::engines::Delivery;
 use crate::scan::{self, yara};
 use crate::store::{self, messages::Scanned, messages::ToScan};
 
@@ -74,11 +76,16 @@ impl Drop for Receiving {
     }
 }
 
+/// How many messages of a batch are with the daemons at once, per worker.
+const DAEMON_LOOKS: usize = 8;
+
 /// The engines a scan runs beside the built-in checks.
 #[derive(Clone, Default)]
 pub struct Engines {
     /// The platform's YARA rules (`--yara-rules`), compiled once and shared by every worker.
     pub yara: Option<Arc<yara::Rules>>,
+    /// clamd and rspamd, when configured (`--clamd`, `--rspamd`).
+    pub daemons: Arc<Daemons>,
 }
 
 impl Engines {
@@ -104,6 +111,25 @@ impl Engines {
             anyhow::bail!("no .yar or .yara files in {}", dir.display());
         }
         Self::yara_from(&sources)
+    }
+
+    /// The daemons at `clamd` (`tcp://HOST:PORT`, `unix:PATH`) and `rspamd` (`http://HOST:PORT`),
+    /// each look bounded by `timeout`. They need not be up yet: a message waits for them.
+    pub fn daemons(clamd: Option<&str>, rspamd: Option<&str>, timeout: Duration) -> anyhow::Result<Arc<Daemons>> {
+        let clamd = match clamd {
+            Some(address) => {
+                let address = address.parse().map_err(|e| anyhow::anyhow!("--clamd {e}"))?;
+                Some(crate::engines::clamd::Clamd::new(address, timeout))
+            }
+            None => None,
+        };
+        let rspamd = match rspamd {
+            Some(url) => {
+                Some(crate::engines::rspamd::Rspamd::new(url, timeout).map_err(|e| anyhow::anyhow!("--rspamd {e}"))?)
+            }
+            None => None,
+        };
+        Ok(Arc::new(Daemons { clamd, rspamd }))
     }
 
     /// The demo ruleset of `mailsensor dev`.
@@ -159,25 +185,69 @@ impl ScanQueue {
     }
 }
 
-/// Scans a batch of claimed messages (on a blocking thread: this is CPU work). A message that
-/// makes a parser panic fails alone, not the batch.
-fn scan_batch(batch: Vec<ToScan>, engines: &Engines) -> Vec<Result<scan::ScanReport, String>> {
+/// Scans a batch of claimed messages: the pure scan on a blocking thread (it is CPU work), then
+/// the daemons' looks, several messages at a time. An engine that could not finish is in the
+/// report; the store decides between a retry and an incomplete result.
+async fn scan_all(batch: Vec<ToScan>, engines: &Engines) -> Vec<Result<scan::ScanReport, String>> {
+    let count = batch.len();
+    let for_scan = engines.clone();
+    let scanned = tokio::task::spawn_blocking(move || {
+        let reports = scan_batch(&batch, &for_scan);
+        (batch, reports)
+    })
+    .await;
+    let (batch, mut reports) = match scanned {
+        Ok(scanned) => scanned,
+        Err(e) => return (0..count).map(|_| Err(format!("the scan failed: {e}"))).collect(),
+    };
+    if !engines.daemons.is_empty() {
+        // A few messages at a time: the daemons share this machine's cores with intake.
+        for (messages, reports) in batch.chunks(DAEMON_LOOKS).zip(reports.chunks_mut(DAEMON_LOOKS)) {
+            let looks = futures_util::future::join_all(
+                messages
+                    .iter()
+                    .zip(reports.iter())
+                    .map(|(message, report)| looks(&engines.daemons, message, report.is_ok())),
+            )
+            .await;
+            for (report, looks) in reports.iter_mut().zip(looks) {
+                if let Ok(report) = report {
+                    looks.into_iter().for_each(|look| report.add_engine(look.run, look.detections));
+                }
+            }
+        }
+    }
+    reports.iter().flatten().for_each(count_engine_runs);
+    reports
+}
+
+/// The daemons' looks at one message whose pure scan went through (`scanned`).
+async fn looks(daemons: &Daemons, message: &ToScan, scanned: bool) -> Vec<crate::engines::Look> {
+    if !scanned {
+        return Vec::new();
+    }
+    let delivery = Delivery {
+        client_ip: &message.delivery.client_ip,
+        helo: &message.delivery.helo,
+        mail_from: &message.delivery.mail_from,
+        rcpt_to: &message.delivery.rcpt_to,
+    };
+    daemons.look(&message.raw, &delivery).await
+}
+
+/// The pure scan of a batch. A message that makes a parser panic fails alone, not the batch.
+fn scan_batch(batch: &[ToScan], engines: &Engines) -> Vec<Result<scan::ScanReport, String>> {
     // One YARA scanner for the batch: creating one is costly, a batch is up to 32 messages.
     let mut scanner = engines.yara.as_ref().map(|rules| rules.scanner());
     batch
-        .into_iter()
-        .map(|ToScan { raw, envelope }| {
+        .iter()
+        .map(|ToScan { raw, envelope, .. }| {
             let scanned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match scanner.as_mut() {
-                Some(scanner) => scan::scan_with_yara(&raw, scan::YaraRun::new(scanner, envelope)),
-                None => scan::scan(&raw),
+                Some(scanner) => scan::scan_with_yara(raw, scan::YaraRun::new(scanner, envelope.clone())),
+                None => scan::scan(raw),
             }));
             match scanned {
-                // An engine that could not finish is in the report; the store decides between a
-                // retry and an incomplete result.
-                Ok(report) => {
-                    count_engine_runs(&report);
-                    Ok(report)
-                }
+                Ok(report) => Ok(report),
                 Err(_) => {
                     // Whatever the panic left half done in the scanner is not used again.
                     scanner = engines.yara.as_ref().map(|rules| rules.scanner());
@@ -201,15 +271,7 @@ fn count_engine_runs(report: &scan::ScanReport) {
 async fn work(db: DatabaseConnection, engines: Engines, intake: Arc<Intake>, mut stopping: watch::Receiver<bool>) {
     while !*stopping.borrow() {
         intake.yield_to_intake().await;
-        let turn = store::messages::scan_next(&db, async |batch| {
-            let count = batch.len();
-            let engines = engines.clone();
-            let scan_each = move || scan_batch(batch, &engines);
-            tokio::task::spawn_blocking(scan_each)
-                .await
-                .unwrap_or_else(|e| (0..count).map(|_| Err(format!("the scan failed: {e}"))).collect())
-        })
-        .await;
+        let turn = store::messages::scan_next(&db, async |batch| scan_all(batch, &engines).await).await;
         match turn {
             Ok(turn) => {
                 turn.outcomes.into_iter().for_each(report);

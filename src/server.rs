@@ -93,7 +93,7 @@ pub async fn terminated() {
 pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<Running> {
     let feed = ChangeFeed::start(parts.db.clone(), parts.feed).await?;
     let stopping = Arc::new(tokio::sync::watch::channel(false).0);
-    let scanner = ScanQueue::start(parts.db.clone(), parts.scan_workers, parts.engines, stopping.subscribe());
+    let scanner = ScanQueue::start(parts.db.clone(), parts.scan_workers, parts.engines.clone(), stopping.subscribe());
     let state = web::Data::new(AppState {
         db: parts.db,
         keys: parts.keys,
@@ -103,6 +103,7 @@ pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<
         bookmark_interval: parts.bookmark_interval,
         dedup_window: parts.dedup_window,
         intake: scanner.intake.clone(),
+        engines: parts.engines,
         stopping: stopping.clone(),
     });
     let spec = api::openapi();

@@ -14,6 +14,48 @@ pub struct Health {
     pub status: String,
 }
 
+/// Readiness, with the health of each detection daemon configured.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`: the database is reachable and migrated. A daemon that is down does not make the
+    /// replica unready (intake goes on; messages wait for their scan), it makes it `degraded`.
+    #[schema(example = "ready")]
+    pub status: ReadinessStatus,
+    /// Each daemon configured (`--clamd`, `--rspamd`), asked at this request.
+    pub engines: Vec<EngineHealth>,
+}
+
+#[derive(Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadinessStatus {
+    Ready,
+    /// Ready, but a detection daemon is down: messages stay pending until it is back.
+    Degraded,
+}
+
+/// Whether a detection daemon answers.
+#[derive(Serialize, ToSchema)]
+pub struct EngineHealth {
+    #[schema(example = "clamav")]
+    pub engine: String,
+    /// Where it is reached.
+    #[schema(example = "tcp://127.0.0.1:3310")]
+    pub address: String,
+    pub status: EngineUp,
+    /// Its version, when up.
+    #[schema(example = "ClamAV 1.4.6")]
+    pub version: Option<String>,
+    /// Why it is down.
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineUp {
+    Up,
+    Down,
+}
+
 /// The process is up.
 #[utoipa::path(operation_id = "get_health", tag = "operations", responses((status = 200, body = Health)))]
 #[get("/healthz")]
@@ -21,19 +63,37 @@ pub async fn healthz() -> web::Json<Health> {
     web::Json(Health { status: "ok".into() })
 }
 
-/// The database is reachable and every migration is applied.
+/// The database is reachable and every migration is applied; each detection daemon's health.
 #[utoipa::path(
     operation_id = "get_readiness",
     tag = "operations",
     responses(
-        (status = 200, body = Health),
+        (status = 200, body = Readiness),
         (status = 503, description = "Not ready", body = super::error::Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/readyz")]
-pub async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Health>, ApiError> {
+pub async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Readiness>, ApiError> {
     store::is_ready(&state.db).await.map_err(ApiError::Unavailable)?;
-    Ok(web::Json(Health { status: "ready".into() }))
+    let engines: Vec<EngineHealth> = state
+        .engines
+        .daemons
+        .health()
+        .await
+        .into_iter()
+        .map(|h| EngineHealth {
+            engine: h.engine.to_owned(),
+            address: h.address,
+            status: if h.up { EngineUp::Up } else { EngineUp::Down },
+            version: h.version,
+            error: h.error,
+        })
+        .collect();
+    let status = match engines.iter().all(|e| e.status == EngineUp::Up) {
+        true => ReadinessStatus::Ready,
+        false => ReadinessStatus::Degraded,
+    };
+    Ok(web::Json(Readiness { status, engines }))
 }
 
 /// Prometheus metrics (text exposition format).

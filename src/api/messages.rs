@@ -44,11 +44,13 @@ pub struct DetectionView {
     #[serde(default = "builtin_engine")]
     pub engine: EngineName,
     /// `eicar_test_file`, `executable_content`, `risky_extension`, `mime_structure_too_complex`,
-    /// what the archive bounds stopped (`archive_bomb`, `encrypted_archive`, `too_complex`), or
-    /// `yara_rule`.
+    /// what the archive bounds stopped (`archive_bomb`, `encrypted_archive`, `too_complex`),
+    /// `yara_rule`, `signature` (ClamAV), `spam` or `phishing` (rspamd), or `too_large_for_engine`
+    /// (the message is larger than a daemon accepts: that engine did not look at it).
     #[schema(example = "eicar_test_file")]
     pub kind: String,
-    /// The YARA rule that matched (`yara_rule` only).
+    /// The YARA rule or ClamAV signature that matched, the rspamd action (`spam`) or symbol
+    /// (`phishing`).
     #[serde(default)]
     pub rule: Option<String>,
     /// The YARA rule's namespace: the platform ruleset's file name (`yara_rule` only).
@@ -81,7 +83,8 @@ pub enum VerdictName {
     /// found nothing: not known to be clean. `engines` says which failed.
     Incomplete,
     Clean,
-    /// A rule with severity `spam` matched, and nothing worse.
+    /// rspamd would reject it or mark it as spam, or a rule with severity `spam` matched; nothing
+    /// worse.
     Spam,
     Suspicious,
     Malicious,
@@ -123,6 +126,32 @@ pub struct EngineRunView {
     pub error: Option<String>,
     /// Time taken, in milliseconds.
     pub millis: u64,
+    /// rspamd's score, action and symbols (`rspamd` only).
+    #[serde(default)]
+    pub spam: Option<SpamCheckView>,
+}
+
+/// What rspamd made of a message.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SpamCheckView {
+    #[schema(example = 11.85)]
+    pub score: f64,
+    /// The score from which rspamd's action is `reject`.
+    #[schema(example = 15.0)]
+    pub required_score: f64,
+    /// `no action`, `greylist`, `add header`, `rewrite subject`, `soft reject` or `reject`.
+    #[schema(example = "add header")]
+    pub action: String,
+    /// The symbols that fired, highest score first (at most 50).
+    pub symbols: Vec<SpamSymbolView>,
+}
+
+/// One rspamd symbol that fired.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SpamSymbolView {
+    #[schema(example = "PHISHING")]
+    pub name: String,
+    pub score: f64,
 }
 
 /// A detection engine.
@@ -131,6 +160,9 @@ pub struct EngineRunView {
 pub enum EngineName {
     Builtin,
     Yara,
+    /// ClamAV, through clamd.
+    Clamav,
+    Rspamd,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
@@ -229,10 +261,10 @@ impl MessageQuery {
                 None
             }
         });
-        let engine = self.engine.as_deref().and_then(|e| match e {
-            scan::ENGINE_BUILTIN | scan::ENGINE_YARA => Some(e.to_owned()),
-            _ => {
-                errors.push(FieldError::parameter("engine", "must be builtin or yara"));
+        let engine = self.engine.as_deref().and_then(|e| match scan::ENGINES.contains(&e) {
+            true => Some(e.to_owned()),
+            false => {
+                errors.push(FieldError::parameter("engine", "must be builtin, yara, clamav or rspamd"));
                 None
             }
         });

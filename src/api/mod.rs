@@ -59,6 +59,9 @@ pub struct AppState {
     /// The scan queue's view of this replica's hand-offs: it yields to them, and wakes for what
     /// they store.
     pub intake: Arc<crate::scan_queue::Intake>,
+    /// The engines this replica's scan workers use: their rules, and the daemons whose health
+    /// readiness reports.
+    pub engines: crate::scan_queue::Engines,
     /// Turns true when the server is stopping: open config streams end, so workers resume from
     /// another replica and the graceful stop does not wait on streams that never finish.
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,

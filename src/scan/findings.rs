@@ -53,6 +53,21 @@ pub const KIND_YARA_RULE: &str = "yara_rule";
 pub const ENGINE_BUILTIN: &str = "builtin";
 /// The engine of the YARA rules.
 pub const ENGINE_YARA: &str = "yara";
+/// ClamAV, through clamd.
+pub const ENGINE_CLAMAV: &str = "clamav";
+/// rspamd's spam and phishing checks.
+pub const ENGINE_RSPAMD: &str = "rspamd";
+/// Every engine, in the order a scan runs them.
+pub const ENGINES: [&str; 4] = [ENGINE_BUILTIN, ENGINE_YARA, ENGINE_CLAMAV, ENGINE_RSPAMD];
+
+/// Detection kind: a ClamAV signature matched (`rule` names it).
+pub const KIND_SIGNATURE: &str = "signature";
+/// Detection kind: the message is larger than an engine accepts, so that engine did not look at it.
+pub const KIND_TOO_LARGE_FOR_ENGINE: &str = "too_large_for_engine";
+/// Detection kind: rspamd's action for the message is to reject it or mark it as spam (`rule` is the action).
+pub const KIND_SPAM: &str = "spam";
+/// Detection kind: an rspamd phishing symbol (`rule` names it).
+pub const KIND_PHISHING: &str = "phishing";
 
 fn builtin() -> String {
     ENGINE_BUILTIN.to_owned()
@@ -61,14 +76,16 @@ fn builtin() -> String {
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Detection {
-    /// Which engine found it: `builtin` or `yara`.
+    /// Which engine found it: `builtin`, `yara`, `clamav` or `rspamd`.
     #[serde(default = "builtin")]
     pub engine: String,
     /// `eicar_test_file`, `executable_content`, `risky_extension`, `mime_structure_too_complex`,
-    /// one of the archive bounds (`archive_bomb`, `encrypted_archive`, `too_complex`), or
-    /// `yara_rule`.
+    /// one of the archive bounds (`archive_bomb`, `encrypted_archive`, `too_complex`),
+    /// `yara_rule`, `signature` (ClamAV), `spam` or `phishing` (rspamd), or
+    /// `too_large_for_engine`.
     pub kind: String,
-    /// The YARA rule that matched, its namespace and tags.
+    /// The YARA rule, ClamAV signature, rspamd action or symbol that matched; a YARA rule's
+    /// namespace and tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,11 +179,33 @@ impl EngineStatus {
     }
 }
 
+/// What rspamd made of a message.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SpamCheck {
+    pub score: f64,
+    /// The score from which rspamd's action is `reject`.
+    pub required_score: f64,
+    /// `no action`, `greylist`, `add header`, `rewrite subject`, `soft reject` or `reject`.
+    pub action: String,
+    /// The symbols that fired, highest score first (at most [`MAX_LISTED_SYMBOLS`]).
+    pub symbols: Vec<SpamSymbol>,
+}
+
+/// One rspamd symbol that fired.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SpamSymbol {
+    pub name: String,
+    pub score: f64,
+}
+
+/// The most rspamd symbols kept per message.
+pub const MAX_LISTED_SYMBOLS: usize = 50;
+
 /// One engine's look at a message: how it went, which version with which rules or signatures, and
 /// how long it took.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EngineRun {
-    /// `builtin` or `yara`.
+    /// `builtin`, `yara`, `clamav` or `rspamd`.
     pub engine: String,
     pub status: EngineStatus,
     /// The engine's version, e.g. `yara-x 1.22.1`.
@@ -176,10 +215,20 @@ pub struct EngineRun {
     /// Why it failed, when it did.
     pub error: Option<String>,
     pub millis: u64,
+    /// rspamd's score, action and symbols.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spam: Option<SpamCheck>,
+}
+
+impl EngineRun {
+    /// A look that went as `status` says, without a spam check.
+    pub fn new(engine: &str, status: EngineStatus, version: String, database: Option<String>, millis: u64) -> Self {
+        EngineRun { engine: engine.to_owned(), status, version, database, error: None, millis, spam: None }
+    }
 }
 
 /// Everything [`scan()`] found out about a message.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScanReport {
     pub headers: HeaderSummary,
     pub parts: Vec<Part>,
@@ -192,6 +241,18 @@ pub struct ScanReport {
     /// Every engine that looked, and how it went.
     #[serde(default)]
     pub engines: Vec<EngineRun>,
+}
+
+impl ScanReport {
+    /// Adds the look of an engine run outside this module (a daemon's), and what it found; the
+    /// verdict stays the worst detection.
+    pub fn add_engine(&mut self, run: EngineRun, detections: Vec<Detection>) {
+        for detection in detections {
+            self.verdict = self.verdict.max(detection.verdict);
+            self.detections.push(detection);
+        }
+        self.engines.push(run);
+    }
 }
 
 /// The most parts listed in a report; later ones are still scanned.

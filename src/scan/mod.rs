@@ -19,6 +19,8 @@
 //!   the checks above, and a detection names its member path (`archive_path`). What the bounds
 //!   of [`ARCHIVE_LIMITS`] stop is a detection, never a silent skip: `archive_bomb` (a bound hit
 //!   at a ratio past 100:1), `encrypted_archive`, `too_complex` (all suspicious).
+//! - `signature`, `spam`, `phishing`, `too_large_for_engine`: the daemons' findings (ClamAV,
+//!   rspamd), added by their clients outside this module with [`ScanReport::add_engine`].
 //! - `yara_rule`: with [`scan_with_yara()`], a rule of the compiled [`yara::Rules`] matched the
 //!   raw message, a part or an archive member (`rule`, `namespace`, `tags`; verdict from the
 //!   rule's `severity` metadata).
@@ -45,8 +47,9 @@ pub use archive::{
     Limits as ArchiveLimits,
 };
 pub use findings::{
-    Detection, ENGINE_BUILTIN, ENGINE_YARA, EngineRun, EngineStatus, HeaderSummary, KIND_EICAR, KIND_EXECUTABLE,
-    KIND_RISKY_EXTENSION, KIND_TOO_COMPLEX, KIND_YARA_RULE, MAX_LISTED_DETECTIONS, MAX_LISTED_PARTS, Part, ScanReport,
-    Verdict,
+    Detection, ENGINE_BUILTIN, ENGINE_CLAMAV, ENGINE_RSPAMD, ENGINE_YARA, ENGINES, EngineRun, EngineStatus,
+    HeaderSummary, KIND_EICAR, KIND_EXECUTABLE, KIND_PHISHING, KIND_RISKY_EXTENSION, KIND_SIGNATURE, KIND_SPAM,
+    KIND_TOO_COMPLEX, KIND_TOO_LARGE_FOR_ENGINE, KIND_YARA_RULE, MAX_LISTED_DETECTIONS, MAX_LISTED_PARTS,
+    MAX_LISTED_SYMBOLS, Part, ScanReport, SpamCheck, SpamSymbol, Verdict,
 };
 pub use scanner::{YaraRun, scan, scan_with_yara};

@@ -39,14 +39,11 @@ impl<'s, 'r> YaraRun<'s, 'r> {
             Some(ScanFailure::Timeout) => EngineStatus::Timeout,
             Some(ScanFailure::Failed(_)) => EngineStatus::Error,
         };
-        EngineRun {
-            engine: ENGINE_YARA.to_owned(),
-            status,
-            version: format!("yara-x {}", yara::YARA_X_VERSION),
-            database: Some(self.scanner.fingerprint.to_owned()),
-            error: self.failure.as_ref().map(ToString::to_string),
-            millis: self.spent.as_millis() as u64,
-        }
+        let version = format!("yara-x {}", yara::YARA_X_VERSION);
+        let database = Some(self.scanner.fingerprint.to_owned());
+        let mut run = EngineRun::new(ENGINE_YARA, status, version, database, self.spent.as_millis() as u64);
+        run.error = self.failure.as_ref().map(ToString::to_string);
+        run
     }
 
     /// The detections of the rules that match `object` at `place`.
@@ -190,14 +187,8 @@ fn scan_objects(raw: &[u8], yara: &mut Option<YaraRun<'_, '_>>) -> ScanReport {
     }
 
     let verdict = detections.list.iter().map(|d| d.verdict).max().unwrap_or(Verdict::Clean);
-    let builtin = EngineRun {
-        engine: ENGINE_BUILTIN.to_owned(),
-        status: EngineStatus::Ok,
-        version: format!("mailsensor {}", env!("CARGO_PKG_VERSION")),
-        database: None,
-        error: None,
-        millis: started.elapsed().as_millis() as u64,
-    };
+    let version = format!("mailsensor {}", env!("CARGO_PKG_VERSION"));
+    let builtin = EngineRun::new(ENGINE_BUILTIN, EngineStatus::Ok, version, None, started.elapsed().as_millis() as u64);
     ScanReport { headers, parts, detections: detections.list, verdict, parsed, engines: vec![builtin] }
 }
 

@@ -385,10 +385,21 @@ pub struct ScanTurn {
     pub more_waiting: bool,
 }
 
-/// A claimed message, as the scan gets it: its content and its envelope.
+/// A claimed message, as the scan gets it: its content, its envelope as the YARA rules see it, and
+/// the SMTP transaction that brought it (for rspamd).
 pub struct ToScan {
     pub raw: Vec<u8>,
     pub envelope: Envelope,
+    pub delivery: Delivery,
+}
+
+/// The SMTP transaction that brought a message, as the sensor handed it off.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    pub client_ip: String,
+    pub helo: String,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
 }
 
 /// Claims pending messages no other worker holds (`FOR UPDATE SKIP LOCKED`; a crash releases them
@@ -439,7 +450,16 @@ pub async fn scan_next(
             .iter()
             .map(|m| {
                 let rcpt_to: Vec<String> = serde_json::from_value(m.rcpt_to.clone()).unwrap_or_default();
-                ToScan { raw: Vec::new(), envelope: Envelope::of(Some(&m.mail_from), &rcpt_to) }
+                ToScan {
+                    raw: Vec::new(),
+                    envelope: Envelope::of(Some(&m.mail_from), &rcpt_to),
+                    delivery: Delivery {
+                        client_ip: m.client_ip.clone(),
+                        helo: m.helo.clone(),
+                        mail_from: m.mail_from.clone(),
+                        rcpt_to,
+                    },
+                }
             })
             .collect();
         for chunk in chunks {
@@ -744,14 +764,9 @@ mod tests {
     /// A clean report whose YARA engine timed out.
     fn yara_timed_out() -> ScanReport {
         let mut report = crate::scan::scan(b"Subject: x\r\n\r\nhello\r\n");
-        report.engines.push(EngineRun {
-            engine: "yara".into(),
-            status: EngineStatus::Timeout,
-            version: "yara-x".into(),
-            database: None,
-            error: Some("gave up".into()),
-            millis: 10_000,
-        });
+        let mut run = EngineRun::new("yara", EngineStatus::Timeout, "yara-x".into(), None, 10_000);
+        run.error = Some("gave up".into());
+        report.engines.push(run);
         report
     }
 

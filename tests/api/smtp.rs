@@ -41,7 +41,7 @@ fn worker_config(api: &str, token: String, sensor: Uuid) -> WorkerConfig {
 }
 
 /// Puts `settings` on the PCN sensor and starts a worker that has applied them.
-async fn mx(w: &World, settings: Value, tweak: impl FnOnce(&mut WorkerConfig)) -> RunningWorker {
+pub(crate) async fn mx(w: &World, settings: Value, tweak: impl FnOnce(&mut WorkerConfig)) -> RunningWorker {
     let sensor = w.a.pcn_sensor;
     let r = w.app.put(&w.a.settings_path(sensor), &w.admin_pcn(), settings).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
@@ -82,11 +82,11 @@ async fn until_worker_has(worker: &RunningWorker, revision: i64) {
     }
 }
 
-fn settings(domains: &[&str], clients: &[&str], size: Value) -> Value {
+pub(crate) fn settings(domains: &[&str], clients: &[&str], size: Value) -> Value {
     json!({"enabled": true, "destination_domains": domains, "clients": clients, "message_size_limit": size})
 }
 
-fn unlimited() -> Value {
+pub(crate) fn unlimited() -> Value {
     json!({"unlimited": true})
 }
 
@@ -122,7 +122,7 @@ fn message(subject: &str, body: &str) -> String {
     )
 }
 
-async fn messages(w: &World) -> Vec<Value> {
+pub(crate) async fn messages(w: &World) -> Vec<Value> {
     let r = w.app.get(&format!("/v1/tenants/{}/messages?limit=500", w.a.id), &w.admin_pcn()).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     r.body["items"].as_array().unwrap().clone()
@@ -740,7 +740,7 @@ async fn archives_python_wrote_are_opened(backend: Backend) {
 }
 
 /// Sends `sample` (see tests/clients/send_sample.py) to `rcpt` through `worker` with smtplib.
-async fn send_sample(worker: &sensor::RunningWorker, sample: &str, rcpt: &str) {
+pub(crate) async fn send_sample(worker: &sensor::RunningWorker, sample: &str, rcpt: &str) {
     let out = tokio::process::Command::new("python3")
         .arg(fixture("../clients/send_sample.py"))
         .args([&worker.smtp_addr.ip().to_string(), &worker.smtp_addr.port().to_string(), sample, rcpt])
@@ -858,7 +858,7 @@ async fn platform_yara_rules_scan_every_object(backend: Backend) {
 }
 
 /// The message once the scan queue has given it a verdict (it reads `pending` until then).
-async fn scanned(w: &World, id: &str) -> Reply {
+pub(crate) async fn scanned(w: &World, id: &str) -> Reply {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let m = w.app.get(&format!("/v1/tenants/{}/messages/{id}", w.a.id), &w.admin_pcn()).await;
@@ -871,7 +871,7 @@ async fn scanned(w: &World, id: &str) -> Reply {
     }
 }
 
-async fn until_none_pending(w: &World) {
+pub(crate) async fn until_none_pending(w: &World) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = w.app.get(&format!("/v1/tenants/{}/messages?verdict=pending", w.a.id), &w.admin_pcn()).await;

@@ -4,7 +4,9 @@ replies as JSON, for tests/api/smtp.rs.
 
 usage: send_sample.py HOST PORT SAMPLE [RCPT]
 SAMPLE: zip_deflate | zip_in_zip | gzip | zip_bomb | encrypted_zip | zip_exe | plain_zip |
-        html_smuggling | pdf_openaction | js_attachment
+        html_smuggling | pdf_openaction | js_attachment | clamav_marker | large_attachment |
+        gtube | phishing | hello
+(the last three are messages without an attachment)
 """
 import gzip
 import io
@@ -77,6 +79,23 @@ SAMPLES = {
     "html_smuggling": lambda: ("invoice.html", SMUGGLING),
     "pdf_openaction": lambda: ("statement.pdf", PDF_JS),
     "js_attachment": lambda: ("update.js", b"WScript.Echo('hello');\n"),
+    # A string only the tests' own ClamAV signatures know (tests/fixtures/clamav), deep in a zip.
+    "clamav_marker": lambda: ("notes.zip", zipped([("a/b.txt", b"xx MAILSENSOR-CLAMAV-TEST-MARKER xx")])),
+    # 1.5 MB, past the StreamMaxLength of the tests' clamd (1 MB); stored (stored, not deflated).
+    "large_attachment": lambda: ("archive.zip", zipped([("big.bin", os.urandom(1_500_000))], zipfile.ZIP_STORED)),
+}
+
+# Messages without an attachment: (content subtype, body).
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+BODIES = {
+    "gtube": ("plain", f"Buy now.\n{GTUBE}\n"),
+    # The link's text names one site, its target is another: rspamd's PHISHING symbol.
+    "phishing": (
+        "html",
+        '<html><body><p>Your account is locked.</p>'
+        '<a href="http://paypa1-login.example/verify">https://www.paypal.com/signin</a></body></html>\n',
+    ),
+    "hello": ("plain", "Hello Bob, lunch on Friday?\n"),
 }
 
 TYPES = {".html": ("text", "html"), ".pdf": ("application", "pdf"), ".js": ("application", "javascript")}
@@ -85,6 +104,9 @@ TYPES = {".html": ("text", "html"), ".pdf": ("application", "pdf"), ".js": ("app
 def main() -> None:
     host, port, sample, *rcpt = sys.argv[1:]
     rcpt = rcpt[0] if rcpt else "bob@example.com"
+    if sample in BODIES:
+        send(host, port, sample, rcpt, body_message(sample, rcpt), {"sample": sample})
+        return
     filename, data = SAMPLES[sample]()
     maintype, subtype = next((t for ext, t in TYPES.items() if filename.endswith(ext)), ("application", "octet-stream"))
     message = EmailMessage()
@@ -96,7 +118,20 @@ def main() -> None:
         message.add_attachment(data.decode(), subtype=subtype, filename=filename)
     else:
         message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
-    result = {"sample": sample, "attachment_bytes": len(data)}
+    send(host, port, sample, rcpt, message, {"sample": sample, "attachment_bytes": len(data)})
+
+
+def body_message(sample, rcpt):
+    subtype, body = BODIES[sample]
+    message = EmailMessage()
+    message["From"] = "PayPal <service@paypa1-secure.example>" if sample == "phishing" else "mallory@example.net"
+    message["To"] = rcpt
+    message["Subject"] = f"sample {sample}"
+    message.set_content(body, subtype=subtype)
+    return message
+
+
+def send(host, port, sample, rcpt, message, result):
     with smtplib.SMTP(host, int(port), timeout=60) as smtp:
         try:
             refused = smtp.send_message(message, "mallory@example.net", [rcpt])
