@@ -10,6 +10,7 @@ mod m20261202_000006_intake;
 mod m20261202_000007_content_lz4;
 mod m20261206_000008_rescan;
 mod m20261206_000009_scan_engines;
+mod m20261206_000010_detection_rulesets;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000007_content_lz4::Migration),
             Box::new(m20261206_000008_rescan::Migration),
             Box::new(m20261206_000009_scan_engines::Migration),
+            Box::new(m20261206_000010_detection_rulesets::Migration),
         ]
     }
 }

@@ -27,6 +27,8 @@ pub enum Permission {
     ReadAudit,
     ReadMessages,
     Rescan,
+    ReadRulesets,
+    WriteRulesets,
 }
 
 impl Permission {
@@ -42,6 +44,8 @@ impl Permission {
             Permission::ReadAudit => "read audit events",
             Permission::ReadMessages => "read received messages",
             Permission::Rescan => "rescan messages",
+            Permission::ReadRulesets => "read detection rulesets",
+            Permission::WriteRulesets => "write detection rulesets",
         }
     }
 }
@@ -110,11 +114,11 @@ impl Caller {
             ReadSensors => !matches!(role, Role::PlatformOperator | Role::Sensor),
             ManageSensors | WriteSettings => role == Role::Administrator,
             ReadSettings | ReadAudit => matches!(role, Role::Administrator | Role::SecurityAuditor),
-            ReadMessages => matches!(
+            ReadMessages | ReadRulesets => matches!(
                 role,
                 Role::Administrator | Role::SecurityAuditor | Role::SeniorSecurityOfficer | Role::SecurityOfficer
             ),
-            Rescan => role == Role::SeniorSecurityOfficer,
+            Rescan | WriteRulesets => role == Role::SeniorSecurityOfficer,
         };
         if allowed { Ok(()) } else { Err(ApiError::forbidden(role, what.describe())) }
     }

@@ -19,15 +19,41 @@ pub struct FieldError {
     #[schema(nullable = false)]
     pub parameter: Option<String>,
     pub message: String,
+    /// In a YARA source: the line (from 1) of the problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = 3)]
+    pub line: Option<usize>,
+    /// In a YARA source: the column (from 1) of the problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = 14)]
+    pub column: Option<usize>,
+    /// In a YARA source: yara-x's code for the problem, e.g. `E009` or `slow_pattern`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "E009")]
+    pub code: Option<String>,
 }
 
 impl FieldError {
     pub fn body(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { pointer: Some(pointer.into()), parameter: None, message: message.into() }
+        FieldError {
+            pointer: Some(pointer.into()),
+            parameter: None,
+            message: message.into(),
+            line: None,
+            column: None,
+            code: None,
+        }
     }
 
     pub fn parameter(name: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { pointer: None, parameter: Some(name.into()), message: message.into() }
+        FieldError {
+            pointer: None,
+            parameter: Some(name.into()),
+            message: message.into(),
+            line: None,
+            column: None,
+            code: None,
+        }
     }
 }
 

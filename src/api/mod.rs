@@ -8,6 +8,7 @@ mod body;
 mod caller;
 mod codec_errors;
 mod config_stream;
+mod detection_rulesets;
 mod error;
 mod evaluate;
 mod fleet;
@@ -104,7 +105,16 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(messages::get_message)
         .service(messages::get_raw)
         .service(messages::rescan_message)
-        .service(audit::list_audit_events);
+        .service(audit::list_audit_events)
+        .service(detection_rulesets::test_ruleset)
+        .service(detection_rulesets::create_ruleset)
+        .service(detection_rulesets::list_rulesets)
+        .service(detection_rulesets::get_ruleset)
+        .service(detection_rulesets::replace_ruleset)
+        .service(detection_rulesets::update_ruleset)
+        .service(detection_rulesets::delete_ruleset)
+        .service(detection_rulesets::list_ruleset_revisions)
+        .service(detection_rulesets::restore_ruleset_revision);
 }
 
 /// The OpenAPI document, built from the same route table the server uses (no database needed).

@@ -37,6 +37,7 @@ Errors are RFC 9457 problem documents; a 422 lists every bad field.",
         (name = "fleet", description = "The workers of a sensor and which settings revision each runs"),
         (name = "audit", description = "Who changed what"),
         (name = "messages", description = "Messages received by sensors, with scan verdicts"),
+        (name = "detection", description = "Detection rulesets: the tenant's own YARA rules, attached to the PCN (every sensor) or an SCN (its sensors); history, restore, and an explainer"),
         (name = "workers", description = "For sensor workers only (sensor token): the config stream, acknowledgements, the message hand-off"),
         (name = "operations", description = "Health, readiness and metrics (no authentication)")
     )

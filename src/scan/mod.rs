@@ -52,4 +52,4 @@ pub use findings::{
     KIND_TOO_COMPLEX, KIND_TOO_LARGE_FOR_ENGINE, KIND_YARA_RULE, MAX_LISTED_DETECTIONS, MAX_LISTED_PARTS,
     MAX_LISTED_SYMBOLS, Part, ScanReport, SpamCheck, SpamSymbol, Verdict,
 };
-pub use scanner::{YaraRun, scan, scan_with_yara};
+pub use scanner::{Explained, YaraRun, explain, scan, scan_with_yara};

@@ -18,18 +18,32 @@ fn on_message(kind: &str, description: String, verdict: Verdict) -> Detection {
     Detection::builtin(kind, description, None, Vec::new(), verdict)
 }
 
-/// YARA rules run over every object of a message: the scanner of this worker, the envelope the
-/// rules' globals describe, and the first failure (after which no rule runs for this message).
+/// YARA rules run over every object of a message: the scanners of this worker (the platform's
+/// rules, the tenant's rulesets in the sensor's scope), the envelope the rules' globals describe,
+/// and the first failure (after which no rule runs for this message).
 pub struct YaraRun<'s, 'r> {
-    scanner: &'s mut yara::Scanner<'r>,
+    scanners: Vec<&'s mut yara::Scanner<'r>>,
     envelope: Envelope,
     failure: Option<ScanFailure>,
     spent: Duration,
+    /// Every match with its strings, when explaining ([`explain()`]).
+    explained: Option<Vec<Explained>>,
+}
+
+/// A rule that matched an object, with where its strings matched: what the explainer answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Explained {
+    /// The object, e.g. `attachment "invoice.zip"` or `member "a/b.txt" of attachment "x.zip"`.
+    pub object: String,
+    pub part: Option<usize>,
+    pub archive_path: Vec<String>,
+    #[serde(flatten)]
+    pub matched: yara::RuleMatch,
 }
 
 impl<'s, 'r> YaraRun<'s, 'r> {
-    pub fn new(scanner: &'s mut yara::Scanner<'r>, envelope: Envelope) -> Self {
-        YaraRun { scanner, envelope, failure: None, spent: Duration::ZERO }
+    pub fn new(scanners: Vec<&'s mut yara::Scanner<'r>>, envelope: Envelope) -> Self {
+        YaraRun { scanners, envelope, failure: None, spent: Duration::ZERO, explained: None }
     }
 
     /// How the run went, for the report.
@@ -40,7 +54,8 @@ impl<'s, 'r> YaraRun<'s, 'r> {
             Some(ScanFailure::Failed(_)) => EngineStatus::Error,
         };
         let version = format!("yara-x {}", yara::YARA_X_VERSION);
-        let database = Some(self.scanner.fingerprint.to_owned());
+        let fingerprints: Vec<&str> = self.scanners.iter().map(|s| s.fingerprint).collect();
+        let database = Some(fingerprints.join("; "));
         let mut run = EngineRun::new(ENGINE_YARA, status, version, database, self.spent.as_millis() as u64);
         run.error = self.failure.as_ref().map(ToString::to_string);
         run
@@ -52,8 +67,26 @@ impl<'s, 'r> YaraRun<'s, 'r> {
             return Vec::new();
         }
         let started = Instant::now();
-        let scanned = self.scanner.scan(&object, &self.envelope);
+        let mut scanned = Ok(Vec::new());
+        for scanner in self.scanners.iter_mut() {
+            match (scanner.scan(&object, &self.envelope), &mut scanned) {
+                (Ok(matches), Ok(all)) => all.extend(matches),
+                (Err(e), _) => {
+                    scanned = Err(e);
+                    break;
+                }
+                _ => {}
+            }
+        }
         self.spent += started.elapsed();
+        if let (Ok(matches), Some(explained)) = (&scanned, self.explained.as_mut()) {
+            explained.extend(matches.iter().map(|m| Explained {
+                object: place.to_owned(),
+                part,
+                archive_path: path.to_vec(),
+                matched: m.clone(),
+            }));
+        }
         match scanned {
             Ok(matches) => matches
                 .into_iter()
@@ -90,15 +123,26 @@ pub fn scan(raw: &[u8]) -> ScanReport {
 /// message and the report's `yara` engine says so: the caller must not take the verdict for a
 /// complete one.
 pub fn scan_with_yara(raw: &[u8], yara: YaraRun<'_, '_>) -> ScanReport {
+    scan_and_run(raw, yara).0
+}
+
+/// [`scan_with_yara()`], and every rule that matched every object with where its strings matched
+/// (the raw message's own matches included, even of rules that matched a part too).
+pub fn explain(raw: &[u8], mut yara: YaraRun<'_, '_>) -> (ScanReport, Vec<Explained>) {
+    yara.explained = Some(Vec::new());
+    let (report, yara) = scan_and_run(raw, yara);
+    (report, yara.explained.unwrap_or_default())
+}
+
+fn scan_and_run<'s, 'r>(raw: &[u8], yara: YaraRun<'s, 'r>) -> (ScanReport, YaraRun<'s, 'r>) {
     let mut yara = Some(yara);
     let mut report = scan_objects(raw, &mut yara);
-    if let Some(yara) = yara {
-        if let Some(builtin) = report.engines.first_mut() {
-            builtin.millis = builtin.millis.saturating_sub(yara.spent.as_millis() as u64);
-        }
-        report.engines.push(yara.outcome());
+    let yara = yara.expect("scan_objects keeps the run");
+    if let Some(builtin) = report.engines.first_mut() {
+        builtin.millis = builtin.millis.saturating_sub(yara.spent.as_millis() as u64);
     }
-    report
+    report.engines.push(yara.outcome());
+    (report, yara)
 }
 
 fn scan_objects(raw: &[u8], yara: &mut Option<YaraRun<'_, '_>>) -> ScanReport {

@@ -25,6 +25,15 @@ pub struct RuleSource {
     /// A file name or a ruleset's name: it prefixes every problem reported in this source.
     pub origin: String,
     pub text: String,
+    /// Rules of this source that are switched off: still evaluated (another rule's condition may
+    /// name them), never reported.
+    pub disabled: Vec<String>,
+}
+
+impl RuleSource {
+    pub fn new(namespace: impl Into<String>, origin: impl Into<String>, text: impl Into<String>) -> Self {
+        RuleSource { namespace: namespace.into(), origin: origin.into(), text: text.into(), disabled: Vec::new() }
+    }
 }
 
 /// A compile error or warning, where it is.
@@ -58,6 +67,8 @@ pub struct Rules {
     pub warnings: Vec<Problem>,
     /// What a scan result names as the rules it ran: their count and a digest of their sources.
     pub fingerprint: String,
+    /// `(namespace, rule)` of the rules switched off.
+    disabled: std::collections::HashSet<(String, String)>,
 }
 
 impl std::fmt::Debug for Rules {
@@ -68,11 +79,7 @@ impl std::fmt::Debug for Rules {
 
 /// The demo ruleset `mailsensor dev` runs unless given rules of its own.
 pub fn demo_rules() -> RuleSource {
-    RuleSource {
-        namespace: "demo".to_owned(),
-        origin: "demo.yar".to_owned(),
-        text: include_str!("demo.yar").to_owned(),
-    }
+    RuleSource::new("demo", "demo.yar", include_str!("demo.yar"))
 }
 
 /// How long one object may take; a scan that times out is a failed scan, retried later.
@@ -134,11 +141,15 @@ pub fn compile(sources: &[RuleSource]) -> Result<Rules, Vec<Problem>> {
             .chain_update([0])
             .chain_update(source.text.as_bytes())
             .chain_update([0])
+            .chain_update(source.disabled.join("\n").as_bytes())
+            .chain_update([0])
     });
+    let disabled =
+        sources.iter().flat_map(|s| s.disabled.iter().map(|rule| (s.namespace.clone(), rule.clone()))).collect();
     let count = rules.iter().len();
     let plural = if count == 1 { "" } else { "s" };
     let fingerprint = format!("{count} rule{plural}, sha256 {}", &hex::encode(digest.finalize())[..12]);
-    Ok(Rules { rules, warnings, fingerprint })
+    Ok(Rules { rules, warnings, fingerprint, disabled })
 }
 
 impl Rules {
@@ -146,12 +157,17 @@ impl Rules {
         self.rules.iter().len()
     }
 
+    /// The rules of `namespace`, in source order.
+    pub fn rule_names(&self, namespace: &str) -> Vec<String> {
+        self.rules.iter().filter(|r| r.namespace() == namespace).map(|r| r.identifier().to_owned()).collect()
+    }
+
     /// A scanner for one worker, to be reused for every object it scans.
     pub fn scanner(&self) -> Scanner<'_> {
         let mut scanner = yara_x::Scanner::new(&self.rules);
         scanner.set_timeout(OBJECT_TIMEOUT);
         scanner.max_matches_per_pattern(MATCHES_PER_PATTERN);
-        Scanner { scanner, fingerprint: &self.fingerprint }
+        Scanner { scanner, fingerprint: &self.fingerprint, disabled: &self.disabled }
     }
 }
 
@@ -214,6 +230,7 @@ pub struct Scanner<'r> {
     scanner: yara_x::Scanner<'r>,
     /// Its rules' [`Rules::fingerprint`].
     pub fingerprint: &'r str,
+    disabled: &'r std::collections::HashSet<(String, String)>,
 }
 
 fn severity(rule: &yara_x::Rule<'_, '_>) -> Verdict {
@@ -245,8 +262,10 @@ impl Scanner<'_> {
             Err(yara_x::errors::ScanError::Timeout) => return Err(ScanFailure::Timeout),
             Err(e) => return Err(ScanFailure::Failed(e.to_string())),
         };
+        let disabled = self.disabled;
         Ok(results
             .matching_rules()
+            .filter(|rule| !disabled.contains(&(rule.namespace().to_owned(), rule.identifier().to_owned())))
             .map(|rule| RuleMatch {
                 rule: rule.identifier().to_owned(),
                 namespace: rule.namespace().to_owned(),

@@ -7,7 +7,7 @@ use super::yara::{self, Envelope, RuleSource};
 use super::*;
 
 fn source(text: &str) -> RuleSource {
-    RuleSource { namespace: "t".to_owned(), origin: "test.yar".to_owned(), text: text.to_owned() }
+    RuleSource::new("t", "test.yar", text)
 }
 
 fn rules(text: &str) -> yara::Rules {
@@ -16,7 +16,7 @@ fn rules(text: &str) -> yara::Rules {
 
 fn scan_with(rules: &yara::Rules, raw: &[u8], envelope: Envelope) -> ScanReport {
     let mut scanner = rules.scanner();
-    let report = scan_with_yara(raw, YaraRun::new(&mut scanner, envelope));
+    let report = scan_with_yara(raw, YaraRun::new(vec![&mut scanner], envelope));
     assert!(report.engines.iter().all(|e| e.status == EngineStatus::Ok), "{:?}", report.engines);
     report
 }
@@ -118,7 +118,7 @@ fn a_rule_that_cannot_finish_fails_the_scan_rather_than_calling_it_clean() {
     );
     let mut scanner = compiled.scanner();
     let raw = with_attachment("big.bin", "application/octet-stream", &vec![0u8; 4 << 20]);
-    let report = scan_with_yara(raw.as_bytes(), YaraRun::new(&mut scanner, to(&["a.example"])));
+    let report = scan_with_yara(raw.as_bytes(), YaraRun::new(vec![&mut scanner], to(&["a.example"])));
     let engines: Vec<_> = report.engines.iter().map(|e| (e.engine.as_str(), e.status)).collect();
     assert_eq!(engines, [("builtin", EngineStatus::Ok), ("yara", EngineStatus::Timeout)]);
     assert!(report.engines[1].error.as_deref().is_some_and(|e| e.contains("gave up")), "{:?}", report.engines[1]);

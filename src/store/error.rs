@@ -26,6 +26,11 @@ const UNIQUE_MESSAGES: &[(&str, &str, &str)] = &[
         "sensors.tenant_id, sensors.name",
         "a sensor with this name already exists in the tenant",
     ),
+    (
+        "ux_detection_rulesets_tenant_name",
+        "detection_rulesets.tenant_id, detection_rulesets.name",
+        "a detection ruleset with this name already exists in the tenant",
+    ),
 ];
 
 impl From<DbErr> for StoreError {

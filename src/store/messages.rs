@@ -391,6 +391,8 @@ pub struct ToScan {
     pub raw: Vec<u8>,
     pub envelope: Envelope,
     pub delivery: Delivery,
+    /// The tenant's detection rulesets in force for its sensor, sorted.
+    pub rulesets: Vec<super::rulesets::InForce>,
 }
 
 /// The SMTP transaction that brought a message, as the sensor handed it off.
@@ -406,9 +408,13 @@ pub struct Delivery {
 /// for another), scans their contents with `scan` and records the results, all in one transaction:
 /// the scan queue's cross-tenant path (`mailsensor_platform`). No outcomes: nothing is waiting (or
 /// every waiting message is claimed by another worker).
+///
+/// `known` says which ruleset revisions the caller holds compiled already; the content of the
+/// others in force for the claimed messages is handed to `scan` with them.
 pub async fn scan_next(
     db: &DatabaseConnection,
-    scan: impl AsyncFnOnce(Vec<ToScan>) -> Vec<Result<ScanReport, String>>,
+    known: impl Fn(Uuid, i64) -> bool,
+    scan: impl AsyncFnOnce(Vec<ToScan>, Vec<super::rulesets::Loaded>) -> Vec<Result<ScanReport, String>>,
 ) -> Result<ScanTurn, StoreError> {
     use sea_orm::sea_query::{LockBehavior, LockType};
     // A verdict can always be computed again: a crash that loses it leaves the message pending,
@@ -459,15 +465,21 @@ pub async fn scan_next(
                         mail_from: m.mail_from.clone(),
                         rcpt_to,
                     },
+                    rulesets: Vec::new(),
                 }
             })
             .collect();
+        let sensors: Vec<(Uuid, Uuid)> = claimed.iter().map(|m| (m.tenant_id, m.sensor_id)).collect();
+        let (in_force, loaded) = super::rulesets::in_force(txn, &sensors, known).await?;
+        for (message, to_scan) in claimed.iter().zip(raws.iter_mut()) {
+            to_scan.rulesets = in_force.get(&message.sensor_id).cloned().unwrap_or_default();
+        }
         for chunk in chunks {
             if let Some(at) = claimed.iter().position(|m| m.id == chunk.message_id) {
                 raws[at].raw.extend_from_slice(&chunk.data);
             }
         }
-        let reports = scan(raws).await;
+        let reports = scan(raws, loaded).await;
         let mut outcomes = Vec::with_capacity(claimed.len());
         for (row, report) in claimed.into_iter().zip(reports) {
             let (active, outcome) = scan_result(row, report, now);

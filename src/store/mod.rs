@@ -7,6 +7,7 @@ pub mod messages;
 pub mod nodes;
 mod page;
 pub mod revisions;
+pub mod rulesets;
 mod scope;
 pub mod sensors;
 pub mod settings;

@@ -3,7 +3,8 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelec
 use uuid::Uuid;
 
 use super::StoreError;
-use super::entity::sensor;
+use super::entity::{node, sensor};
+use crate::policy::Violation;
 
 /// What part of one tenant a caller may see. Every tenant query filters by it, so an object
 /// outside it is simply not found.
@@ -63,4 +64,26 @@ pub(super) fn sensors_attached_to(tenant: Uuid, node: Uuid) -> sea_orm::sea_quer
         .filter(sensor::Column::TenantId.eq(tenant))
         .filter(sensor::Column::NodeId.eq(node))
         .into_query()
+}
+
+/// A node named in a request body (`/node_id`) must be inside the caller's scope; one outside
+/// reads as absent. `what` is what the caller does with it, for the error.
+pub(super) async fn node_in_scope(
+    conn: &impl ConnectionTrait,
+    scope: TenantScope,
+    node_id: Uuid,
+    what: &str,
+) -> Result<(), StoreError> {
+    let mut query =
+        node::Entity::find().filter(node::Column::TenantId.eq(scope.tenant)).filter(node::Column::Id.eq(node_id));
+    if let Some(own) = scope.node {
+        query = query.filter(node::Column::Id.eq(own));
+    }
+    match query.one(conn).await? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Invalid(vec![Violation::new(
+            "/node_id",
+            format!("no node {node_id} in this tenant that you may {what}"),
+        )])),
+    }
 }

@@ -1,17 +1,16 @@
 //! Sensors, each attached to one central node and owning one SMTP integration settings row.
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use serde_json::json;
 use uuid::Uuid;
 
 use super::audit::{self, Actor, AuditEntry};
 use super::db::as_tenant;
-use super::entity::{node, sensor};
+use super::entity::sensor;
 use super::revisions::{self, ChangeKind};
 use super::{Page, PageRequest, StoreError, TenantScope, scope, settings};
-use crate::policy::Violation;
 use crate::wire::{SensorDeleted, SettingsDocument};
 
 /// One sensor in `scope`; outside it reads exactly like missing.
@@ -37,22 +36,6 @@ pub async fn list(
     Ok(Page::from_rows(rows, page, |s| s.id))
 }
 
-/// A node named in a request body must be inside the caller's scope; one outside reads as absent.
-async fn node_in_scope(conn: &impl ConnectionTrait, scope: TenantScope, node_id: Uuid) -> Result<(), StoreError> {
-    let mut query =
-        node::Entity::find().filter(node::Column::TenantId.eq(scope.tenant)).filter(node::Column::Id.eq(node_id));
-    if let Some(own) = scope.node {
-        query = query.filter(node::Column::Id.eq(own));
-    }
-    match query.one(conn).await? {
-        Some(_) => Ok(()),
-        None => Err(StoreError::Invalid(vec![Violation::new(
-            "/node_id",
-            format!("no node {node_id} in this tenant that you may attach sensors to"),
-        )])),
-    }
-}
-
 fn sensor_json(s: &sensor::Model) -> serde_json::Value {
     json!({"name": s.name, "node_id": s.node_id})
 }
@@ -66,7 +49,7 @@ pub async fn create(
     cap: u64,
 ) -> Result<sensor::Model, StoreError> {
     let sensor = as_tenant(db, scope.tenant, async |txn| {
-        node_in_scope(txn, scope, node_id).await?;
+        scope::node_in_scope(txn, scope, node_id, "attach sensors to").await?;
         let now = super::now();
         let sensor = sensor::ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -117,7 +100,7 @@ pub async fn update(
     let out = as_tenant(db, scope.tenant, async |txn| {
         let before = scope::sensor(txn, scope, id).await?;
         if let Some(node_id) = node_id {
-            node_in_scope(txn, scope, node_id).await?;
+            scope::node_in_scope(txn, scope, node_id, "attach sensors to").await?;
         }
         let mut active: sensor::ActiveModel = before.clone().into();
         if let Some(name) = name {

@@ -31,6 +31,12 @@ async fn documented_request_properties_are_exactly_the_parsed_ones() {
     let w = world(Backend::Postgres).await;
     let spec: Value = serde_json::from_str(&mailsensor::api::openapi_json()).unwrap();
     let sensor_token = w.sensor_token(&w.a, w.a.pcn_sensor);
+    let officer = w.member(&w.a, mailsensor::auth::Role::SeniorSecurityOfficer, w.a.pcn);
+    let rulesets = format!("/v1/tenants/{}/detection-rulesets", w.a.id);
+    let probe =
+        w.app.post(&rulesets, &officer, json!({"name": "probe", "source": "rule probe { condition: true }"})).await;
+    assert_eq!(probe.status, 201, "{:?}", probe.body);
+    let ruleset = probe.body["id"].as_str().unwrap().to_owned();
     let mut checked = Vec::new();
     for (template, item) in spec["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
@@ -39,11 +45,14 @@ async fn documented_request_properties_are_exactly_the_parsed_ones() {
             let path = template
                 .replace("{tenant_id}", &w.a.id.to_string())
                 .replace("{sensor_id}", &w.a.pcn_sensor.to_string())
-                .replace("{instance_id}", "probe-1");
+                .replace("{instance_id}", "probe-1")
+                .replace("{ruleset_id}", &ruleset);
             let token = if template.starts_with("/v1/sensors/") {
                 sensor_token.clone()
             } else if template == "/v1/tenants" || template == "/v1/tenants/{tenant_id}" {
                 w.operator.clone()
+            } else if template.contains("/detection-rulesets") {
+                officer.clone()
             } else {
                 w.admin_pcn()
             };

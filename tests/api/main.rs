@@ -6,6 +6,7 @@ mod audit;
 mod bodies;
 mod daemons;
 mod defence;
+mod detection;
 mod dev;
 mod engines;
 mod exactly_once;

@@ -58,6 +58,12 @@ async fn populated() -> (World, Uuid) {
         let path = format!("/v1/sensors/{sensor}/workers/w1");
         let r = w.app.put(&path, &w.sensor_token(tenant, sensor), serde_json::json!({"version": "1"})).await;
         assert_eq!(r.status, 200, "{:?}", r.body);
+        // A detection ruleset, and so a row of its history.
+        let officer = w.member(tenant, mailsensor::auth::Role::SeniorSecurityOfficer, tenant.pcn);
+        let rulesets = format!("/v1/tenants/{}/detection-rulesets", tenant.id);
+        let body = serde_json::json!({"name": "rows", "source": "rule rows { condition: true }"});
+        let r = w.app.post(&rulesets, &officer, body).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
     }
     (w, b_message)
 }

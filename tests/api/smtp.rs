@@ -42,25 +42,37 @@ fn worker_config(api: &str, token: String, sensor: Uuid) -> WorkerConfig {
 
 /// Puts `settings` on the PCN sensor and starts a worker that has applied them.
 pub(crate) async fn mx(w: &World, settings: Value, tweak: impl FnOnce(&mut WorkerConfig)) -> RunningWorker {
-    let sensor = w.a.pcn_sensor;
-    let r = w.app.put(&w.a.settings_path(sensor), &w.admin_pcn(), settings).await;
+    mx_at(w, &w.a, w.a.pcn_sensor, settings, tweak).await
+}
+
+/// Puts `settings` on `sensor` of `tenant` and starts a worker that has applied them.
+pub(crate) async fn mx_at(
+    w: &World,
+    tenant: &TenantFixture,
+    sensor: Uuid,
+    settings: Value,
+    tweak: impl FnOnce(&mut WorkerConfig),
+) -> RunningWorker {
+    let admin = w.member(tenant, Role::Administrator, tenant.pcn);
+    let r = w.app.put(&tenant.settings_path(sensor), &admin, settings).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let revision = r.body["revision"].as_i64().unwrap();
-    let mut config = worker_config(&w.app.base, w.sensor_token(&w.a, sensor), sensor);
+    let mut config = worker_config(&w.app.base, w.sensor_token(tenant, sensor), sensor);
     tweak(&mut config);
     let worker = sensor::start(config).await.unwrap();
     until_worker_has(&worker, revision).await;
-    until_fleet_has(w, revision).await;
+    until_fleet_has(w, tenant, sensor, revision).await;
     worker
 }
 
 /// Waits until the API has heard a worker acknowledge `revision`: only a worker the API knows of
 /// counts in a write's `?wait=applied`.
-async fn until_fleet_has(w: &World, revision: i64) {
+async fn until_fleet_has(w: &World, tenant: &TenantFixture, sensor: Uuid, revision: i64) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let path = format!("{}/workers", w.a.sensor_path(w.a.pcn_sensor));
+    let path = format!("{}/workers", tenant.sensor_path(sensor));
+    let admin = w.member(tenant, Role::Administrator, tenant.pcn);
     loop {
-        let fleet = w.app.get(&path, &w.admin_pcn()).await;
+        let fleet = w.app.get(&path, &admin).await;
         let items = fleet.body["items"].as_array().cloned().unwrap_or_default();
         if items.iter().any(|i| i["applied_settings_revision"].as_i64() == Some(revision)) {
             return;
@@ -846,7 +858,7 @@ async fn platform_yara_rules_scan_every_object(backend: Backend) {
     assert_eq!(listed("rule=eicar_test_file&engine=yara").await, Vec::<String>::new());
     assert_eq!(listed("engine=yara&verdict=malicious").await.len(), 3);
     assert_eq!(listed("rule=").await.len(), 5, "an empty free-text filter is no filter");
-    let r = w.app.get(&format!("/v1/tenants/{}/messages?engine=clamav", w.a.id), &w.admin_pcn()).await;
+    let r = w.app.get(&format!("/v1/tenants/{}/messages?engine=sophos", w.a.id), &w.admin_pcn()).await;
     assert_eq!((r.status.as_u16(), r.body["errors"][0]["parameter"].as_str()), (422, Some("engine")), "{:?}", r.body);
 
     // Built-in detections say so.

@@ -1,6 +1,8 @@
 //! sea-orm entities, one per table. Relations are not declared: every query is written tenant-scoped
 //! in `store/` and joins nothing implicitly.
 pub mod audit_event;
+pub mod detection_ruleset;
+pub mod detection_ruleset_revision;
 pub mod message;
 pub mod message_chunk;
 pub mod node;

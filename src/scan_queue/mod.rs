@@ -8,6 +8,7 @@
 //! are in progress on this replica, a worker holds back before each claim — at most a second, so
 //! scanning keeps moving under sustained load, and not at all once the backlog is large — and
 //! works off what piled up as soon as intake pauses.
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -16,10 +17,13 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+mod tenant_rules;
+
 pub use crate::engines::Daemons;
 use crate::engines::Delivery;
 use crate::scan::{self, yara};
 use crate::store::{self, messages::Scanned, messages::ToScan};
+use tenant_rules::TenantRules;
 
 /// How often an idle worker looks for messages other replicas stored, and the depth is sampled.
 const POLL: Duration = Duration::from_secs(1);
@@ -86,6 +90,8 @@ pub struct Engines {
     pub yara: Option<Arc<yara::Rules>>,
     /// clamd and rspamd, when configured (`--clamd`, `--rspamd`).
     pub daemons: Arc<Daemons>,
+    /// The tenants' detection rulesets, compiled as the claimed messages need them.
+    tenant_rules: Arc<TenantRules>,
 }
 
 impl Engines {
@@ -104,7 +110,7 @@ impl Engines {
             let text =
                 std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
             let namespace = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            sources.push(yara::RuleSource { namespace, origin: path.display().to_string(), text });
+            sources.push(yara::RuleSource::new(namespace, path.display().to_string(), text));
         }
         sources.sort_by(|a, b| a.origin.cmp(&b.origin));
         if sources.is_empty() {
@@ -188,7 +194,12 @@ impl ScanQueue {
 /// Scans a batch of claimed messages: the pure scan on a blocking thread (it is CPU work), then
 /// the daemons' looks, several messages at a time. An engine that could not finish is in the
 /// report; the store decides between a retry and an incomplete result.
-async fn scan_all(batch: Vec<ToScan>, engines: &Engines) -> Vec<Result<scan::ScanReport, String>> {
+async fn scan_all(
+    batch: Vec<ToScan>,
+    loaded: Vec<store::rulesets::Loaded>,
+    engines: &Engines,
+) -> Vec<Result<scan::ScanReport, String>> {
+    engines.tenant_rules.learn(loaded);
     let count = batch.len();
     let for_scan = engines.clone();
     let scanned = tokio::task::spawn_blocking(move || {
@@ -237,20 +248,39 @@ async fn looks(daemons: &Daemons, message: &ToScan, scanned: bool) -> Vec<crate:
 
 /// The pure scan of a batch. A message that makes a parser panic fails alone, not the batch.
 fn scan_batch(batch: &[ToScan], engines: &Engines) -> Vec<Result<scan::ScanReport, String>> {
-    // One YARA scanner for the batch: creating one is costly, a batch is up to 32 messages.
-    let mut scanner = engines.yara.as_ref().map(|rules| rules.scanner());
+    // The tenants' rulesets each message needs, compiled (or found compiled) first: the scanners
+    // below borrow them.
+    let mut tenant_rules: HashMap<&[store::rulesets::InForce], Result<Option<Arc<yara::Rules>>, String>> =
+        HashMap::new();
+    for message in batch {
+        tenant_rules.entry(&message.rulesets).or_insert_with(|| engines.tenant_rules.rules(&message.rulesets));
+    }
+    // One YARA scanner per set of rules for the batch: creating one is costly, a batch is up to
+    // 32 messages.
+    let mut platform = engines.yara.as_ref().map(|rules| rules.scanner());
+    let mut tenants: HashMap<&[store::rulesets::InForce], yara::Scanner<'_>> = HashMap::new();
     batch
         .iter()
-        .map(|ToScan { raw, envelope, .. }| {
-            let scanned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match scanner.as_mut() {
-                Some(scanner) => scan::scan_with_yara(raw, scan::YaraRun::new(scanner, envelope.clone())),
-                None => scan::scan(raw),
+        .map(|ToScan { raw, envelope, rulesets, .. }| {
+            let tenant = match &tenant_rules[rulesets.as_slice()] {
+                Ok(rules) => rules.as_ref(),
+                Err(e) => return Err(e.clone()),
+            };
+            if let Some(rules) = tenant {
+                tenants.entry(rulesets.as_slice()).or_insert_with(|| rules.scanner());
+            }
+            let mut scanners: Vec<&mut yara::Scanner<'_>> = platform.iter_mut().collect();
+            scanners.extend(tenants.get_mut(rulesets.as_slice()));
+            let scanned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match scanners.is_empty() {
+                true => scan::scan(raw),
+                false => scan::scan_with_yara(raw, scan::YaraRun::new(scanners, envelope.clone())),
             }));
             match scanned {
                 Ok(report) => Ok(report),
                 Err(_) => {
-                    // Whatever the panic left half done in the scanner is not used again.
-                    scanner = engines.yara.as_ref().map(|rules| rules.scanner());
+                    // Whatever the panic left half done in a scanner is not used again.
+                    platform = engines.yara.as_ref().map(|rules| rules.scanner());
+                    tenants.clear();
                     Err("the scan failed: a parser panicked".to_owned())
                 }
             }
@@ -271,7 +301,9 @@ fn count_engine_runs(report: &scan::ScanReport) {
 async fn work(db: DatabaseConnection, engines: Engines, intake: Arc<Intake>, mut stopping: watch::Receiver<bool>) {
     while !*stopping.borrow() {
         intake.yield_to_intake().await;
-        let turn = store::messages::scan_next(&db, async |batch| scan_all(batch, &engines).await).await;
+        let known = |id, revision| engines.tenant_rules.knows(id, revision);
+        let turn =
+            store::messages::scan_next(&db, known, async |batch, loaded| scan_all(batch, loaded, &engines).await).await;
         match turn {
             Ok(turn) => {
                 turn.outcomes.into_iter().for_each(report);
