@@ -11,6 +11,14 @@ import time
 import uuid
 
 from mailsensor_client import AuthenticatedClient
+from mailsensor_client.api.detection import (
+    create_detection_ruleset,
+    delete_detection_ruleset,
+    list_detection_ruleset_revisions,
+    restore_detection_ruleset_revision,
+    test_detection_ruleset,
+    update_detection_ruleset,
+)
 from mailsensor_client.api.evaluate import evaluate_smtp_integration
 from mailsensor_client.api.fleet import list_sensor_workers
 from mailsensor_client.api.messages import get_message, get_raw_message, list_messages, rescan_message
@@ -22,7 +30,10 @@ from mailsensor_client.api.smtp_integration import (
     update_smtp_integration,
 )
 from mailsensor_client.models import (
+    CreateDetectionRuleset,
     CreateSensor,
+    RulesetTest,
+    UpdateDetectionRuleset,
     EvaluateRequest,
     FieldError,
     Limited,
@@ -154,6 +165,30 @@ check(denied.status_code == 403 and isinstance(denied.parsed, Problem), f"an off
 again = rescan_message.sync_detailed(TENANT, found.id, client=senior)
 check(again.status_code == 202 and again.parsed.earlier_scans[0].verdict == first.verdict, f"rescan: {again.status_code}")
 check(len(scanned(found.id).earlier_scans) == 1, "the earlier result is kept")
+
+# A detection ruleset of the senior officer's: a compile error names its line, the explainer says
+# where a rule matched the stored message, a rule set off and the first revision restored.
+rule = f'rule subject_seen : sdk {{\n  strings: $s = "{subject}"\n  condition: $s\n}}\n'
+broken = create_detection_ruleset.sync_detailed(
+    TENANT, client=senior, body=CreateDetectionRuleset(name="broken", source="rule x {\n  condition: nope\n}\n")
+)
+check(broken.status_code == 422 and broken.parsed.errors[0].line == 2, f"compile error: {broken.content!r}")
+name = f"py-sdk-{uuid.uuid4().hex[:8]}"
+refused = create_detection_ruleset.sync_detailed(TENANT, client=admin, body=CreateDetectionRuleset(name=name, source=rule))
+check(refused.status_code == 403, f"an administrator may not write rulesets: {refused.status_code}")
+made = create_detection_ruleset.sync_detailed(TENANT, client=senior, body=CreateDetectionRuleset(name=name, source=rule))
+check(made.status_code == 201 and made.parsed.rules == ["subject_seen"], f"create ruleset: {made.content!r}")
+ruleset = made.parsed.id
+tried = test_detection_ruleset.sync_detailed(TENANT, client=auditor, body=RulesetTest(source=rule, message_id=found.id))
+check(tried.status_code == 200 and tried.parsed.matches[0].rule == "subject_seen", f"explainer: {tried.content!r}")
+check(tried.parsed.matches[0].strings[0].length == len(subject), "the match says where")
+off = update_detection_ruleset.sync_detailed(TENANT, ruleset, client=senior, body=UpdateDetectionRuleset(enabled=False))
+check(off.status_code == 200 and off.parsed.revision == 2 and off.parsed.enabled is False, f"switch off: {off.content!r}")
+history = list_detection_ruleset_revisions.sync(TENANT, ruleset, client=auditor)
+check([r.revision for r in history.items] == [2, 1], "history")
+back = restore_detection_ruleset_revision.sync_detailed(TENANT, ruleset, 1, client=senior)
+check(back.status_code == 200 and back.parsed.enabled is True and back.parsed.revision == 3, f"restore: {back.content!r}")
+check(delete_detection_ruleset.sync_detailed(TENANT, ruleset, client=senior).status_code == 204, "delete ruleset")
 
 check(delete_sensor.sync_detailed(TENANT, sensor, client=admin).status_code == 204, "delete")
 print("python sdk: the README flow passed")

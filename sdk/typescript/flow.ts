@@ -170,6 +170,43 @@ async function main(): Promise<void> {
   check(rescan.response.status === 202 && rescan.data?.earlier_scans[0]?.verdict === first.verdict, "rescan");
   check((await scanned()).earlier_scans.length === 1, "the earlier result is kept");
 
+  // A detection ruleset of the senior officer's: a compile error names its line, the explainer says
+  // where a rule matched the stored message, a rule set off and the first revision restored.
+  const rulesets = "/v1/tenants/{tenant_id}/detection-rulesets" as const;
+  const rule = `rule subject_seen : sdk {\n  strings: $s = "${subject}"\n  condition: $s\n}\n`;
+  const broken = await senior.POST(rulesets, {
+    params: { path: { tenant_id } },
+    body: { name: "broken", source: "rule x {\n  condition: nope\n}\n" },
+  });
+  check(broken.response.status === 422 && broken.error?.errors?.[0]?.line === 2, "a compile error names its line");
+  const name = `ts-sdk-${randomUUID().slice(0, 8)}`;
+  const refused = await admin.POST(rulesets, { params: { path: { tenant_id } }, body: { name, source: rule } });
+  check(refused.response.status === 403, "an administrator may not write rulesets");
+  const made = await senior.POST(rulesets, { params: { path: { tenant_id } }, body: { name, source: rule } });
+  check(made.response.status === 201 && made.data?.rules[0] === "subject_seen", "create ruleset");
+  const one = { path: { tenant_id, ruleset_id: made.data.id } };
+  const tried = await auditor.POST("/v1/tenants/{tenant_id}/detection-rulesets/test", {
+    params: { path: { tenant_id } },
+    body: { source: rule, message_id: message.id },
+  });
+  const match = tried.data?.matches[0];
+  check(match?.rule === "subject_seen" && match.strings[0]?.length === subject.length, "the explainer says where");
+  const off = await senior.PATCH("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id}", {
+    params: one,
+    body: { enabled: false },
+  });
+  check(off.data?.enabled === false && off.data.revision === 2, "switch a ruleset off");
+  const revisions = await auditor.GET("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id}/revisions", {
+    params: one,
+  });
+  check(revisions.data?.items.map((r) => r.revision).join() === "2,1", "ruleset history");
+  const back = await senior.POST("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id}/revisions/{revision}/restore", {
+    params: { path: { ...one.path, revision: 1 } },
+  });
+  check(back.data?.enabled === true && back.data.revision === 3, "restore");
+  const gone = await senior.DELETE("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id}", { params: one });
+  check(gone.response.status === 204, "delete ruleset");
+
   const deleted = await admin.DELETE("/v1/tenants/{tenant_id}/sensors/{sensor_id}", { params: { path } });
   check(deleted.response.status === 204, "delete");
   console.log("typescript sdk: the README flow passed");

@@ -79,7 +79,8 @@ pub struct CreateDetectionRuleset {
     /// At most 2,000 characters.
     #[schema(nullable = false, max_length = 2000)]
     pub description: Option<String>,
-    /// The node to attach it to (default: the node you are signed in at). At an SCN, only that SCN.
+    /// The node to attach it to (creating: by default the node you are signed in at; replacing: by
+    /// default unchanged). Signed in at an SCN, only that SCN.
     #[schema(nullable = false)]
     pub node_id: Option<Uuid>,
     /// YARA source, at most 512 KiB and 1,000 rules; `include` is refused.
@@ -242,6 +243,7 @@ pub struct RulesetFilter {
 
 /// Create a ruleset; it applies to messages scanned after the write commits.
 #[utoipa::path(
+    operation_id = "create_detection_ruleset",
     tag = "detection",
     params(("tenant_id" = Uuid, Path)),
     request_body = CreateDetectionRuleset,
@@ -288,6 +290,7 @@ async fn writer_scope(state: &AppState, caller: &Caller, tenant: Uuid) -> Result
 
 /// List the rulesets in scope.
 #[utoipa::path(
+    operation_id = "list_detection_rulesets",
     tag = "detection",
     params(("tenant_id" = Uuid, Path), RulesetFilter, PageParams),
     responses(
@@ -317,6 +320,7 @@ pub async fn list_rulesets(
 
 /// Read a ruleset.
 #[utoipa::path(
+    operation_id = "get_detection_ruleset",
     tag = "detection",
     params(("tenant_id" = Uuid, Path), ("ruleset_id" = Uuid, Path)),
     responses(
@@ -340,6 +344,7 @@ pub async fn get_ruleset(
 
 /// Replace a ruleset's content (what is left out takes its default; `node_id`: unchanged).
 #[utoipa::path(
+    operation_id = "replace_detection_ruleset",
     tag = "detection",
     params(
         ("tenant_id" = Uuid, Path), ("ruleset_id" = Uuid, Path),
@@ -397,6 +402,7 @@ async fn write(
 
 /// Change some fields of a ruleset: switch it, or single rules, on and off; rename; move; new source.
 #[utoipa::path(
+    operation_id = "update_detection_ruleset",
     tag = "detection",
     params(
         ("tenant_id" = Uuid, Path), ("ruleset_id" = Uuid, Path),
@@ -438,6 +444,7 @@ pub async fn update_ruleset(
 
 /// Delete a ruleset and its history.
 #[utoipa::path(
+    operation_id = "delete_detection_ruleset",
     tag = "detection",
     params(("tenant_id" = Uuid, Path), ("ruleset_id" = Uuid, Path)),
     responses((status = 204, description = "Deleted"), (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
@@ -492,6 +499,7 @@ impl From<store::entity::detection_ruleset_revision::Model> for DetectionRuleset
 
 /// A ruleset's revisions, newest first.
 #[utoipa::path(
+    operation_id = "list_detection_ruleset_revisions",
     tag = "detection",
     params(("tenant_id" = Uuid, Path), ("ruleset_id" = Uuid, Path), RevisionPageParams),
     responses(
@@ -521,6 +529,7 @@ pub async fn list_ruleset_revisions(
 
 /// Restore an earlier revision: writes a new revision with its content (compiled again, audited).
 #[utoipa::path(
+    operation_id = "restore_detection_ruleset_revision",
     tag = "detection",
     params(
         ("tenant_id" = Uuid, Path), ("ruleset_id" = Uuid, Path), ("revision" = i64, Path),
@@ -653,6 +662,7 @@ fn verdict_name(v: scan::Verdict) -> super::messages::VerdictName {
 /// Try a rule source on a sample: which rules match which object (raw message, part, archive
 /// member) and where their strings matched. Nothing is saved; the source is checked as a write's.
 #[utoipa::path(
+    operation_id = "test_detection_ruleset",
     tag = "detection",
     params(("tenant_id" = Uuid, Path)),
     request_body = RulesetTest,

@@ -28,6 +28,8 @@ enum Target {
     FreshSensorOn(Uuid, &'static str),
     /// An SCN created for this one call.
     FreshScn,
+    /// A detection ruleset created for this one call on the given node, then `suffix` appended.
+    FreshRulesetOn(Uuid, &'static str),
 }
 
 struct Row {
@@ -316,6 +318,62 @@ fn rows(w: &World) -> Vec<Row> {
             [404, 403, 404, 403, 404, 403, 403, 404, 200, 404],
         ),
         row(
+            "list detection rulesets",
+            Method::GET,
+            fixed(format!("/v1/tenants/{t}/detection-rulesets")),
+            None,
+            [403, 200, 200, 200, 200, 200, 200, 200, 403, 404],
+        ),
+        row(
+            "create a detection ruleset",
+            Method::POST,
+            fixed(format!("/v1/tenants/{t}/detection-rulesets")),
+            Some(json!({"name": "rules {n}", "source": "rule r { condition: true }"})),
+            [403, 403, 403, 403, 403, 201, 403, 403, 403, 404],
+        ),
+        row(
+            "try a rule source on a sample",
+            Method::POST,
+            fixed(format!("/v1/tenants/{t}/detection-rulesets/test")),
+            Some(json!({"source": "rule r { condition: true }", "raw_message": "Subject: x\r\n\r\nx\r\n"})),
+            [403, 200, 200, 200, 200, 200, 200, 200, 403, 404],
+        ),
+        row(
+            "read a PCN ruleset",
+            Method::GET,
+            Target::FreshRulesetOn(pcn, ""),
+            None,
+            [404, 200, 404, 200, 404, 200, 200, 404, 404, 404],
+        ),
+        row(
+            "read an SCN ruleset's history",
+            Method::GET,
+            Target::FreshRulesetOn(scn, "/revisions"),
+            None,
+            [404, 200, 200, 200, 200, 200, 200, 200, 404, 404],
+        ),
+        row(
+            "switch an SCN ruleset off",
+            Method::PATCH,
+            Target::FreshRulesetOn(scn, ""),
+            Some(json!({"enabled": false})),
+            [404, 403, 403, 403, 403, 200, 403, 403, 404, 404],
+        ),
+        row(
+            "restore an SCN ruleset's revision 1",
+            Method::POST,
+            Target::FreshRulesetOn(scn, "/revisions/1/restore"),
+            None,
+            [404, 403, 403, 403, 403, 200, 403, 403, 404, 404],
+        ),
+        row(
+            "delete a PCN ruleset",
+            Method::DELETE,
+            Target::FreshRulesetOn(pcn, ""),
+            None,
+            [404, 403, 404, 403, 404, 204, 403, 404, 404, 404],
+        ),
+        row(
             "list audit events",
             Method::GET,
             fixed(format!("/v1/tenants/{t}/audit-events")),
@@ -373,6 +431,15 @@ async fn roles_matrix(backend: Backend) {
                     format!("{}{suffix}", w.a.sensor_path(fresh_sensor(&w, *node, n).await))
                 }
                 Target::FreshScn => format!("/v1/tenants/{}/nodes/{}", w.a.id, fresh_scn(&w, n).await),
+                Target::FreshRulesetOn(node, suffix) => {
+                    let officer = w.member(&w.a, Role::SeniorSecurityOfficer, w.a.pcn);
+                    let rulesets = format!("/v1/tenants/{}/detection-rulesets", w.a.id);
+                    let body =
+                        json!({"name": format!("fresh {n}"), "source": "rule r { condition: true }", "node_id": node});
+                    let r = w.app.post(&rulesets, &officer, body).await;
+                    assert_eq!(r.status, 201, "{:?}", r.body);
+                    format!("{rulesets}/{}{suffix}", r.body["id"].as_str().unwrap())
+                }
             };
             let body = row.body.as_ref().map(|b| with_counter(b, n));
             let reply = w.app.call(row.method.clone(), &path, Some(&tokens[i]), body, &[]).await;
