@@ -329,7 +329,7 @@ pub async fn list_rulesets(
     ),
     security(("bearer" = []))
 )]
-#[get("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id}")]
+#[get("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id:[0-9a-fA-F-]+}")]
 pub async fn get_ruleset(
     state: web::Data<AppState>,
     caller: Caller,
@@ -359,7 +359,7 @@ pub async fn get_ruleset(
     ),
     security(("bearer" = []))
 )]
-#[put("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id}")]
+#[put("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id:[0-9a-fA-F-]+}")]
 pub async fn replace_ruleset(
     state: web::Data<AppState>,
     caller: Caller,
@@ -417,7 +417,7 @@ async fn write(
     ),
     security(("bearer" = []))
 )]
-#[patch("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id}")]
+#[patch("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id:[0-9a-fA-F-]+}")]
 pub async fn update_ruleset(
     state: web::Data<AppState>,
     caller: Caller,
@@ -450,7 +450,7 @@ pub async fn update_ruleset(
     responses((status = 204, description = "Deleted"), (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
     security(("bearer" = []))
 )]
-#[delete("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id}")]
+#[delete("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id:[0-9a-fA-F-]+}")]
 pub async fn delete_ruleset(
     state: web::Data<AppState>,
     caller: Caller,
@@ -508,7 +508,7 @@ impl From<store::entity::detection_ruleset_revision::Model> for DetectionRuleset
     ),
     security(("bearer" = []))
 )]
-#[get("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id}/revisions")]
+#[get("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id:[0-9a-fA-F-]+}/revisions")]
 pub async fn list_ruleset_revisions(
     state: web::Data<AppState>,
     caller: Caller,
@@ -542,7 +542,7 @@ pub async fn list_ruleset_revisions(
     ),
     security(("bearer" = []))
 )]
-#[post("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id}/revisions/{revision}/restore")]
+#[post("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id:[0-9a-fA-F-]+}/revisions/{revision}/restore")]
 pub async fn restore_ruleset_revision(
     state: web::Data<AppState>,
     caller: Caller,

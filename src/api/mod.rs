@@ -159,13 +159,20 @@ impl KnownPaths {
         KnownPaths(paths.collect())
     }
 
+    /// The methods of the documented path `path` is an instance of; where two match
+    /// (`…/detection-rulesets/test` and `…/detection-rulesets/{ruleset_id}`), the one with more
+    /// literal segments.
     fn methods(&self, path: &str) -> Option<&[String]> {
         let given: Vec<&str> = path.split('/').collect();
         let matches = |template: &[String]| {
             template.len() == given.len()
                 && template.iter().zip(&given).all(|(t, g)| t == g || (t.starts_with('{') && !g.is_empty()))
         };
-        self.0.iter().find(|(template, _)| matches(template)).map(|(_, methods)| methods.as_slice())
+        self.0
+            .iter()
+            .filter(|(template, _)| matches(template))
+            .max_by_key(|(template, _)| template.iter().filter(|t| !t.starts_with('{')).count())
+            .map(|(_, methods)| methods.as_slice())
     }
 }
 
@@ -224,6 +231,11 @@ pub fn app(
             let known = known.clone();
             async move {
                 match known.methods(req.path()) {
+                    // A method the path has, with an id no route takes (`…/detection-rulesets/x`):
+                    // no such object.
+                    Some(methods) if methods.iter().any(|m| m == req.method().as_str()) => {
+                        HttpResponse::from_error(not_found_problem("resource"))
+                    }
                     Some(methods) => HttpResponse::from_error(ApiError::MethodNotAllowed(methods.to_vec())),
                     None => HttpResponse::from_error(not_found_problem("resource")),
                 }

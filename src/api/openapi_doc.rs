@@ -61,6 +61,7 @@ const METHODS: [&str; 7] = ["get", "put", "post", "delete", "patch", "head", "op
 /// The document as served at `/openapi.json` and checked in at `openapi/openapi.json`.
 pub fn polish(spec: utoipa::openapi::OpenApi) -> Value {
     let mut doc = serde_json::to_value(spec).expect("the OpenAPI document serialises");
+    without_segment_patterns(&mut doc);
     merge_all_of(&mut doc);
     name_page_items(&mut doc);
     size_limit_as_one_of(&mut doc);
@@ -75,6 +76,39 @@ pub fn polish(spec: utoipa::openapi::OpenApi) -> Value {
     problem_responses(&mut doc);
     request_id_on_every_response(&mut doc);
     doc
+}
+
+/// A route may limit what a path segment matches (`{ruleset_id:[0-9a-fA-F-]+}`, so that
+/// `…/detection-rulesets/test` is not taken for an id): the document names the parameter only.
+fn without_segment_patterns(doc: &mut Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else { return };
+    let plain = |path: &str| {
+        let mut plain = String::new();
+        let (mut depth, mut skipping) = (0, false);
+        for c in path.chars() {
+            match c {
+                '{' => {
+                    depth += 1;
+                    if depth == 1 {
+                        plain.push(c);
+                    }
+                }
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        skipping = false;
+                        plain.push(c);
+                    }
+                }
+                ':' if depth == 1 => skipping = true,
+                _ if skipping => {}
+                _ => plain.push(c),
+            }
+        }
+        plain
+    };
+    // Rebuilt in order: the document keeps the order of the routes.
+    *paths = std::mem::take(paths).into_iter().map(|(path, item)| (plain(&path), item)).collect();
 }
 
 fn operations(doc: &mut Value) -> impl Iterator<Item = &mut Map<String, Value>> {

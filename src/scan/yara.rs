@@ -99,19 +99,19 @@ fn declare_globals(compiler: &mut yara_x::Compiler<'_>) {
     }
 }
 
-/// A compiler error or warning, turned into a [`Problem`] (line and column exist only in the
-/// report's serialised form).
-fn problem(origin: &str, report: Value) -> Problem {
-    let number = |key: &str| report.get(key).and_then(Value::as_u64).map(|n| n as usize);
-    let text = |key: &str| report.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let origin = report
-        .get("labels")
-        .and_then(|labels| labels.get(0))
-        .and_then(|label| label.get("code_origin"))
-        .and_then(Value::as_str)
-        .unwrap_or(origin)
-        .to_owned();
-    Problem { origin, line: number("line"), column: number("column"), code: text("code"), message: text("title") }
+/// A compiler error or warning, turned into a [`Problem`]: its code and title, and where its first
+/// label points (line and column exist only in a label's serialised form). The whole report is
+/// never serialised: that renders the source snippet, which panics in yara-x 1.22.1 on sources
+/// starting with some multi-byte characters (U+0085).
+fn problem(origin: &str, code: &str, title: &str, first_label: Option<Value>) -> Problem {
+    let label = first_label.unwrap_or_default();
+    let number = |key: &str| label.get(key).and_then(Value::as_u64).map(|n| n as usize);
+    let origin = label.get("code_origin").and_then(Value::as_str).unwrap_or(origin).to_owned();
+    Problem { origin, line: number("line"), column: number("column"), code: code.to_owned(), message: title.to_owned() }
+}
+
+fn first_label<L: serde::Serialize>(mut labels: impl Iterator<Item = L>) -> Option<Value> {
+    labels.next().and_then(|label| serde_json::to_value(&label).ok())
 }
 
 /// Compiles `sources` together. `include` is refused (a rule must not read the server's files).
@@ -128,12 +128,12 @@ pub fn compile(sources: &[RuleSource]) -> Result<Rules, Vec<Problem>> {
     }
     let origin = sources.first().map(|s| s.origin.as_str()).unwrap_or_default();
     let errors: Vec<Problem> =
-        compiler.errors().iter().map(|e| problem(origin, serde_json::to_value(e).unwrap_or_default())).collect();
+        compiler.errors().iter().map(|e| problem(origin, e.code(), e.title(), first_label(e.labels()))).collect();
     if !errors.is_empty() {
         return Err(errors);
     }
     let warnings =
-        compiler.warnings().iter().map(|w| problem(origin, serde_json::to_value(w).unwrap_or_default())).collect();
+        compiler.warnings().iter().map(|w| problem(origin, w.code(), w.title(), first_label(w.labels()))).collect();
     let rules = compiler.build();
     let digest = sources.iter().fold(sha2::Sha256::new(), |digest, source| {
         digest

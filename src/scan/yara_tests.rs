@@ -145,3 +145,12 @@ fn the_version_named_is_the_version_built() {
     let entry = lock.split("[[package]]").find(|p| p.contains("name = \"yara-x\"\n")).expect("yara-x in Cargo.lock");
     assert!(entry.contains(&format!("version = \"{}\"", yara::YARA_X_VERSION)), "{entry}");
 }
+
+#[test]
+fn problems_in_any_text_are_reported_not_panicked_on() {
+    // yara-x 1.22.1 panics rendering a snippet of a source that starts with U+0085.
+    for text in ["\u{85}\u{99}S\u{d1}", "\u{85}", "rule \u{85} { condition: true }"] {
+        let problems = yara::compile(&[source(text)]).expect_err(text);
+        assert!(problems.iter().all(|p| !p.code.is_empty() && !p.message.is_empty()), "{problems:?}");
+    }
+}

@@ -63,6 +63,8 @@ async fn every_documented_operation_is_served() {
             .replace("{tenant_id}", &id)
             .replace("{sensor_id}", &id)
             .replace("{node_id}", &id)
+            .replace("{ruleset_id}", &id)
+            .replace("{message_id}", &id)
             .replace("{revision}", "1")
             .replace("{instance_id}", "w-1");
         for method in item.as_object().unwrap().keys() {
