@@ -112,6 +112,10 @@ pub struct ServeArgs {
     pub yara_rules: Option<PathBuf>,
     #[command(flatten)]
     pub daemons: DaemonArgs,
+    /// Retro-hunts running at once across every replica (each tenant runs one at a time; the
+    /// others wait, queued).
+    #[arg(long, env = "MAILSENSOR_RETROHUNTS_RUNNING", default_value_t = 2)]
+    pub retrohunts_running: u64,
     /// How long the revision log keeps changes for resuming workers, in hours; a worker whose
     /// resume token is older gets a fresh snapshot.
     #[arg(long, env = "MAILSENSOR_REVISION_RETENTION_HOURS", default_value_t = 7 * 24)]

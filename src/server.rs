@@ -10,7 +10,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::api::{self, AppState};
 use crate::auth::KeySet;
-use crate::scan_queue::{Engines, ScanQueue};
+use crate::scan_queue::{Engines, HuntOptions, ScanQueue};
 use crate::stream::{ChangeFeed, FeedOptions};
 
 /// The process-wide Prometheus recorder; installed once, shared by every server in the process.
@@ -33,6 +33,8 @@ pub struct ServerParts {
     pub scan_workers: usize,
     /// The engines the scan workers run beside the built-in checks.
     pub engines: Engines,
+    /// How its scan workers run retro-hunts.
+    pub retrohunts: HuntOptions,
 }
 
 impl ServerParts {
@@ -47,6 +49,7 @@ impl ServerParts {
             dedup_window: Some(Duration::from_secs(24 * 3600)),
             scan_workers: 2,
             engines: Engines::default(),
+            retrohunts: HuntOptions::default(),
         }
     }
 }
@@ -93,7 +96,13 @@ pub async fn terminated() {
 pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<Running> {
     let feed = ChangeFeed::start(parts.db.clone(), parts.feed).await?;
     let stopping = Arc::new(tokio::sync::watch::channel(false).0);
-    let scanner = ScanQueue::start(parts.db.clone(), parts.scan_workers, parts.engines.clone(), stopping.subscribe());
+    let scanner = ScanQueue::start(
+        parts.db.clone(),
+        parts.scan_workers,
+        parts.engines.clone(),
+        parts.retrohunts,
+        stopping.subscribe(),
+    );
     let state = web::Data::new(AppState {
         db: parts.db,
         keys: parts.keys,

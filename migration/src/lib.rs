@@ -11,6 +11,7 @@ mod m20261202_000007_content_lz4;
 mod m20261206_000008_rescan;
 mod m20261206_000009_scan_engines;
 mod m20261206_000010_detection_rulesets;
+mod m20261206_000011_retrohunts;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000008_rescan::Migration),
             Box::new(m20261206_000009_scan_engines::Migration),
             Box::new(m20261206_000010_detection_rulesets::Migration),
+            Box::new(m20261206_000011_retrohunts::Migration),
         ]
     }
 }

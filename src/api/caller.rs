@@ -29,6 +29,8 @@ pub enum Permission {
     Rescan,
     ReadRulesets,
     WriteRulesets,
+    ReadRetrohunts,
+    RunRetrohunts,
 }
 
 impl Permission {
@@ -46,6 +48,8 @@ impl Permission {
             Permission::Rescan => "rescan messages",
             Permission::ReadRulesets => "read detection rulesets",
             Permission::WriteRulesets => "write detection rulesets",
+            Permission::ReadRetrohunts => "read retro-hunts",
+            Permission::RunRetrohunts => "start or abort retro-hunts",
         }
     }
 }
@@ -114,11 +118,11 @@ impl Caller {
             ReadSensors => !matches!(role, Role::PlatformOperator | Role::Sensor),
             ManageSensors | WriteSettings => role == Role::Administrator,
             ReadSettings | ReadAudit => matches!(role, Role::Administrator | Role::SecurityAuditor),
-            ReadMessages | ReadRulesets => matches!(
+            ReadMessages | ReadRulesets | ReadRetrohunts => matches!(
                 role,
                 Role::Administrator | Role::SecurityAuditor | Role::SeniorSecurityOfficer | Role::SecurityOfficer
             ),
-            Rescan | WriteRulesets => role == Role::SeniorSecurityOfficer,
+            Rescan | WriteRulesets | RunRetrohunts => role == Role::SeniorSecurityOfficer,
         };
         if allowed { Ok(()) } else { Err(ApiError::forbidden(role, what.describe())) }
     }

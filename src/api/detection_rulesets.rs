@@ -162,27 +162,13 @@ async fn checked(mut draft: store::rulesets::Draft) -> Result<store::rulesets::D
     if draft.description.chars().count() > MAX_DESCRIPTION {
         errors.push(FieldError::body("/description", format!("must be at most {MAX_DESCRIPTION} characters")));
     }
-    if draft.source.len() > MAX_SOURCE_BYTES {
-        errors.push(FieldError::body("/source", format!("must be at most {MAX_SOURCE_BYTES} bytes")));
-        return Err(ApiError::Validation(errors));
-    }
     if draft.disabled_rules.len() > MAX_RULES {
         errors.push(FieldError::body("/disabled_rules", format!("must name at most {MAX_RULES} rules")));
         return Err(ApiError::Validation(errors));
     }
-    let source = yara::RuleSource::new(draft.name.clone(), draft.name.clone(), draft.source.clone());
-    let compiled = compile_off_thread(source).await?;
-    match compiled {
-        Err(problems) => errors.extend(problems.into_iter().map(source_error)),
-        Ok(rules) => {
-            errors.extend(rules.warnings.iter().filter(|w| w.code == "slow_pattern").cloned().map(source_error));
-            let names = rules.rule_names(&draft.name);
-            if names.len() > MAX_RULES {
-                errors.push(FieldError::body(
-                    "/source",
-                    format!("defines {} rules; a ruleset may define at most {MAX_RULES}", names.len()),
-                ));
-            }
+    match source_problems(&draft.name, &draft.source, "/source").await? {
+        Err(problems) => errors.extend(problems),
+        Ok(names) => {
             for (i, rule) in draft.disabled_rules.iter().enumerate() {
                 if !names.contains(rule) {
                     errors.push(FieldError::body(
@@ -197,6 +183,37 @@ async fn checked(mut draft: store::rulesets::Draft) -> Result<store::rulesets::D
     draft.disabled_rules.sort();
     draft.disabled_rules.dedup();
     if errors.is_empty() { Ok(draft) } else { Err(ApiError::Validation(errors)) }
+}
+
+/// Compiles a source as a ruleset's (namespace `name`): its rule names, or every compile error,
+/// slow pattern and cap it breaks, at `pointer`.
+pub(super) async fn source_problems(
+    name: &str,
+    text: &str,
+    pointer: &str,
+) -> Result<Result<Vec<String>, Vec<FieldError>>, ApiError> {
+    if text.len() > MAX_SOURCE_BYTES {
+        return Ok(Err(vec![FieldError::body(pointer, format!("must be at most {MAX_SOURCE_BYTES} bytes"))]));
+    }
+    let at = |p: yara::Problem| {
+        let mut error = source_error(p);
+        error.pointer = Some(pointer.to_owned());
+        error
+    };
+    let compiled = compile_off_thread(yara::RuleSource::new(name, name, text)).await?;
+    Ok(match compiled {
+        Err(problems) => Err(problems.into_iter().map(at).collect()),
+        Ok(rules) => {
+            let mut errors: Vec<FieldError> =
+                rules.warnings.iter().filter(|w| w.code == "slow_pattern").cloned().map(at).collect();
+            let names = rules.rule_names(name);
+            if names.len() > MAX_RULES {
+                let message = format!("defines {} rules; a ruleset may define at most {MAX_RULES}", names.len());
+                errors.push(FieldError::body(pointer, message));
+            }
+            if errors.is_empty() { Ok(names) } else { Err(errors) }
+        }
+    })
 }
 
 async fn compile_off_thread(source: yara::RuleSource) -> Result<Result<yara::Rules, Vec<yara::Problem>>, ApiError> {
@@ -636,7 +653,7 @@ pub struct RuleMatchView {
     pub strings: Vec<StringMatchView>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StringMatchView {
     #[schema(example = "$blob")]
     pub pattern: String,

@@ -68,6 +68,9 @@ pub struct DetectionView {
     #[schema(example = json!(["invoice.zip", "eicar.com"]))]
     pub archive_path: Vec<String>,
     pub verdict: VerdictName,
+    /// The retro-hunt that found it in the stored message (none: the message's own scan).
+    #[serde(default)]
+    pub retrohunt_id: Option<Uuid>,
 }
 
 fn builtin_engine() -> EngineName {

@@ -20,6 +20,7 @@ mod openapi_doc;
 mod pagination;
 mod request_id;
 mod responses;
+mod retrohunts;
 mod revisions;
 mod sensors;
 mod settings;
@@ -114,7 +115,12 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(detection_rulesets::update_ruleset)
         .service(detection_rulesets::delete_ruleset)
         .service(detection_rulesets::list_ruleset_revisions)
-        .service(detection_rulesets::restore_ruleset_revision);
+        .service(detection_rulesets::restore_ruleset_revision)
+        .service(retrohunts::start_retrohunt)
+        .service(retrohunts::list_retrohunts)
+        .service(retrohunts::get_retrohunt)
+        .service(retrohunts::abort_retrohunt)
+        .service(retrohunts::list_retrohunt_matches);
 }
 
 /// The OpenAPI document, built from the same route table the server uses (no database needed).

@@ -103,6 +103,9 @@ pub struct Detection {
     pub archive_path: Vec<String>,
     /// What this detection alone implies.
     pub verdict: Verdict,
+    /// The retro-hunt that found it over stored mail, when not the message's own scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrohunt_id: Option<uuid::Uuid>,
 }
 
 impl Detection {
@@ -124,6 +127,7 @@ impl Detection {
             part,
             archive_path,
             verdict,
+            retrohunt_id: None,
         }
     }
 }

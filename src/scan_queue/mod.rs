@@ -17,7 +17,10 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+mod retrohunt;
 mod tenant_rules;
+
+pub use retrohunt::HuntOptions;
 
 pub use crate::engines::Daemons;
 use crate::engines::Delivery;
@@ -166,10 +169,12 @@ pub struct ScanQueue {
 impl ScanQueue {
     /// Starts `workers` scan workers (each holds at most a few MiB of messages in memory; none: this
     /// replica only stores) and the depth gauge; all end when `stopping` turns true.
+    /// A replica with scan workers also runs retro-hunts (`hunts`).
     pub fn start(
         db: DatabaseConnection,
         workers: usize,
         engines: Engines,
+        hunts: HuntOptions,
         stopping: watch::Receiver<bool>,
     ) -> Arc<ScanQueue> {
         let intake = Arc::new(Intake::default());
@@ -179,6 +184,9 @@ impl ScanQueue {
         let mut tasks: Vec<JoinHandle<()>> = (0..workers)
             .map(|_| tokio::spawn(work(db.clone(), engines.clone(), intake.clone(), stopping.clone())))
             .collect();
+        if workers > 0 {
+            tasks.push(tokio::spawn(retrohunt::run(db.clone(), hunts, intake.clone(), stopping.clone())));
+        }
         tasks.push(tokio::spawn(gauge(db, intake.clone(), stopping)));
         Arc::new(ScanQueue { intake, tasks: std::sync::Mutex::new(tasks) })
     }

@@ -110,6 +110,18 @@ pub(super) async fn begin(db: &DatabaseConnection, reach: Reach, mode: Mode) -> 
     Ok(txn)
 }
 
+/// Narrows a transaction begun with [`Reach::Platform`] to one tenant's rows from here on (a
+/// cross-tenant claim that then works on one tenant's data, under row-level security).
+pub(super) async fn narrow_to_tenant(txn: &DatabaseTransaction, tenant: Uuid) -> Result<(), DbErr> {
+    if txn.get_database_backend() != DatabaseBackend::Postgres {
+        return Ok(());
+    }
+    let sql = "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true)";
+    let values = [TENANT_ROLE.into(), tenant.to_string().into()];
+    txn.execute_raw(Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)).await?;
+    Ok(())
+}
+
 /// Runs `work` in one transaction acting as `reach`, committed if it succeeds.
 pub(super) async fn run_in<T>(
     db: &DatabaseConnection,

@@ -6,6 +6,7 @@ mod error;
 pub mod messages;
 pub mod nodes;
 mod page;
+pub mod retrohunts;
 pub mod revisions;
 pub mod rulesets;
 mod scope;

@@ -51,7 +51,7 @@ async fn documented_request_properties_are_exactly_the_parsed_ones() {
                 sensor_token.clone()
             } else if template == "/v1/tenants" || template == "/v1/tenants/{tenant_id}" {
                 w.operator.clone()
-            } else if template.contains("/detection-rulesets") {
+            } else if template.contains("/detection-rulesets") || template.contains("/retrohunts") {
                 officer.clone()
             } else {
                 w.admin_pcn()

@@ -411,7 +411,11 @@ pub async fn world(backend: Backend) -> World {
 /// A world whose server's parts `configure` adjusts (engines, feed options, …).
 pub async fn world_configured(backend: Backend, configure: impl FnOnce(&mut ServerParts)) -> World {
     let url = fresh_database(backend).await;
-    let app = start_configured(&url, "127.0.0.1:0", configure).await;
+    world_on(start_configured(&url, "127.0.0.1:0", configure).await).await
+}
+
+/// Tenants A and B on a running `app`.
+pub async fn world_on(app: TestApp) -> World {
     let operator = app.token(&claims("olga", Role::PlatformOperator, None, None, None));
     let a = create_tenant(&app, &operator, "Tenant A").await;
     let b = create_tenant(&app, &operator, "Tenant B").await;
@@ -439,12 +443,14 @@ pub fn hand_off_request(
 
 /// A message received by `sensor` (handed off with its own token), so message ids are real.
 pub async fn message_of(w: &World, tenant: &TenantFixture, sensor: Uuid) -> Uuid {
+    message_with(w, tenant, sensor, "Subject: x\r\n\r\nx\r\n").await
+}
+
+/// Hands `raw` off as `sensor` of `tenant` (the worker's path) and returns the stored id.
+pub async fn message_with(w: &World, tenant: &TenantFixture, sensor: Uuid, raw: &str) -> Uuid {
     let token = w.sensor_token(tenant, sensor);
     let key = Uuid::new_v4().to_string();
-    let r = hand_off_request(&w.app.http, &w.app.base, sensor, &token, &key, "Subject: x\r\n\r\nx\r\n")
-        .send()
-        .await
-        .unwrap();
+    let r = hand_off_request(&w.app.http, &w.app.base, sensor, &token, &key, raw).send().await.unwrap();
     assert_eq!(r.status(), 201);
     serde_json::from_value(r.json::<Value>().await.unwrap()["id"].clone()).unwrap()
 }

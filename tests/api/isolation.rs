@@ -15,9 +15,10 @@ use crate::helpers::*;
 use crate::on_both_backends;
 
 /// Ids for every path parameter the API uses.
-fn ids(tenant: Uuid, node: Uuid, sensor: Uuid, message: Uuid, ruleset: Uuid) -> HashMap<&'static str, String> {
+fn ids(tenant: Uuid, node: Uuid, sensor: Uuid, message: Uuid, made: (Uuid, Uuid)) -> HashMap<&'static str, String> {
     HashMap::from([
-        ("ruleset_id", ruleset.to_string()),
+        ("ruleset_id", made.0.to_string()),
+        ("retrohunt_id", made.1.to_string()),
         ("tenant_id", tenant.to_string()),
         ("node_id", node.to_string()),
         ("sensor_id", sensor.to_string()),
@@ -52,18 +53,18 @@ async fn every_operation_hides_what_is_out_of_reach(backend: Backend) {
     let spec: Value = serde_json::from_str(&mailsensor::api::openapi_json()).unwrap();
     let (a, b) = (&w.a, &w.b);
     let (a_message, b_message) = (message_of(&w, a, a.pcn_sensor).await, message_of(&w, b, b.pcn_sensor).await);
-    let (a_ruleset, b_ruleset) = (ruleset_of(&w, a).await, ruleset_of(&w, b).await);
+    let (a_made, b_made) = (made_by_officer(&w, a).await, made_by_officer(&w, b).await);
     let random = || Uuid::now_v7();
-    let nowhere = ids(random(), random(), random(), random(), random());
+    let nowhere = ids(random(), random(), random(), random(), (random(), random()));
     // Another tenant's objects, by tenant B's own path, and under tenant A's path.
-    let in_b = ids(b.id, b.pcn, b.pcn_sensor, b_message, b_ruleset);
-    let b_under_a = ids(a.id, b.pcn, b.pcn_sensor, b_message, b_ruleset);
+    let in_b = ids(b.id, b.pcn, b.pcn_sensor, b_message, b_made);
+    let b_under_a = ids(a.id, b.pcn, b.pcn_sensor, b_message, b_made);
     // Tenant A's objects on its PCN, for principals signed in at A's SCN.
-    let outside_scn = ids(a.id, a.pcn, a.pcn_sensor, a_message, a_ruleset);
-    let a_missing = ids(a.id, random(), random(), random(), random());
+    let outside_scn = ids(a.id, a.pcn, a.pcn_sensor, a_message, a_made);
+    let a_missing = ids(a.id, random(), random(), random(), (random(), random()));
     // The operator knows which tenants exist (it lists them): for it, B's objects must read like
     // missing objects of tenant B.
-    let b_missing = ids(b.id, random(), random(), random(), random());
+    let b_missing = ids(b.id, random(), random(), random(), (random(), random()));
 
     let mut principals: Vec<(String, String, bool)> = vec![("platform_operator".into(), w.operator.clone(), false)];
     for (role, node, at_scn) in [
@@ -84,8 +85,9 @@ async fn every_operation_hides_what_is_out_of_reach(backend: Backend) {
             continue;
         }
         // The operator sees every tenant and its nodes: those paths are in its reach by design.
-        let tenancy_only = !["sensor_id", "message_id", "ruleset_id"].iter().any(|p| template.contains(p));
-        let names_an_object = ["node_id", "sensor_id", "message_id", "ruleset_id"].iter().any(|p| template.contains(p));
+        let objects = ["sensor_id", "message_id", "ruleset_id", "retrohunt_id"];
+        let tenancy_only = !objects.iter().any(|p| template.contains(p));
+        let names_an_object = template.contains("node_id") || objects.iter().any(|p| template.contains(p));
         for method in item.as_object().unwrap().keys() {
             let method: Method = method.to_uppercase().parse().unwrap();
             for (name, token, at_scn) in &principals {
@@ -98,8 +100,8 @@ async fn every_operation_hides_what_is_out_of_reach(backend: Backend) {
                 if names_an_object && template.starts_with("/v1/tenants/") {
                     cases.push((&b_under_a, &a_missing));
                 }
-                // A's PCN sensors, messages and rulesets are outside an SCN's reach.
-                if *at_scn && ["sensor_id", "message_id", "ruleset_id"].iter().any(|p| template.contains(p)) {
+                // A's PCN sensors, messages, rulesets and hunts are outside an SCN's reach.
+                if *at_scn && objects.iter().any(|p| template.contains(p)) {
                     cases.push((&outside_scn, &a_missing));
                 }
                 for (hidden, missing) in cases {
@@ -121,13 +123,16 @@ async fn every_operation_hides_what_is_out_of_reach(backend: Backend) {
     assert!(checked > 300, "only {checked} calls were checked");
 }
 
-/// A detection ruleset of `tenant`, attached to its PCN.
-async fn ruleset_of(w: &World, tenant: &TenantFixture) -> Uuid {
+/// A detection ruleset of `tenant` attached to its PCN, and a retro-hunt started at its PCN.
+async fn made_by_officer(w: &World, tenant: &TenantFixture) -> (Uuid, Uuid) {
     let officer = w.member(tenant, Role::SeniorSecurityOfficer, tenant.pcn);
     let path = format!("/v1/tenants/{}/detection-rulesets", tenant.id);
     let r = w.app.post(&path, &officer, json!({"name": "hidden", "source": "rule hidden { condition: true }"})).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
-    serde_json::from_value(r.body["id"].clone()).unwrap()
+    let hunt = json!({"source": "rule hidden { condition: true }", "since": "2026-01-01T00:00:00Z", "until": "2027-01-01T00:00:00Z"});
+    let h = w.app.post(&format!("/v1/tenants/{}/retrohunts", tenant.id), &officer, hunt).await;
+    assert_eq!(h.status, 202, "{:?}", h.body);
+    (serde_json::from_value(r.body["id"].clone()).unwrap(), serde_json::from_value(h.body["id"].clone()).unwrap())
 }
 
 on_both_backends!(every_operation_hides_what_is_out_of_reach);

@@ -14,6 +14,7 @@ mod isolation;
 mod layers;
 mod openapi;
 mod rescan;
+mod retrohunts;
 mod roles;
 mod row_security;
 mod scan_queue;

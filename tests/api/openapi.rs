@@ -64,6 +64,7 @@ async fn every_documented_operation_is_served() {
             .replace("{sensor_id}", &id)
             .replace("{node_id}", &id)
             .replace("{ruleset_id}", &id)
+            .replace("{retrohunt_id}", &id)
             .replace("{message_id}", &id)
             .replace("{revision}", "1")
             .replace("{instance_id}", "w-1");

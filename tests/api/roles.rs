@@ -30,6 +30,8 @@ enum Target {
     FreshScn,
     /// A detection ruleset created for this one call on the given node, then `suffix` appended.
     FreshRulesetOn(Uuid, &'static str),
+    /// A retro-hunt started at the PCN for this one call, then `suffix` appended.
+    FreshHunt(&'static str),
 }
 
 struct Row {
@@ -54,6 +56,10 @@ fn tokens(w: &World) -> [String; 10] {
         w.sensor_token(a, a.pcn_sensor),
         w.member(&w.b, Role::Administrator, w.b.pcn),
     ]
+}
+
+fn hunt_body() -> Value {
+    json!({"source": "rule r { condition: true }", "since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z"})
 }
 
 fn settings_body() -> Value {
@@ -374,6 +380,34 @@ fn rows(w: &World) -> Vec<Row> {
             [404, 403, 404, 403, 404, 204, 403, 404, 404, 404],
         ),
         row(
+            "list retro-hunts",
+            Method::GET,
+            fixed(format!("/v1/tenants/{t}/retrohunts")),
+            None,
+            [403, 200, 200, 200, 200, 200, 200, 200, 403, 404],
+        ),
+        row(
+            "start a retro-hunt",
+            Method::POST,
+            fixed(format!("/v1/tenants/{t}/retrohunts")),
+            Some(hunt_body()),
+            [403, 403, 403, 403, 403, 202, 403, 403, 403, 404],
+        ),
+        row(
+            "read a PCN retro-hunt",
+            Method::GET,
+            Target::FreshHunt(""),
+            None,
+            [404, 200, 404, 200, 404, 200, 200, 404, 404, 404],
+        ),
+        row(
+            "read a PCN retro-hunt's matches",
+            Method::GET,
+            Target::FreshHunt("/matches"),
+            None,
+            [404, 200, 404, 200, 404, 200, 200, 404, 404, 404],
+        ),
+        row(
             "list audit events",
             Method::GET,
             fixed(format!("/v1/tenants/{t}/audit-events")),
@@ -431,6 +465,13 @@ async fn roles_matrix(backend: Backend) {
                     format!("{}{suffix}", w.a.sensor_path(fresh_sensor(&w, *node, n).await))
                 }
                 Target::FreshScn => format!("/v1/tenants/{}/nodes/{}", w.a.id, fresh_scn(&w, n).await),
+                Target::FreshHunt(suffix) => {
+                    let officer = w.member(&w.a, Role::SeniorSecurityOfficer, w.a.pcn);
+                    let hunts = format!("/v1/tenants/{}/retrohunts", w.a.id);
+                    let r = w.app.post(&hunts, &officer, hunt_body()).await;
+                    assert_eq!(r.status, 202, "{:?}", r.body);
+                    format!("{hunts}/{}{suffix}", r.body["id"].as_str().unwrap())
+                }
                 Target::FreshRulesetOn(node, suffix) => {
                     let officer = w.member(&w.a, Role::SeniorSecurityOfficer, w.a.pcn);
                     let rulesets = format!("/v1/tenants/{}/detection-rulesets", w.a.id);

@@ -64,6 +64,17 @@ async fn populated() -> (World, Uuid) {
         let body = serde_json::json!({"name": "rows", "source": "rule rows { condition: true }"});
         let r = w.app.post(&rulesets, &officer, body).await;
         assert_eq!(r.status, 201, "{:?}", r.body);
+        // A retro-hunt that matches the tenant's message, and so a row of its results.
+        let hunt = serde_json::json!({"source": "rule rows { condition: true }",
+            "since": "2026-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"});
+        let r = w.app.post(&format!("/v1/tenants/{}/retrohunts", tenant.id), &officer, hunt).await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        let path = r.header("location").unwrap().to_owned();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while w.app.get(&path, &officer).await.body["progress"]["matches"].as_i64() < Some(1) {
+            assert!(std::time::Instant::now() < deadline, "the retro-hunt found nothing");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
     (w, b_message)
 }

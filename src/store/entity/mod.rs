@@ -6,6 +6,8 @@ pub mod detection_ruleset_revision;
 pub mod message;
 pub mod message_chunk;
 pub mod node;
+pub mod retrohunt;
+pub mod retrohunt_match;
 pub mod revision_log;
 pub mod sensor;
 pub mod sensor_worker;
