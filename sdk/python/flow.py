@@ -4,6 +4,7 @@ Run by scripts/sdk-test with the generated package on PYTHONPATH and, in the env
 URL, the SMTP port of `mailsensor dev`'s worker and the tokens `dev` printed. Exits non-zero, with
 the step that failed, on the first surprise.
 """
+import datetime
 import os
 import smtplib
 import sys
@@ -12,7 +13,11 @@ import uuid
 
 from mailsensor_client import AuthenticatedClient
 from mailsensor_client.api.detection import (
+    abort_retrohunt,
     create_detection_ruleset,
+    get_retrohunt,
+    list_retrohunt_matches,
+    start_retrohunt,
     delete_detection_ruleset,
     list_detection_ruleset_revisions,
     restore_detection_ruleset_revision,
@@ -31,6 +36,7 @@ from mailsensor_client.api.smtp_integration import (
 )
 from mailsensor_client.models import (
     CreateDetectionRuleset,
+    CreateRetrohunt,
     CreateSensor,
     RulesetTest,
     UpdateDetectionRuleset,
@@ -188,6 +194,22 @@ history = list_detection_ruleset_revisions.sync(TENANT, ruleset, client=auditor)
 check([r.revision for r in history.items] == [2, 1], "history")
 back = restore_detection_ruleset_revision.sync_detailed(TENANT, ruleset, 1, client=senior)
 check(back.status_code == 200 and back.parsed.enabled is True and back.parsed.revision == 3, f"restore: {back.content!r}")
+
+# A retro-hunt of the saved ruleset over the last hour finds the stored message, with where.
+now = datetime.datetime.now(datetime.timezone.utc)
+window = dict(since=now - datetime.timedelta(hours=1), until=now + datetime.timedelta(minutes=5))
+hunt = start_retrohunt.sync_detailed(TENANT, client=senior, body=CreateRetrohunt(ruleset_id=ruleset, **window))
+check(hunt.status_code == 202 and hunt.parsed.state.value in ("queued", "running"), f"start: {hunt.content!r}")
+for _ in range(400):
+    done = get_retrohunt.sync(TENANT, hunt.parsed.id, client=auditor)
+    if done.state.value not in ("queued", "running"):
+        break
+    time.sleep(0.05)
+check(done.state.value == "finished" and done.progress.matches == 1, f"the retro-hunt: {done.to_dict()}")
+matched = list_retrohunt_matches.sync(TENANT, hunt.parsed.id, client=auditor).items
+check(matched[0].message_id == found.id and matched[0].strings[0].length == len(subject), "what it found, and where")
+late = abort_retrohunt.sync_detailed(TENANT, hunt.parsed.id, client=senior)
+check(late.status_code == 409, f"a finished retro-hunt is not aborted: {late.status_code}")
 check(delete_detection_ruleset.sync_detailed(TENANT, ruleset, client=senior).status_code == 204, "delete ruleset")
 
 check(delete_sensor.sync_detailed(TENANT, sensor, client=admin).status_code == 204, "delete")

@@ -204,6 +204,30 @@ async function main(): Promise<void> {
     params: { path: { ...one.path, revision: 1 } },
   });
   check(back.data?.enabled === true && back.data.revision === 3, "restore");
+
+  // A retro-hunt of the saved ruleset over the last hour finds the stored message, with where.
+  const now = Date.now();
+  const hunt = await senior.POST("/v1/tenants/{tenant_id}/retrohunts", {
+    params: { path: { tenant_id } },
+    body: {
+      ruleset_id: made.data.id,
+      since: new Date(now - 3600_000).toISOString(),
+      until: new Date(now + 300_000).toISOString(),
+    },
+  });
+  check(hunt.response.status === 202 && hunt.data !== undefined, "start a retro-hunt");
+  const huntPath = { path: { tenant_id, retrohunt_id: hunt.data.id } };
+  let done = hunt.data;
+  for (let i = 0; i < 400 && (done.state === "queued" || done.state === "running"); i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    done = (await auditor.GET("/v1/tenants/{tenant_id}/retrohunts/{retrohunt_id}", { params: huntPath })).data ?? done;
+  }
+  check(done.state === "finished" && done.progress.matches === 1, "the retro-hunt finished with one match");
+  const matched = await auditor.GET("/v1/tenants/{tenant_id}/retrohunts/{retrohunt_id}/matches", { params: huntPath });
+  const hit = matched.data?.items[0];
+  check(hit?.message_id === message.id && hit.strings[0]?.length === subject.length, "what it found, and where");
+  const late = await senior.POST("/v1/tenants/{tenant_id}/retrohunts/{retrohunt_id}/abort", { params: huntPath });
+  check(late.response.status === 409, "a finished retro-hunt is not aborted");
   const gone = await senior.DELETE("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id}", { params: one });
   check(gone.response.status === 204, "delete ruleset");
 
