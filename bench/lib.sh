@@ -259,3 +259,23 @@ create_tenant_and_sensor() {
     sensor_json=$(api_call POST "/v1/tenants/$TENANT/sensors" "$ADMIN" 201 "{\"name\":\"$name\",\"node_id\":\"$PCN\"}")
     SENSOR=$(jq -er .id <<<"$sensor_json") || die "no id in $sensor_json"
 }
+
+# start_postfix PF PORT: Postfix proper (bench/postfix/main.cf: queue on disk, discard transport,
+# the cluster test's service table with smtpd on 127.0.0.1:PORT), config, queue and log under PF;
+# returns once it accepts connections. $POSTFIX is the postfix command.
+start_postfix() {
+    local pf=$1 port=$2
+    mkdir -p "$pf/etc" "$pf/queue" "$pf/data"
+    sed "s|@PF@|$pf|g" bench/postfix/main.cf >"$pf/etc/main.cf"
+    sed "s|^smtp      inet .*|127.0.0.1:$port inet n - n - - smtpd|" tests/cluster/postfix/master.cf >"$pf/etc/master.cf"
+    chown postfix "$pf/data"
+    touch "$pf/maillog"
+    "$POSTFIX" -c "$pf/etc" start >"$pf/postfix-start.log" 2>&1 \
+        || die "Postfix did not start: $(cat "$pf/postfix-start.log") $(tail -n 5 "$pf/maillog")"
+    local i
+    for i in $(seq 50); do
+        python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1).close()" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    die "Postfix not accepting after 10 s: $(tail -n 5 "$pf/maillog")"
+}

@@ -456,18 +456,7 @@ postfix_run() { # TAG: Postfix proper (bench/postfix/main.cf), smtp-source at fu
     local tag=$1 port
     port=$(free_port) || die "no free port"
     log "[$tag] starting Postfix (queue on disk, discard transport) on 127.0.0.1:$port"
-    mkdir -p "$PF/etc" "$PF/queue" "$PF/data"
-    sed "s|@PF@|$PF|g" bench/postfix/main.cf >"$PF/etc/main.cf"
-    sed "s|^smtp      inet .*|127.0.0.1:$port inet n - n - - smtpd|" tests/cluster/postfix/master.cf >"$PF/etc/master.cf"
-    chown postfix "$PF/data"
-    touch "$PF/maillog"
-    "$POSTFIX" -c "$PF/etc" start >"$WORK/postfix-start.log" 2>&1 \
-        || die "Postfix did not start: $(cat "$WORK/postfix-start.log") $(tail -n 5 "$PF/maillog")"
-    for i in $(seq 50); do
-        python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1).close()" 2>/dev/null && break
-        [[ $i -eq 50 ]] && die "Postfix not accepting after 10 s: $(tail -n 5 "$PF/maillog")"
-        sleep 0.2
-    done
+    start_postfix "$PF" "$port"
     "$SMTP_SOURCE" -4 -d -s "$SESSIONS" -m $((SESSIONS * 5)) -l "$MSG_BYTES" -M bench-client.example.net \
         -f bench-sender@bench.example.net -t bench-rcpt@example.com "127.0.0.1:$port" >/dev/null 2>&1 \
         || die "[$tag] the warm-up failed"

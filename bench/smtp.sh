@@ -390,19 +390,7 @@ done
 PF_PORT=$(free_port) || die "no free port"
 log "starting Postfix (queue on disk, discard transport) on 127.0.0.1:$PF_PORT"
 chmod 755 "$WORK" # the postfix user must reach its queue below it
-mkdir -p "$PF/etc" "$PF/queue" "$PF/data"
-sed "s|@PF@|$PF|g" bench/postfix/main.cf >"$PF/etc/main.cf"
-# The cluster test's service table, with smtpd on this run's port.
-sed "s|^smtp      inet .*|127.0.0.1:$PF_PORT inet n - n - - smtpd|" tests/cluster/postfix/master.cf >"$PF/etc/master.cf"
-chown postfix "$PF/data"
-touch "$PF/maillog"
-"$POSTFIX" -c "$PF/etc" start >"$WORK/postfix-start.log" 2>&1 \
-    || die "Postfix did not start: $(cat "$WORK/postfix-start.log") $(tail -n 5 "$PF/maillog")"
-for i in $(seq 50); do
-    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $PF_PORT), 1).close()" 2>/dev/null && break
-    [[ $i -eq 50 ]] && die "Postfix not accepting after 10 s: $(tail -n 5 "$PF/maillog")"
-    sleep 0.2
-done
+start_postfix "$PF" "$PF_PORT"
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
