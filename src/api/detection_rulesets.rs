@@ -13,8 +13,9 @@ use super::caller::{Caller, Permission};
 use super::error::{ApiError, FieldError};
 use super::pagination::{Page, PageParams, RevisionPageParams, uuid_param};
 use super::responses::*;
+use super::settings::IfMatch;
 use crate::scan::{self, yara};
-use crate::store::{self, StoreError, TenantScope, entity::detection_ruleset as ruleset};
+use crate::store::{self, TenantScope, entity::detection_ruleset as ruleset};
 use crate::wire::NameSchema;
 
 /// The largest source a ruleset may have.
@@ -237,17 +238,7 @@ fn with_etag(r: ruleset::Model) -> HttpResponse {
 
 /// The revision an `If-Match` asks a write to be based on (`None`: any); 412 when it is not the current one.
 fn expected(req: &HttpRequest, current: &ruleset::Model) -> Result<Option<i64>, ApiError> {
-    let Some(value) = req.headers().get(header::IF_MATCH) else { return Ok(None) };
-    let value = value.to_str().unwrap_or("");
-    if value.trim() == "*" {
-        return Ok(None);
-    }
-    let asked: Vec<i64> =
-        value.split(',').filter_map(|tag| tag.trim().trim_start_matches("W/").trim_matches('"').parse().ok()).collect();
-    match asked.contains(&current.revision) {
-        true => Ok(Some(current.revision)),
-        false => Err(StoreError::Stale { current_etag: store::rulesets::etag(current.revision) }.into()),
-    }
+    IfMatch::of(req).against(current.revision, || store::rulesets::etag(current.revision))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -68,10 +68,15 @@ impl IfMatch {
 
     /// The revision the write must be based on (`None`: any); 412 when `current` is not one asked for.
     pub(super) fn expected(&self, current: &SettingsRecord) -> Result<Option<i64>, ApiError> {
+        self.against(current.revision, || current.etag())
+    }
+
+    /// [`IfMatch::expected`] for any resource at `revision`, whose ETag `etag` renders.
+    pub(super) fn against(&self, revision: i64, etag: impl FnOnce() -> String) -> Result<Option<i64>, ApiError> {
         match self {
             IfMatch::Any => Ok(None),
-            IfMatch::Revisions(revisions) if revisions.contains(&current.revision) => Ok(Some(current.revision)),
-            IfMatch::Revisions(_) => Err(StoreError::Stale { current_etag: current.etag() }.into()),
+            IfMatch::Revisions(revisions) if revisions.contains(&revision) => Ok(Some(revision)),
+            IfMatch::Revisions(_) => Err(StoreError::Stale { current_etag: etag() }.into()),
         }
     }
 }

@@ -132,6 +132,24 @@ impl Detection {
     }
 }
 
+impl Detection {
+    /// A YARA rule's match on an object (`part`, `archive_path`): engine `yara`, its rule,
+    /// namespace and tags, its severity as the verdict.
+    pub fn of_rule(
+        m: &super::yara::RuleMatch,
+        description: String,
+        part: Option<usize>,
+        archive_path: Vec<String>,
+    ) -> Self {
+        let mut detection = Detection::builtin(KIND_YARA_RULE, description, part, archive_path, m.verdict);
+        detection.engine = ENGINE_YARA.to_owned();
+        detection.rule = Some(m.rule.clone());
+        detection.namespace = Some(m.namespace.clone());
+        detection.tags = m.tags.clone();
+        detection
+    }
+}
+
 /// One leaf MIME part.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Part {

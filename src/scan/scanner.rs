@@ -7,8 +7,7 @@ use sha2::{Digest, Sha256};
 use super::archive::{self, Expander};
 use super::findings::{
     Detection, ENGINE_BUILTIN, ENGINE_YARA, EngineRun, EngineStatus, HeaderSummary, KIND_EICAR, KIND_EXECUTABLE,
-    KIND_RISKY_EXTENSION, KIND_TOO_COMPLEX, KIND_YARA_RULE, MAX_LISTED_DETECTIONS, MAX_LISTED_PARTS, Part, ScanReport,
-    Verdict,
+    KIND_RISKY_EXTENSION, KIND_TOO_COMPLEX, MAX_LISTED_DETECTIONS, MAX_LISTED_PARTS, Part, ScanReport, Verdict,
 };
 use super::yara::{self, Envelope, Object, ScanFailure};
 use super::{detect, guard, mime};
@@ -92,12 +91,7 @@ impl<'s, 'r> YaraRun<'s, 'r> {
                 .into_iter()
                 .map(|m| {
                     let description = format!("YARA rule {}.{} matched {place}", m.namespace, m.rule);
-                    let mut detection = Detection::builtin(KIND_YARA_RULE, description, part, path.to_vec(), m.verdict);
-                    detection.engine = ENGINE_YARA.to_owned();
-                    detection.rule = Some(m.rule);
-                    detection.namespace = Some(m.namespace);
-                    detection.tags = m.tags;
-                    detection
+                    Detection::of_rule(&m, description, part, path.to_vec())
                 })
                 .collect(),
             Err(e) => {

@@ -20,7 +20,7 @@ use super::db::{Mode, Reach, as_tenant, narrow_to_tenant, run_in};
 use super::entity::{message, message_chunk, retrohunt as hunt, retrohunt_match as found, sensor};
 use super::{Page, PageRequest, StoreError, TenantScope};
 use crate::policy::Violation;
-use crate::scan::{Detection, ENGINE_YARA, Explained, KIND_YARA_RULE, Verdict, yara::Envelope};
+use crate::scan::{Detection, Explained, Verdict, yara::Envelope};
 
 pub const QUEUED: &str = "queued";
 pub const RUNNING: &str = "running";
@@ -432,11 +432,7 @@ async fn record_matches(
     for e in kept {
         let description =
             format!("retro-hunt {}: YARA rule {}.{} matched {}", h.id, e.matched.namespace, e.matched.rule, e.object);
-        let mut d = Detection::builtin(KIND_YARA_RULE, description, e.part, e.archive_path.clone(), e.matched.verdict);
-        d.engine = ENGINE_YARA.to_owned();
-        d.rule = Some(e.matched.rule.clone());
-        d.namespace = Some(e.matched.namespace.clone());
-        d.tags = e.matched.tags.clone();
+        let mut d = Detection::of_rule(&e.matched, description, e.part, e.archive_path.clone());
         d.retrohunt_id = Some(h.id);
         let seen = detections.iter().any(|x| {
             x.retrohunt_id == d.retrohunt_id && x.rule == d.rule && x.part == d.part && x.archive_path == d.archive_path
