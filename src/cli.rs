@@ -112,6 +112,8 @@ pub struct ServeArgs {
     pub yara_rules: Option<PathBuf>,
     #[command(flatten)]
     pub daemons: DaemonArgs,
+    #[command(flatten)]
+    pub alerts: AlertArgs,
     /// Retro-hunts running at once across every replica (each tenant runs one at a time; the
     /// others wait, queued).
     #[arg(long, env = "MAILSENSOR_RETROHUNTS_RUNNING", default_value_t = 2)]
@@ -137,6 +139,25 @@ pub struct DaemonArgs {
     pub engine_timeout_secs: u64,
 }
 
+/// How this replica delivers alerts (webhooks, syslog, e-mail).
+#[derive(Debug, Clone, Args)]
+pub struct AlertArgs {
+    /// Alert delivery workers in this replica (each claims its own batches from the outbox); 0
+    /// leaves delivery to the other replicas.
+    #[arg(long, env = "MAILSENSOR_ALERT_WORKERS", default_value_t = 2)]
+    pub alert_workers: usize,
+    /// Also send alerts to loopback, private, link-local and CGNAT addresses (an on-premises SIEM
+    /// or relay). Off, a destination that resolves there is refused at connect time.
+    #[arg(long, env = "MAILSENSOR_ALERTS_ALLOW_PRIVATE")]
+    pub alerts_allow_private: bool,
+    /// How long a webhook receiver or syslog server may take, in seconds.
+    #[arg(long, env = "MAILSENSOR_ALERT_TIMEOUT_SECS", default_value_t = 15)]
+    pub alert_timeout_secs: u64,
+    /// The API's address as people reach it: alert e-mails link to messages under it.
+    #[arg(long, env = "MAILSENSOR_PUBLIC_URL", default_value = "http://localhost:8080")]
+    pub public_url: String,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct DevArgs {
     /// Address the API listens on.
@@ -156,6 +177,8 @@ pub struct DevArgs {
     pub yara_rules: Option<PathBuf>,
     #[command(flatten)]
     pub daemons: DaemonArgs,
+    #[command(flatten)]
+    pub alerts: AlertArgs,
     /// SMTP address of the in-process sensor worker for the demo sensor on the PCN.
     #[arg(long, env = "MAILSENSOR_SMTP_LISTEN", default_value = "127.0.0.1:2525")]
     pub smtp_listen: SocketAddr,

@@ -164,6 +164,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         None => Engines::demo_yara()?,
     });
     parts.engines.daemons = daemons(&args.daemons)?;
+    parts.alerts = alerts(&args.alerts);
     let running = server::start(listener, parts).await?;
     let stopper = running.stopper();
     let api = tokio::spawn(running.server);
@@ -191,6 +192,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     api.await??;
     running.feed.shutdown();
     Ok(())
+}
+
+/// How `serve` and `dev` deliver alerts (`--alert-workers`, `--alerts-allow-private`, …).
+pub fn alerts(args: &crate::cli::AlertArgs) -> crate::delivery::DeliveryOptions {
+    crate::delivery::DeliveryOptions {
+        workers: args.alert_workers,
+        allow_private: args.alerts_allow_private,
+        timeout: std::time::Duration::from_secs(args.alert_timeout_secs.max(1)),
+        public_url: args.public_url.clone(),
+        host: crate::delivery::hostname(),
+    }
 }
 
 /// The detection daemons of `serve` and `dev` (`--clamd`, `--rspamd`).

@@ -86,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
                 parts.engines.yara = Some(Engines::yara_from_dir(dir)?);
             }
             parts.engines.daemons = mailsensor::dev::daemons(&args.daemons)?;
+            parts.alerts = mailsensor::dev::alerts(&args.alerts);
             parts.retrohunts.max_running = args.retrohunts_running.max(1);
             parts.dedup_window =
                 (args.dedup_window_hours > 0).then(|| std::time::Duration::from_secs(args.dedup_window_hours * 3600));

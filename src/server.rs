@@ -10,6 +10,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::api::{self, AppState};
 use crate::auth::KeySet;
+use crate::delivery::{Deliverer, DeliveryOptions};
 use crate::scan_queue::{Engines, HuntOptions, ScanQueue};
 use crate::stream::{ChangeFeed, FeedOptions};
 
@@ -35,6 +36,8 @@ pub struct ServerParts {
     pub engines: Engines,
     /// How its scan workers run retro-hunts.
     pub retrohunts: HuntOptions,
+    /// How it delivers alerts.
+    pub alerts: DeliveryOptions,
 }
 
 impl ServerParts {
@@ -50,6 +53,7 @@ impl ServerParts {
             scan_workers: 2,
             engines: Engines::default(),
             retrohunts: HuntOptions::default(),
+            alerts: DeliveryOptions::default(),
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct Running {
     pub feed: Arc<ChangeFeed>,
     /// Its scan workers.
     pub scanner: Arc<ScanQueue>,
+    /// Its alert delivery workers.
+    pub deliverer: Arc<Deliverer>,
     stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
@@ -103,6 +109,7 @@ pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<
         parts.retrohunts,
         stopping.subscribe(),
     );
+    let deliverer = Deliverer::start(parts.db.clone(), parts.alerts, stopping.subscribe());
     let state = web::Data::new(AppState {
         db: parts.db,
         keys: parts.keys,
@@ -152,5 +159,5 @@ pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<
         .shutdown_timeout(10)
         .disable_signals()
         .run();
-    Ok(Running { server, feed, scanner, stopping })
+    Ok(Running { server, feed, scanner, deliverer, stopping })
 }

@@ -12,6 +12,7 @@ mod m20261206_000008_rescan;
 mod m20261206_000009_scan_engines;
 mod m20261206_000010_detection_rulesets;
 mod m20261206_000011_retrohunts;
+mod m20261206_000012_alerts;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000009_scan_engines::Migration),
             Box::new(m20261206_000010_detection_rulesets::Migration),
             Box::new(m20261206_000011_retrohunts::Migration),
+            Box::new(m20261206_000012_alerts::Migration),
         ]
     }
 }

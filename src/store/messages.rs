@@ -481,11 +481,17 @@ pub async fn scan_next(
         }
         let reports = scan(raws, loaded).await;
         let mut outcomes = Vec::with_capacity(claimed.len());
+        let mut scanned = Vec::with_capacity(claimed.len());
         for (row, report) in claimed.into_iter().zip(reports) {
             let (active, outcome) = scan_result(row, report, now);
-            sea_orm::ActiveModelTrait::update(active, txn).await?;
+            let updated = sea_orm::ActiveModelTrait::update(active, txn).await?;
+            if matches!(outcome, Scanned::Done { .. }) {
+                scanned.push(updated);
+            }
             outcomes.push(outcome);
         }
+        // In the verdicts' transaction: an alert for each verdict that commits, none for one that does not.
+        super::alerts::raise_detected(txn, &scanned).await?;
         Ok(ScanTurn { outcomes, more_waiting })
     })
     .await

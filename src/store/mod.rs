@@ -1,4 +1,5 @@
 //! Persistence: sea-orm entities and tenant-scoped queries. All SQL of the control plane lives here.
+pub mod alerts;
 pub mod audit;
 mod db;
 pub mod entity;

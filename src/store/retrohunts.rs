@@ -180,6 +180,7 @@ pub async fn abort(
         active.state = Set(ABORTED.to_owned());
         active.finished_at = Set(Some(super::now()));
         let after = active.update(txn).await?;
+        super::alerts::raise_retro_end(txn, &after, ABORTED).await?;
         let entry = AuditEntry {
             tenant: scope.tenant,
             action: "retrohunt.abort",
@@ -394,7 +395,8 @@ async fn finish(
     active.state = Set(state.to_owned());
     active.error = Set(error);
     active.finished_at = Set(Some(super::now()));
-    active.update(txn).await?;
+    let ended = active.update(txn).await?;
+    super::alerts::raise_retro_end(txn, &ended, state).await?;
     Ok(())
 }
 
@@ -426,14 +428,24 @@ async fn record_matches(
         .on_conflict(OnConflict::columns(keys).do_nothing().to_owned())
         .exec_without_returning(txn)
         .await?;
+    let found: Vec<Detection> = kept
+        .iter()
+        .map(|e| {
+            let description = format!(
+                "retro-hunt {}: YARA rule {}.{} matched {}",
+                h.id, e.matched.namespace, e.matched.rule, e.object
+            );
+            let mut d = Detection::of_rule(&e.matched, description, e.part, e.archive_path.clone());
+            d.retrohunt_id = Some(h.id);
+            d
+        })
+        .collect();
+    // A chunk redone after a crash raises it again: delivery is at least once anyway.
+    super::alerts::raise_retro_match(txn, h.id, &h.ruleset_name, m, &found).await?;
     let Some(verdict) = m.verdict.as_deref().and_then(Verdict::parse) else { return Ok(()) };
     let mut detections: Vec<Detection> = serde_json::from_value(m.detections.clone()).unwrap_or_default();
     let mut worst = verdict;
-    for e in kept {
-        let description =
-            format!("retro-hunt {}: YARA rule {}.{} matched {}", h.id, e.matched.namespace, e.matched.rule, e.object);
-        let mut d = Detection::of_rule(&e.matched, description, e.part, e.archive_path.clone());
-        d.retrohunt_id = Some(h.id);
+    for d in found {
         let seen = detections.iter().any(|x| {
             x.retrohunt_id == d.retrohunt_id && x.rule == d.rule && x.part == d.part && x.archive_path == d.archive_path
         });

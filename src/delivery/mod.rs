@@ -1,0 +1,230 @@
+//! The alert delivery workers of one replica. Each claims due deliveries from the outbox
+//! (`FOR UPDATE SKIP LOCKED`, shared by every replica), sends them — a signed webhook, a syslog
+//! CEF record, an e-mail — and records how each attempt went; the store decides what follows
+//! (delivered, retried on the schedule, failed, the destination disabled).
+//!
+//! Every connection goes only to an address the guard (`alerts::guard`) accepts, checked on the
+//! address actually connected to, unless the operator allows private ranges.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use sea_orm::DatabaseConnection;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+mod address;
+mod email;
+mod syslog;
+mod webhook;
+
+use crate::store::{self, alerts::Attempted, alerts::Due, alerts::Outcome};
+
+/// How often an idle worker looks for due deliveries (other replicas' verdicts included).
+const POLL: Duration = Duration::from_millis(100);
+/// Deliveries one claim takes.
+const CLAIM: u64 = 32;
+/// Webhooks to one destination in flight at once, per worker.
+const WEBHOOKS_AT_ONCE: usize = 8;
+
+/// How this replica delivers alerts.
+#[derive(Clone, Debug)]
+pub struct DeliveryOptions {
+    /// Delivery workers (each claims its own batches); none: this replica delivers nothing.
+    pub workers: usize,
+    /// Send to loopback, private, link-local and CGNAT addresses too (on-premises SIEMs).
+    pub allow_private: bool,
+    /// How long a webhook receiver or a syslog server may take (Standard Webhooks: 15 s).
+    pub timeout: Duration,
+    /// The API's address as people reach it, for the links in e-mails.
+    pub public_url: String,
+    /// This replica's name in syslog records.
+    pub host: String,
+}
+
+impl Default for DeliveryOptions {
+    fn default() -> Self {
+        DeliveryOptions {
+            workers: 2,
+            allow_private: false,
+            timeout: Duration::from_secs(15),
+            public_url: "http://localhost:8080".to_owned(),
+            host: hostname(),
+        }
+    }
+}
+
+/// This machine's name, or `mailsensor`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "mailsensor".to_owned())
+}
+
+/// The running delivery workers of one replica.
+pub struct Deliverer {
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Deliverer {
+    pub fn start(db: DatabaseConnection, options: DeliveryOptions, stopping: watch::Receiver<bool>) -> Arc<Deliverer> {
+        let senders = Arc::new(Senders::new(&options));
+        let mut tasks: Vec<JoinHandle<()>> =
+            (0..options.workers).map(|_| tokio::spawn(work(db.clone(), senders.clone(), stopping.clone()))).collect();
+        if options.workers > 0 {
+            tasks.push(tokio::spawn(gauge(db, stopping)));
+        }
+        Arc::new(Deliverer { tasks: std::sync::Mutex::new(tasks) })
+    }
+
+    /// Stops at once (a crashed replica, in tests): what was held becomes due again when its hold ends.
+    pub fn shutdown(&self) {
+        for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// What sends: the HTTP client, the kept-open syslog connections, the e-mail settings.
+struct Senders {
+    options: DeliveryOptions,
+    webhooks: webhook::Webhooks,
+    syslog: syslog::Connections,
+}
+
+impl Senders {
+    fn new(options: &DeliveryOptions) -> Self {
+        Senders {
+            options: options.clone(),
+            webhooks: webhook::Webhooks::new(options),
+            syslog: syslog::Connections::default(),
+        }
+    }
+
+    /// A claim's deliveries, by destination: destinations at once, each one's in order (a syslog
+    /// connection carries one record at a time) or a few at a time (webhooks).
+    async fn deliver(&self, db: &DatabaseConnection, due: Vec<Due>) {
+        let mut by_destination: HashMap<uuid::Uuid, Vec<Due>> = HashMap::new();
+        for d in due {
+            by_destination.entry(d.destination.id).or_default().push(d);
+        }
+        let groups = by_destination.into_values().map(|group| async move {
+            let at_once = if group[0].destination.kind == "webhook" { WEBHOOKS_AT_ONCE } else { 1 };
+            futures_util::stream::iter(group)
+                .for_each_concurrent(at_once, |due| async move {
+                    let attempted = self.send(&due).await;
+                    account(&due, &attempted);
+                    if let Err(e) = store::alerts::record(db, &due, attempted).await {
+                        // Not recorded: it is due again when its hold runs out, and sent again.
+                        tracing::warn!(error = %e, delivery = %due.delivery.id, "cannot record a delivery attempt");
+                    }
+                })
+                .await;
+        });
+        futures_util::future::join_all(groups).await;
+    }
+
+    async fn send(&self, due: &Due) -> Attempted {
+        let started = Instant::now();
+        let result = match due.destination.kind.as_str() {
+            "webhook" => self.webhooks.send(due).await,
+            "syslog" => self.syslog.send(due, &self.options).await,
+            "email" => email::send(due, &self.options).await,
+            other => Err(Failure::failed(format!("unknown destination kind {other:?}"))),
+        };
+        let latency = started.elapsed();
+        match result {
+            Ok(sent) => Attempted {
+                outcome: sent.outcome,
+                status: sent.status,
+                error: sent.error,
+                latency,
+                response: sent.response,
+            },
+            Err(f) => {
+                Attempted { outcome: f.outcome, status: f.status, error: Some(f.error), latency, response: f.response }
+            }
+        }
+    }
+}
+
+/// What a receiver answered (for webhooks, also a refusal carried in an answer: 410, 429, 503, …).
+pub(crate) struct Sent {
+    outcome: Outcome,
+    status: Option<i32>,
+    error: Option<String>,
+    response: Option<String>,
+}
+
+/// An attempt that did not reach a receiver, or that it refused.
+pub(crate) struct Failure {
+    outcome: Outcome,
+    status: Option<i32>,
+    error: String,
+    response: Option<String>,
+}
+
+impl Failure {
+    fn failed(error: impl Into<String>) -> Self {
+        Failure { outcome: Outcome::Failed { retry_after: None }, status: None, error: error.into(), response: None }
+    }
+
+    fn refused(error: impl Into<String>) -> Self {
+        Failure { outcome: Outcome::Refused, status: None, error: error.into(), response: None }
+    }
+}
+
+/// Each attempt in `/metrics`: how it went and how long it took, by kind of destination.
+fn account(due: &Due, attempted: &Attempted) {
+    let kind = due.destination.kind.clone();
+    let outcome = match attempted.outcome {
+        Outcome::Delivered => "delivered",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Gone => "gone",
+        Outcome::Refused => "refused",
+    };
+    metrics::counter!("mailsensor_alert_attempts_total", "kind" => kind.clone(), "outcome" => outcome).increment(1);
+    metrics::histogram!("mailsensor_alert_attempt_seconds", "kind" => kind.clone())
+        .record(attempted.latency.as_secs_f64());
+    if attempted.outcome == Outcome::Delivered {
+        // From the event (the verdict's commit) to its receipt.
+        let age = (chrono::Utc::now() - due.event.timestamp).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::histogram!("mailsensor_alert_delivery_latency_seconds", "kind" => kind).record(age);
+    }
+}
+
+async fn work(db: DatabaseConnection, senders: Arc<Senders>, mut stopping: watch::Receiver<bool>) {
+    let hold = senders.options.timeout * 2 + Duration::from_secs(30);
+    while !*stopping.borrow() {
+        let wait = match store::alerts::claim(&db, CLAIM, hold).await {
+            Ok(due) if !due.is_empty() => {
+                senders.deliver(&db, due).await;
+                continue;
+            }
+            Ok(_) => POLL,
+            Err(e) => {
+                tracing::warn!(error = %e, "the alert outbox cannot be read; retrying");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopping.changed() => {}
+        }
+    }
+}
+
+async fn gauge(db: DatabaseConnection, mut stopping: watch::Receiver<bool>) {
+    while !*stopping.borrow() {
+        if let Ok(depth) = store::alerts::pending(&db).await {
+            metrics::gauge!("mailsensor_alert_outbox_depth").set(depth as f64);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stopping.changed() => {}
+        }
+    }
+}
