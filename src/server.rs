@@ -109,6 +109,7 @@ pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<
         parts.retrohunts,
         stopping.subscribe(),
     );
+    let alerts_allow_private = parts.alerts.allow_private;
     let deliverer = Deliverer::start(parts.db.clone(), parts.alerts, stopping.subscribe());
     let state = web::Data::new(AppState {
         db: parts.db,
@@ -121,6 +122,7 @@ pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<
         intake: scanner.intake.clone(),
         engines: parts.engines,
         stopping: stopping.clone(),
+        alerts_allow_private,
     });
     let spec = api::openapi();
     let address = listener.local_addr()?;

@@ -115,8 +115,13 @@ impl Fields {
     }
 
     pub fn ignoring(mut self, read_only: &'static [&'static str]) -> Self {
-        self.ignored = read_only;
+        self.ignore(read_only);
         self
+    }
+
+    /// Fields a client may echo back from a GET, accepted and ignored from here on.
+    pub fn ignore(&mut self, read_only: &'static [&'static str]) {
+        self.ignored = read_only;
     }
 
     pub fn pointer(&self, name: &str) -> String {

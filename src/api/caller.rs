@@ -31,6 +31,8 @@ pub enum Permission {
     WriteRulesets,
     ReadRetrohunts,
     RunRetrohunts,
+    ReadAlerts,
+    ManageAlerts,
 }
 
 impl Permission {
@@ -50,6 +52,8 @@ impl Permission {
             Permission::WriteRulesets => "write detection rulesets",
             Permission::ReadRetrohunts => "read retro-hunts",
             Permission::RunRetrohunts => "start or abort retro-hunts",
+            Permission::ReadAlerts => "read alert destinations and events",
+            Permission::ManageAlerts => "manage alert destinations",
         }
     }
 }
@@ -118,7 +122,8 @@ impl Caller {
             ReadSensors => !matches!(role, Role::PlatformOperator | Role::Sensor),
             ManageSensors | WriteSettings => role == Role::Administrator,
             ReadSettings | ReadAudit => matches!(role, Role::Administrator | Role::SecurityAuditor),
-            ReadMessages | ReadRulesets | ReadRetrohunts => matches!(
+            ManageAlerts => role == Role::Administrator,
+            ReadMessages | ReadRulesets | ReadRetrohunts | ReadAlerts => matches!(
                 role,
                 Role::Administrator | Role::SecurityAuditor | Role::SeniorSecurityOfficer | Role::SecurityOfficer
             ),

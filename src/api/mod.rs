@@ -3,6 +3,7 @@
 //! One file per capability: `tenants`, `nodes`, `sensors`, `settings` (read, replace, patch),
 //! `evaluate`, `revisions` (history, restore), `fleet` (worker reports, the fleet view, waiting for
 //! a rollout), `config_stream`, `handoff` (messages in) and `messages` (messages read back).
+mod alert_destinations;
 mod audit;
 mod body;
 mod caller;
@@ -67,6 +68,9 @@ pub struct AppState {
     /// Turns true when the server is stopping: open config streams end, so workers resume from
     /// another replica and the graceful stop does not wait on streams that never finish.
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Alerts may go to private addresses (`--alerts-allow-private`): a destination naming one is
+    /// refused at once without it.
+    pub alerts_allow_private: bool,
 }
 
 fn routes(cfg: &mut ServiceConfig) {
@@ -120,7 +124,20 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(retrohunts::list_retrohunts)
         .service(retrohunts::get_retrohunt)
         .service(retrohunts::abort_retrohunt)
-        .service(retrohunts::list_retrohunt_matches);
+        .service(retrohunts::list_retrohunt_matches)
+        .service(alert_destinations::create_alert_destination)
+        .service(alert_destinations::list_alert_destinations)
+        .service(alert_destinations::get_alert_destination)
+        .service(alert_destinations::update_alert_destination)
+        .service(alert_destinations::delete_alert_destination)
+        .service(alert_destinations::pause_alert_destination)
+        .service(alert_destinations::resume_alert_destination)
+        .service(alert_destinations::rotate_alert_destination_secret)
+        .service(alert_destinations::test_alert_destination)
+        .service(alert_destinations::list_alert_deliveries)
+        .service(alert_destinations::retry_alert_delivery)
+        .service(alert_destinations::replay_alert_destination)
+        .service(alert_destinations::list_alert_events);
 }
 
 /// The OpenAPI document, built from the same route table the server uses (no database needed).

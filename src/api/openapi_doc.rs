@@ -21,7 +21,7 @@ Errors are RFC 9457 problem documents; a 422 lists every bad field.",
     components(
         schemas(
             crate::wire::SensorConfig, crate::wire::SensorDeleted, crate::wire::Reset, super::error::Problem,
-            super::fleet::WaitFor, crate::policy::SizeUnit,
+            super::fleet::WaitFor, crate::policy::SizeUnit, crate::alerts::AlertEvent, crate::alerts::AlertData,
         ),
         responses(
         responses::Unauthorized, responses::Forbidden, responses::NotFound, responses::Conflict,
@@ -38,6 +38,7 @@ Errors are RFC 9457 problem documents; a 422 lists every bad field.",
         (name = "audit", description = "Who changed what"),
         (name = "messages", description = "Messages received by sensors, with scan verdicts"),
         (name = "detection", description = "Detection rulesets: the tenant's own YARA rules, attached to the PCN (every sensor) or an SCN (its sensors); history, restore, and an explainer"),
+        (name = "alerts", description = "Alert destinations (signed webhooks, syslog CEF over TCP or TLS, e-mail), their delivery log, tests, retries and replays; the alert events. The events' payloads are under `webhooks`"),
         (name = "workers", description = "For sensor workers only (sensor token): the config stream, acknowledgements, the message hand-off"),
         (name = "operations", description = "Health, readiness and metrics (no authentication)")
     )
@@ -75,7 +76,37 @@ pub fn polish(spec: utoipa::openapi::OpenApi) -> Value {
     }
     problem_responses(&mut doc);
     request_id_on_every_response(&mut doc);
+    alert_webhooks(&mut doc);
     doc
+}
+
+/// What a webhook destination receives, one entry per event type (OpenAPI 3.1 `webhooks`): the
+/// event as the body, signed by Standard Webhooks v1.
+fn alert_webhooks(doc: &mut Value) {
+    let mut webhooks = Map::new();
+    for kind in crate::alerts::EVENT_KINDS {
+        let signed = "Standard Webhooks v1: `webhook-signature` is `v1,` + base64 HMAC-SHA256 of \
+            `webhook-id.webhook-timestamp.body` with the destination's `whsec_` secret (two signatures, space-separated, \
+            for 24 h after a rotation). Answer 2xx; 410 disables the destination; 429/503 with `Retry-After` delay the retry.";
+        let header = |name: &str, description: &str| json!({"name": name, "in": "header", "required": true, "description": description, "schema": {"type": "string"}});
+        webhooks.insert(
+            kind.to_owned(),
+            json!({"post": {
+                "operationId": format!("on_{}", kind.replace('.', "_")),
+                "summary": format!("A `{kind}` alert event"),
+                "description": signed,
+                "tags": ["alerts"],
+                "parameters": [
+                    header("webhook-id", "The event's id: the same on every attempt; de-duplicate by it"),
+                    header("webhook-timestamp", "Seconds since the Unix epoch when this attempt was signed"),
+                    header("webhook-signature", "Space-separated `v1,<base64>` signatures"),
+                ],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AlertEvent"}}}},
+                "responses": {"200": {"description": "Received (any 2xx)"}},
+            }}),
+        );
+    }
+    doc["webhooks"] = Value::Object(webhooks);
 }
 
 /// A route may limit what a path segment matches (`{ruleset_id:[0-9a-fA-F-]+}`, so that

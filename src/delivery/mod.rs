@@ -197,7 +197,7 @@ fn account(due: &Due, attempted: &Attempted) {
 }
 
 async fn work(db: DatabaseConnection, senders: Arc<Senders>, mut stopping: watch::Receiver<bool>) {
-    let hold = senders.options.timeout * 2 + Duration::from_secs(30);
+    let hold = senders.options.timeout * 2 + Duration::from_secs(5);
     while !*stopping.borrow() {
         let wait = match store::alerts::claim(&db, CLAIM, hold).await {
             Ok(due) if !due.is_empty() => {

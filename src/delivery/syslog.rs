@@ -38,7 +38,7 @@ impl Stream {
     async fn is_closed(&mut self) -> bool {
         let mut buf = [0u8; 512];
         match self {
-            Stream::Tcp(s) => !matches!(tokio::time::timeout(Duration::ZERO, s.peek(&mut buf[..1])).await, Err(_)),
+            Stream::Tcp(s) => tokio::time::timeout(Duration::ZERO, s.peek(&mut buf[..1])).await.is_ok(),
             Stream::Tls(s) => {
                 use tokio::io::AsyncReadExt;
                 matches!(tokio::time::timeout(Duration::ZERO, s.read(&mut buf)).await, Ok(Ok(0) | Err(_)))
@@ -60,10 +60,13 @@ impl Stream {
     }
 }
 
+/// A destination's connection, with the settings it was opened with.
+type Slot = Option<(SyslogConfig, Stream)>;
+
 /// The open connections, one per destination (and its settings when opened).
 #[derive(Default)]
 pub(super) struct Connections {
-    open: Mutex<HashMap<Uuid, Arc<Mutex<Option<(SyslogConfig, Stream)>>>>>,
+    open: Mutex<HashMap<Uuid, Arc<Mutex<Slot>>>>,
 }
 
 impl Connections {
@@ -132,7 +135,11 @@ async fn connect(config: &SyslogConfig, options: &DeliveryOptions) -> Result<Str
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
-    let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Failure::failed(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let name = rustls_pki_types::ServerName::try_from(config.host.clone())
         .map_err(|e| Failure::failed(format!("{}: {e}", config.host)))?;
     let stream =

@@ -313,12 +313,7 @@ pub async fn rotate_secret(
 }
 
 /// Queues a `destination.test` event for this destination alone.
-pub async fn test(
-    db: &DatabaseConnection,
-    scope: TenantScope,
-    id: Uuid,
-    actor: &Actor,
-) -> Result<delivery::Model, StoreError> {
+pub async fn test(db: &DatabaseConnection, scope: TenantScope, id: Uuid, actor: &Actor) -> Result<Logged, StoreError> {
     as_tenant(db, scope.tenant, async |txn| {
         let d = one(txn, scope, id).await?;
         let data =
@@ -340,7 +335,7 @@ pub async fn test(
             .await?
             .ok_or(StoreError::NotFound("delivery"))?;
         audit::record(txn, actor, entry(scope.tenant, "alert_destination.test", id, None, None)).await?;
-        Ok(queued)
+        logged(txn, queued).await
     })
     .await
 }
@@ -402,6 +397,18 @@ pub async fn deliveries(
     Ok(Page::from_rows(rows, page, |r| r.delivery.id))
 }
 
+/// A delivery with its event's type and sequence, before any attempt.
+async fn logged(conn: &impl ConnectionTrait, d: delivery::Model) -> Result<Logged, StoreError> {
+    let e = event::Entity::find_by_id(d.event_id).one(conn).await?.ok_or(StoreError::NotFound("alert event"))?;
+    let attempts = attempt::Entity::find()
+        .filter(attempt::Column::TenantId.eq(d.tenant_id))
+        .filter(attempt::Column::DeliveryId.eq(d.id))
+        .order_by_asc(attempt::Column::Id)
+        .all(conn)
+        .await?;
+    Ok(Logged { delivery: d, kind: e.kind, sequence: e.sequence, attempts })
+}
+
 /// Makes one delivery due now again, with a fresh schedule.
 pub async fn retry(
     db: &DatabaseConnection,
@@ -409,7 +416,7 @@ pub async fn retry(
     id: Uuid,
     delivery_id: Uuid,
     actor: &Actor,
-) -> Result<delivery::Model, StoreError> {
+) -> Result<Logged, StoreError> {
     as_tenant(db, scope.tenant, async |txn| {
         one(txn, scope, id).await?;
         let found = delivery::Entity::find()
@@ -428,7 +435,7 @@ pub async fn retry(
         let mut logged = entry(scope.tenant, "alert_destination.retry", id, None, None);
         logged.after = Some(json!({"delivery_id": delivery_id}));
         audit::record(txn, actor, logged).await?;
-        Ok(after)
+        self::logged(txn, after).await
     })
     .await
 }
@@ -508,6 +515,19 @@ pub async fn events(
 
 // ---------------------------------------------------------------------------------------------
 // The outbox.
+
+impl From<event::Model> for alerts::AlertEvent {
+    fn from(e: event::Model) -> Self {
+        alerts::AlertEvent {
+            id: e.id,
+            kind: e.kind,
+            sequence: e.sequence,
+            timestamp: e.occurred_at,
+            tenant_id: e.tenant_id,
+            data: e.payload,
+        }
+    }
+}
 
 /// An event to write.
 pub(crate) struct Raised {
@@ -817,15 +837,7 @@ pub async fn claim(db: &DatabaseConnection, limit: u64, hold: Duration) -> Resul
                 let e = events.get(&d.event_id)?;
                 let destination = destinations.get(&d.destination_id)?.clone();
                 d.attempts += 1;
-                let event = alerts::AlertEvent {
-                    id: e.id,
-                    kind: e.kind.clone(),
-                    sequence: e.sequence,
-                    timestamp: e.occurred_at,
-                    tenant_id: e.tenant_id,
-                    data: e.payload.clone(),
-                };
-                Some(Due { delivery: d, event, destination })
+                Some(Due { delivery: d, event: e.clone().into(), destination })
             })
             .collect())
     })

@@ -156,6 +156,7 @@ pub struct TestApp {
     pub keys: Arc<KeySet>,
     pub feed: Arc<mailsensor::stream::ChangeFeed>,
     pub scanner: Arc<mailsensor::scan_queue::ScanQueue>,
+    pub deliverer: Arc<mailsensor::delivery::Deliverer>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -195,8 +196,19 @@ pub async fn start_configured(url: &str, address: &str, configure: impl FnOnce(&
     let running = server::start(listener, parts).await.unwrap();
     let handle = running.server.handle();
     tokio::spawn(running.server);
-    let (feed, scanner) = (running.feed, running.scanner);
-    TestApp { base, url: url.to_owned(), db, owner, http: reqwest::Client::new(), keys, feed, scanner, handle }
+    let (feed, scanner, deliverer) = (running.feed, running.scanner, running.deliverer);
+    TestApp {
+        base,
+        url: url.to_owned(),
+        db,
+        owner,
+        http: reqwest::Client::new(),
+        keys,
+        feed,
+        scanner,
+        deliverer,
+        handle,
+    }
 }
 
 impl TestApp {
@@ -204,6 +216,7 @@ impl TestApp {
     pub async fn stop(&self) {
         self.feed.shutdown();
         self.scanner.shutdown();
+        self.deliverer.shutdown();
         self.handle.stop(false).await;
     }
 

@@ -1,6 +1,7 @@
 //! Integration tests: the real server over HTTP, on PostgreSQL and on SQLite.
 mod helpers;
 
+mod alerts;
 mod api_surface;
 mod audit;
 mod bodies;

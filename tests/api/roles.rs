@@ -32,6 +32,8 @@ enum Target {
     FreshRulesetOn(Uuid, &'static str),
     /// A retro-hunt started at the PCN for this one call, then `suffix` appended.
     FreshHunt(&'static str),
+    /// An alert destination of the PCN created for this one call, then `suffix` appended.
+    FreshDestination(&'static str),
 }
 
 struct Row {
@@ -408,6 +410,62 @@ fn rows(w: &World) -> Vec<Row> {
             [404, 200, 404, 200, 404, 200, 200, 404, 404, 404],
         ),
         row(
+            "list alert destinations",
+            Method::GET,
+            fixed(format!("/v1/tenants/{t}/alert-destinations")),
+            None,
+            [403, 200, 200, 200, 200, 200, 200, 200, 403, 404],
+        ),
+        row(
+            "create an alert destination",
+            Method::POST,
+            fixed(format!("/v1/tenants/{t}/alert-destinations")),
+            Some(json!({"name": "SIEM {n}", "webhook": {"url": "https://siem.example.com/hook"}})),
+            [403, 201, 201, 403, 403, 403, 403, 403, 403, 404],
+        ),
+        row(
+            "read a PCN alert destination",
+            Method::GET,
+            Target::FreshDestination(""),
+            None,
+            [404, 200, 404, 200, 404, 200, 200, 404, 404, 404],
+        ),
+        row(
+            "read a PCN alert destination's deliveries",
+            Method::GET,
+            Target::FreshDestination("/deliveries"),
+            None,
+            [404, 200, 404, 200, 404, 200, 200, 404, 404, 404],
+        ),
+        row(
+            "send a test event to a PCN alert destination",
+            Method::POST,
+            Target::FreshDestination("/test"),
+            None,
+            [404, 202, 404, 403, 404, 403, 403, 404, 404, 404],
+        ),
+        row(
+            "rotate a PCN webhook's secret",
+            Method::POST,
+            Target::FreshDestination("/rotate-secret"),
+            None,
+            [404, 200, 404, 403, 404, 403, 403, 404, 404, 404],
+        ),
+        row(
+            "delete a PCN alert destination",
+            Method::DELETE,
+            Target::FreshDestination(""),
+            None,
+            [404, 204, 404, 403, 404, 403, 403, 404, 404, 404],
+        ),
+        row(
+            "list alert events",
+            Method::GET,
+            fixed(format!("/v1/tenants/{t}/alert-events")),
+            None,
+            [403, 200, 200, 200, 200, 200, 200, 200, 403, 404],
+        ),
+        row(
             "list audit events",
             Method::GET,
             fixed(format!("/v1/tenants/{t}/audit-events")),
@@ -471,6 +529,13 @@ async fn roles_matrix(backend: Backend) {
                     let r = w.app.post(&hunts, &officer, hunt_body()).await;
                     assert_eq!(r.status, 202, "{:?}", r.body);
                     format!("{hunts}/{}{suffix}", r.body["id"].as_str().unwrap())
+                }
+                Target::FreshDestination(suffix) => {
+                    let destinations = format!("/v1/tenants/{}/alert-destinations", w.a.id);
+                    let body = json!({"name": format!("fresh {n}"), "webhook": {"url": "https://siem.example.com/hook"}});
+                    let r = w.app.post(&destinations, &w.admin_pcn(), body).await;
+                    assert_eq!(r.status, 201, "{:?}", r.body);
+                    format!("{destinations}/{}{suffix}", r.body["id"].as_str().unwrap())
                 }
                 Target::FreshRulesetOn(node, suffix) => {
                     let officer = w.member(&w.a, Role::SeniorSecurityOfficer, w.a.pcn);
