@@ -532,7 +532,8 @@ async fn roles_matrix(backend: Backend) {
                 }
                 Target::FreshDestination(suffix) => {
                     let destinations = format!("/v1/tenants/{}/alert-destinations", w.a.id);
-                    let body = json!({"name": format!("fresh {n}"), "webhook": {"url": "https://siem.example.com/hook"}});
+                    let body =
+                        json!({"name": format!("fresh {n}"), "webhook": {"url": "https://siem.example.com/hook"}});
                     let r = w.app.post(&destinations, &w.admin_pcn(), body).await;
                     assert_eq!(r.status, 201, "{:?}", r.body);
                     format!("{destinations}/{}{suffix}", r.body["id"].as_str().unwrap())
