@@ -1,6 +1,7 @@
 //! Alerts through the API to receivers nobody here wrote: a webhook receiver verifying with the
 //! `standardwebhooks` library (across a secret rotation), rsyslog over TCP and TLS with each CEF
-//! record parsed by `pycef`, and the faults: a receiver down then back, `503` with `Retry-After`,
+//! record parsed by `pycef`, e-mail into a real Postfix read back from its mailbox, retro-hunt
+//! events, and the faults: a receiver down then back, `503` with `Retry-After`,
 //! a slow receiver, `410`, a private address without the operator's flag, and the replica killed
 //! mid-delivery.
 use std::path::{Path, PathBuf};
@@ -338,7 +339,7 @@ async fn a_replica_killed_mid_delivery_leaves_it_to_another_with_the_same_id() {
     let created = create(&w, json!({"name": "SOC", "webhook": {"url": receiver.url()}})).await;
     receiver.trust(&[created["secret"].as_str().unwrap()]);
     // The receiver takes its time; the replica dies while the request is in flight.
-    receiver.answer(json!({"status": 200, "delay": 1}));
+    receiver.answer(json!({"status": 200, "delay": 1.5}));
     message_with(&w, &w.a, w.a.pcn_sensor, &malicious("during a crash")).await;
     receiver.until(1, Duration::from_secs(20)).await;
     w.app.stop().await;
@@ -564,4 +565,154 @@ async fn destinations_refuse_bad_input_naming_every_field() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
     let listed = w.app.get(&destinations(&w.a), &w.admin_pcn()).await;
     assert_eq!(listed.body["items"], json!([]), "nothing was created");
+}
+
+// -------------------------------------------------------------------------------------------
+// E-mail.
+
+/// A private Postfix (Debian's) on loopback that delivers every message for `alerts.test` into a
+/// Maildir: the relay an e-mail destination hands its summaries to.
+struct Postfix {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Postfix {
+    fn start() -> Postfix {
+        let program = ["/usr/sbin/postfix", "/sbin/postfix"].iter().map(PathBuf::from).find(|p| p.exists());
+        let program = program.expect("postfix is not installed: `apt-get install postfix` (.ci/run installs it)");
+        let dir = fresh_dir("postfix");
+        let port = free_port();
+        for sub in ["etc", "queue", "data", "vmail"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let d = dir.display();
+        let main_cf = format!(
+            "compatibility_level = 3.6\nconfig_directory = {d}/etc\nqueue_directory = {d}/queue\n\
+             data_directory = {d}/data\nmaillog_file = {d}/maillog\nmaillog_file_prefixes = {d}\n\
+             myhostname = relay.alerts.test\nmydestination =\ninet_interfaces = loopback-only\n\
+             inet_protocols = ipv4\nmynetworks = 127.0.0.0/8\n\
+             smtpd_relay_restrictions = permit_mynetworks, reject\nsmtpd_peername_lookup = no\n\
+             alias_maps =\nalias_database =\n\
+             virtual_mailbox_domains = alerts.test\nvirtual_mailbox_base = {d}/vmail\n\
+             virtual_mailbox_maps = static:inbox/\nvirtual_uid_maps = static:65534\n\
+             virtual_gid_maps = static:65534\nvirtual_transport = virtual\n"
+        );
+        std::fs::write(dir.join("etc/main.cf"), main_cf).unwrap();
+        let master =
+            std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/postfix/master.cf"))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    if l.starts_with("smtp      inet") {
+                        format!("127.0.0.1:{port} inet n - n - - smtpd")
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\nvirtual   unix  -       n       n       -       -       virtual\n";
+        std::fs::write(dir.join("etc/master.cf"), master).unwrap();
+        Command::new("chown").arg("postfix").arg(dir.join("data")).status().unwrap();
+        Command::new("chown").args(["65534:65534"]).arg(dir.join("vmail")).status().unwrap();
+        let out = Command::new(program).arg("-c").arg(dir.join("etc")).arg("start").output().unwrap();
+        let log = || std::fs::read_to_string(dir.join("maillog")).unwrap_or_default();
+        assert!(out.status.success(), "Postfix did not start: {} {}", String::from_utf8_lossy(&out.stderr), log());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "Postfix is not accepting: {}", log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Postfix { dir, port }
+    }
+
+    /// The messages delivered to the mailbox, once there are `n`.
+    async fn mailbox(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let new = self.dir.join("vmail/inbox/new");
+            let mut mails: Vec<String> = std::fs::read_dir(&new)
+                .map(|entries| {
+                    entries.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect()
+                })
+                .unwrap_or_default();
+            if mails.len() >= n {
+                mails.sort();
+                return mails;
+            }
+            let log = std::fs::read_to_string(self.dir.join("maillog")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "{} of {n} e-mails delivered; Postfix: {log}", mails.len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        Command::new("postfix").arg("-c").arg(self.dir.join("etc")).arg("stop").output().ok();
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_summary_reaches_a_mailbox_through_postfix_without_the_content() {
+    let postfix = Postfix::start();
+    let w = alerting_world(true).await;
+    let created = create(
+        &w,
+        json!({"name": "SOC mail", "email": {"host": "127.0.0.1", "port": postfix.port, "security": "none",
+               "from": "mailsensor@alerts.test", "to": ["soc@alerts.test", "ciso@alerts.test"]}}),
+    )
+    .await;
+    assert_eq!(created["email"]["password_set"], false);
+    assert!(created.get("secret").is_none(), "{created}");
+    let message = message_with(&w, &w.a, w.a.pcn_sensor, &malicious("Invoice <overdue> & final")).await;
+    let mails = postfix.mailbox(2).await;
+    let link = format!("http://localhost:8080/v1/tenants/{}/messages/{message}", w.a.id);
+    for mail in &mails {
+        let parsed = mail_parser::MessageParser::default().parse(mail.as_bytes()).unwrap();
+        assert_eq!(parsed.subject(), Some("[mailsensor] malicious message: Invoice <overdue> & final"), "{mail}");
+        let (text, html) = (parsed.body_text(0).unwrap(), parsed.body_html(0).unwrap());
+        assert!(text.contains(&format!("In the API: {link}")), "a link to the message: {text}");
+        assert!(text.contains("Client: 192.0.2.1") && text.contains("Recipients: b@example.com"), "{text}");
+        assert!(html.contains("Invoice &lt;overdue&gt; &amp; final") && html.contains(&link), "escaped HTML: {html}");
+        assert!(
+            !mail.contains("EICAR-STANDARD") && !text.contains("EICAR-STANDARD"),
+            "never the content itself: {mail}"
+        );
+    }
+    let log =
+        deliveries_until(&w, created["id"].as_str().unwrap(), Duration::from_secs(5), |d| d[0]["state"] == "delivered")
+            .await;
+    assert_eq!(log[0]["log"][0]["status"], 250);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrohunt_raises_matched_and_finished_events() {
+    let receiver = Receiver::start();
+    let w = alerting_world(true).await;
+    let created = create(
+        &w,
+        json!({"name": "hunts", "webhook": {"url": receiver.url()},
+        "filters": {"events": ["retrohunt.matched", "retrohunt.finished"]}}),
+    )
+    .await;
+    receiver.trust(&[created["secret"].as_str().unwrap()]);
+    let old = message_with(&w, &w.a, w.a.pcn_sensor, "Subject: old\r\n\r\npay campaign-9911 now\r\n").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let officer = w.member(&w.a, Role::SeniorSecurityOfficer, w.a.pcn);
+    let now = chrono::Utc::now();
+    let hunt = json!({"source": "rule c9911 : apt {\n meta: severity = \"malicious\"\n strings: $a = \"campaign-9911\"\n condition: $a\n}\n",
+        "since": (now - chrono::Duration::hours(1)).to_rfc3339(), "until": (now + chrono::Duration::hours(1)).to_rfc3339()});
+    let r = w.app.post(&format!("/v1/tenants/{}/retrohunts", w.a.id), &officer, hunt).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let got = receiver.until(2, Duration::from_secs(30)).await;
+    let kinds: Vec<&str> = got.iter().map(|g| g["event"]["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["retrohunt.matched", "retrohunt.finished"], "{got:#?}");
+    assert_eq!(got[0]["event"]["data"]["message"]["id"], json!(old));
+    assert_eq!(got[0]["event"]["data"]["detections"][0]["rule"], "c9911");
+    assert_eq!(got[0]["event"]["data"]["retrohunt_id"], r.body["id"]);
+    assert_eq!(got[1]["event"]["data"]["state"], "finished");
+    assert_eq!(got[1]["event"]["data"]["matches"], 1);
 }

@@ -37,6 +37,17 @@ async fn documented_request_properties_are_exactly_the_parsed_ones() {
         w.app.post(&rulesets, &officer, json!({"name": "probe", "source": "rule probe { condition: true }"})).await;
     assert_eq!(probe.status, 201, "{:?}", probe.body);
     let ruleset = probe.body["id"].as_str().unwrap().to_owned();
+    let destinations = format!("/v1/tenants/{}/alert-destinations", w.a.id);
+    let destination = w
+        .app
+        .post(
+            &destinations,
+            &w.admin_pcn(),
+            json!({"name": "probe", "webhook": {"url": "https://siem.example.com/hook"}}),
+        )
+        .await;
+    assert_eq!(destination.status, 201, "{:?}", destination.body);
+    let destination = destination.body["id"].as_str().unwrap().to_owned();
     let mut checked = Vec::new();
     for (template, item) in spec["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
@@ -46,7 +57,8 @@ async fn documented_request_properties_are_exactly_the_parsed_ones() {
                 .replace("{tenant_id}", &w.a.id.to_string())
                 .replace("{sensor_id}", &w.a.pcn_sensor.to_string())
                 .replace("{instance_id}", "probe-1")
-                .replace("{ruleset_id}", &ruleset);
+                .replace("{ruleset_id}", &ruleset)
+                .replace("{destination_id}", &destination);
             let token = if template.starts_with("/v1/sensors/") {
                 sensor_token.clone()
             } else if template == "/v1/tenants" || template == "/v1/tenants/{tenant_id}" {

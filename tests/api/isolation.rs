@@ -15,10 +15,12 @@ use crate::helpers::*;
 use crate::on_both_backends;
 
 /// Ids for every path parameter the API uses.
-fn ids(tenant: Uuid, node: Uuid, sensor: Uuid, message: Uuid, made: (Uuid, Uuid)) -> HashMap<&'static str, String> {
+fn ids(tenant: Uuid, node: Uuid, sensor: Uuid, message: Uuid, made: [Uuid; 4]) -> HashMap<&'static str, String> {
     HashMap::from([
-        ("ruleset_id", made.0.to_string()),
-        ("retrohunt_id", made.1.to_string()),
+        ("ruleset_id", made[0].to_string()),
+        ("retrohunt_id", made[1].to_string()),
+        ("destination_id", made[2].to_string()),
+        ("delivery_id", made[3].to_string()),
         ("tenant_id", tenant.to_string()),
         ("node_id", node.to_string()),
         ("sensor_id", sensor.to_string()),
@@ -55,16 +57,16 @@ async fn every_operation_hides_what_is_out_of_reach(backend: Backend) {
     let (a_message, b_message) = (message_of(&w, a, a.pcn_sensor).await, message_of(&w, b, b.pcn_sensor).await);
     let (a_made, b_made) = (made_by_officer(&w, a).await, made_by_officer(&w, b).await);
     let random = || Uuid::now_v7();
-    let nowhere = ids(random(), random(), random(), random(), (random(), random()));
+    let nowhere = ids(random(), random(), random(), random(), [random(), random(), random(), random()]);
     // Another tenant's objects, by tenant B's own path, and under tenant A's path.
     let in_b = ids(b.id, b.pcn, b.pcn_sensor, b_message, b_made);
     let b_under_a = ids(a.id, b.pcn, b.pcn_sensor, b_message, b_made);
     // Tenant A's objects on its PCN, for principals signed in at A's SCN.
     let outside_scn = ids(a.id, a.pcn, a.pcn_sensor, a_message, a_made);
-    let a_missing = ids(a.id, random(), random(), random(), (random(), random()));
+    let a_missing = ids(a.id, random(), random(), random(), [random(), random(), random(), random()]);
     // The operator knows which tenants exist (it lists them): for it, B's objects must read like
     // missing objects of tenant B.
-    let b_missing = ids(b.id, random(), random(), random(), (random(), random()));
+    let b_missing = ids(b.id, random(), random(), random(), [random(), random(), random(), random()]);
 
     let mut principals: Vec<(String, String, bool)> = vec![("platform_operator".into(), w.operator.clone(), false)];
     for (role, node, at_scn) in [
@@ -85,7 +87,7 @@ async fn every_operation_hides_what_is_out_of_reach(backend: Backend) {
             continue;
         }
         // The operator sees every tenant and its nodes: those paths are in its reach by design.
-        let objects = ["sensor_id", "message_id", "ruleset_id", "retrohunt_id"];
+        let objects = ["sensor_id", "message_id", "ruleset_id", "retrohunt_id", "destination_id"];
         let tenancy_only = !objects.iter().any(|p| template.contains(p));
         let names_an_object = template.contains("node_id") || objects.iter().any(|p| template.contains(p));
         for method in item.as_object().unwrap().keys() {
@@ -100,7 +102,7 @@ async fn every_operation_hides_what_is_out_of_reach(backend: Backend) {
                 if names_an_object && template.starts_with("/v1/tenants/") {
                     cases.push((&b_under_a, &a_missing));
                 }
-                // A's PCN sensors, messages, rulesets and hunts are outside an SCN's reach.
+                // A's PCN sensors, messages, rulesets, hunts and destinations are outside an SCN's reach.
                 if *at_scn && objects.iter().any(|p| template.contains(p)) {
                     cases.push((&outside_scn, &a_missing));
                 }
@@ -123,8 +125,9 @@ async fn every_operation_hides_what_is_out_of_reach(backend: Backend) {
     assert!(checked > 300, "only {checked} calls were checked");
 }
 
-/// A detection ruleset of `tenant` attached to its PCN, and a retro-hunt started at its PCN.
-async fn made_by_officer(w: &World, tenant: &TenantFixture) -> (Uuid, Uuid) {
+/// A detection ruleset of `tenant` attached to its PCN, a retro-hunt started at its PCN, an alert
+/// destination of its PCN and a delivery to it.
+async fn made_by_officer(w: &World, tenant: &TenantFixture) -> [Uuid; 4] {
     let officer = w.member(tenant, Role::SeniorSecurityOfficer, tenant.pcn);
     let path = format!("/v1/tenants/{}/detection-rulesets", tenant.id);
     let r = w.app.post(&path, &officer, json!({"name": "hidden", "source": "rule hidden { condition: true }"})).await;
@@ -132,7 +135,17 @@ async fn made_by_officer(w: &World, tenant: &TenantFixture) -> (Uuid, Uuid) {
     let hunt = json!({"source": "rule hidden { condition: true }", "since": "2026-01-01T00:00:00Z", "until": "2027-01-01T00:00:00Z"});
     let h = w.app.post(&format!("/v1/tenants/{}/retrohunts", tenant.id), &officer, hunt).await;
     assert_eq!(h.status, 202, "{:?}", h.body);
-    (serde_json::from_value(r.body["id"].clone()).unwrap(), serde_json::from_value(h.body["id"].clone()).unwrap())
+    let admin = w.member(tenant, Role::Administrator, tenant.pcn);
+    let destinations = format!("/v1/tenants/{}/alert-destinations", tenant.id);
+    let d = w
+        .app
+        .post(&destinations, &admin, json!({"name": "hidden", "webhook": {"url": "https://siem.example.com/hook"}}))
+        .await;
+    assert_eq!(d.status, 201, "{:?}", d.body);
+    let id = |v: &Value| -> Uuid { serde_json::from_value(v["id"].clone()).unwrap() };
+    let t = w.app.post(&format!("{destinations}/{}/test", id(&d.body)), &admin, json!({})).await;
+    assert_eq!(t.status, 202, "{:?}", t.body);
+    [id(&r.body), id(&h.body), id(&d.body), id(&t.body)]
 }
 
 on_both_backends!(every_operation_hides_what_is_out_of_reach);

@@ -75,6 +75,21 @@ async fn populated() -> (World, Uuid) {
             assert!(std::time::Instant::now() < deadline, "the retro-hunt found nothing");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        // An alert destination, a test event (and the tenant's sequence), its delivery, and an
+        // attempt: loopback without the operator's flag, refused at once and logged.
+        let admin = w.member(tenant, mailsensor::auth::Role::Administrator, tenant.pcn);
+        let destinations = format!("/v1/tenants/{}/alert-destinations", tenant.id);
+        let body = serde_json::json!({"name": "rows", "webhook": {"url": "http://localhost:1/hook"}});
+        let r = w.app.post(&destinations, &admin, body).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let deliveries = format!("{destinations}/{}/deliveries", r.body["id"].as_str().unwrap());
+        let r = w.app.post(&deliveries.replace("/deliveries", "/test"), &admin, serde_json::json!({})).await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while w.app.get(&deliveries, &admin).await.body["items"][0]["log"].as_array().is_none_or(Vec::is_empty) {
+            assert!(std::time::Instant::now() < deadline, "no delivery attempt was logged");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
     (w, b_message)
 }

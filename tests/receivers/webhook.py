@@ -37,7 +37,6 @@ class Handler(BaseHTTPRequestHandler):
                 verified.append(True)
             except Exception:
                 verified.append(False)
-        time.sleep(control.get("delay", 0))
         status = control.get("status", 200)
         record = {
             "id": headers.get("webhook-id"),
@@ -47,8 +46,10 @@ class Handler(BaseHTTPRequestHandler):
             "answered": status,
             "event": json.loads(body or b"null"),
         }
+        # Recorded on arrival, before any delay: a test sees a request in flight.
         with open(os.path.join(folder, "received.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
+        time.sleep(control.get("delay", 0))
         self.send_response(status)
         if control.get("retry_after") is not None:
             self.send_header("Retry-After", str(control["retry_after"]))
