@@ -12,6 +12,19 @@ import time
 import uuid
 
 from mailsensor_client import AuthenticatedClient
+from mailsensor_client.api.alerts import (
+    create_alert_destination,
+    delete_alert_destination,
+    get_alert_destination,
+    list_alert_deliveries,
+    list_alert_events,
+    pause_alert_destination,
+    replay_alert_destination,
+    resume_alert_destination,
+    rotate_alert_destination_secret,
+    test_alert_destination,
+    update_alert_destination,
+)
 from mailsensor_client.api.detection import (
     abort_retrohunt,
     create_detection_ruleset,
@@ -35,6 +48,12 @@ from mailsensor_client.api.smtp_integration import (
     update_smtp_integration,
 )
 from mailsensor_client.models import (
+    CreateAlertDestination,
+    Filters,
+    MinVerdict,
+    ReplayAlerts,
+    UpdateAlertDestination,
+    WebhookTarget,
     CreateDetectionRuleset,
     CreateRetrohunt,
     CreateSensor,
@@ -211,6 +230,44 @@ check(matched[0].message_id == found.id and matched[0].strings[0].length == len(
 late = abort_retrohunt.sync_detailed(TENANT, hunt.parsed.id, client=senior)
 check(late.status_code == 409, f"a finished retro-hunt is not aborted: {late.status_code}")
 check(delete_detection_ruleset.sync_detailed(TENANT, ruleset, client=senior).status_code == 204, "delete ruleset")
+
+# An alert destination: a webhook whose secret is shown once, filters, a test event and its
+# delivery log, a rotation, pause and resume, a replay, the tenant's events.
+hook = create_alert_destination.sync_detailed(
+    TENANT,
+    client=admin,
+    body=CreateAlertDestination(
+        name=f"py-sdk-{uuid.uuid4().hex[:8]}",
+        webhook=WebhookTarget(url="https://siem.example.com/hooks/mailsensor"),
+        filters=Filters(min_verdict=MinVerdict.MALICIOUS, engines=["yara", "clamav"]),
+    ),
+)
+check(hook.status_code == 201 and hook.parsed.secret.startswith("whsec_"), f"create destination: {hook.content!r}")
+destination = hook.parsed.id
+read = get_alert_destination.sync(TENANT, destination, client=auditor)
+check(read.filters.min_verdict == MinVerdict.MALICIOUS and "secret" not in read.to_dict(), "read: never the secret")
+refused = test_alert_destination.sync_detailed(TENANT, destination, client=auditor)
+check(refused.status_code == 403, f"an auditor may not send a test: {refused.status_code}")
+sent = test_alert_destination.sync_detailed(TENANT, destination, client=admin)
+check(sent.status_code == 202 and sent.parsed.event_type == "destination.test", f"test: {sent.content!r}")
+log = list_alert_deliveries.sync(TENANT, destination, client=auditor)
+check(log.items[0].id == sent.parsed.id, "the delivery log lists the test")
+changed = update_alert_destination.sync_detailed(
+    TENANT, destination, client=admin, body=UpdateAlertDestination(filters=Filters(min_verdict=MinVerdict.SUSPICIOUS))
+)
+check(changed.status_code == 200 and changed.parsed.filters.min_verdict == MinVerdict.SUSPICIOUS, f"update: {changed.content!r}")
+rotated = rotate_alert_destination_secret.sync_detailed(TENANT, destination, client=admin)
+check(rotated.parsed.secret != hook.parsed.secret and rotated.parsed.previous_secret_until, "rotate: both sign for a while")
+check(pause_alert_destination.sync(TENANT, destination, client=admin).state.value == "paused", "pause")
+check(resume_alert_destination.sync(TENANT, destination, client=admin).state.value == "active", "resume")
+now = datetime.datetime.now(datetime.timezone.utc)
+replayed = replay_alert_destination.sync_detailed(
+    TENANT, destination, client=admin, body=ReplayAlerts(since=now - datetime.timedelta(hours=1), until=now)
+)
+check(replayed.status_code == 202, f"replay: {replayed.content!r}")
+events = list_alert_events.sync(TENANT, client=auditor)
+check(any(e.id == sent.parsed.event_id for e in events.items), "the test event is listed")
+check(delete_alert_destination.sync_detailed(TENANT, destination, client=admin).status_code == 204, "delete destination")
 
 check(delete_sensor.sync_detailed(TENANT, sensor, client=admin).status_code == 204, "delete")
 print("python sdk: the README flow passed")

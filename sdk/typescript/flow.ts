@@ -231,6 +231,30 @@ async function main(): Promise<void> {
   const gone = await senior.DELETE("/v1/tenants/{tenant_id}/detection-rulesets/{ruleset_id}", { params: one });
   check(gone.response.status === 204, "delete ruleset");
 
+  // An alert destination: the secret once, a test event in the delivery log, a rotation, the events.
+  const hook = await admin.POST("/v1/tenants/{tenant_id}/alert-destinations", {
+    params: { path: { tenant_id } },
+    body: {
+      name: `ts-sdk-${Date.now()}`,
+      webhook: { url: "https://siem.example.com/hooks/mailsensor" },
+      filters: { min_verdict: "malicious", rule_tags: ["apt"] },
+    },
+  });
+  check(hook.response.status === 201 && hook.data?.secret?.startsWith("whsec_") === true, "create a webhook destination");
+  const at = { path: { tenant_id, destination_id: hook.data!.id } };
+  const readBack = await auditor.GET("/v1/tenants/{tenant_id}/alert-destinations/{destination_id}", { params: at });
+  check(readBack.data?.secret === undefined && readBack.data?.filters.rule_tags[0] === "apt", "read: never the secret");
+  const sent = await admin.POST("/v1/tenants/{tenant_id}/alert-destinations/{destination_id}/test", { params: at });
+  check(sent.response.status === 202 && sent.data?.event_type === "destination.test", "send a test event");
+  const log = await auditor.GET("/v1/tenants/{tenant_id}/alert-destinations/{destination_id}/deliveries", { params: at });
+  check(log.data?.items[0]?.id === sent.data?.id, "the delivery log lists it");
+  const rotated = await admin.POST("/v1/tenants/{tenant_id}/alert-destinations/{destination_id}/rotate-secret", { params: at });
+  check(rotated.data?.secret !== hook.data?.secret && rotated.data?.previous_secret_until != null, "rotate the secret");
+  const events = await auditor.GET("/v1/tenants/{tenant_id}/alert-events", { params: { path: { tenant_id } } });
+  check(events.data?.items.some((e) => e.id === sent.data?.event_id) === true, "the test event is listed");
+  const dropped = await admin.DELETE("/v1/tenants/{tenant_id}/alert-destinations/{destination_id}", { params: at });
+  check(dropped.response.status === 204, "delete the destination");
+
   const deleted = await admin.DELETE("/v1/tenants/{tenant_id}/sensors/{sensor_id}", { params: { path } });
   check(deleted.response.status === 204, "delete");
   console.log("typescript sdk: the README flow passed");

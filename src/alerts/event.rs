@@ -40,7 +40,7 @@ pub struct AlertEvent {
     pub data: serde_json::Value,
 }
 
-/// What an event is about, by its `type`.
+/// What an event is about, by its `type` (each shape closed, so exactly one fits).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum AlertData {
@@ -53,6 +53,7 @@ pub enum AlertData {
 
 /// `message.detected`: the message and what was found in it — never its content.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MessageDetected {
     pub message: AlertMessage,
     pub detections: Vec<AlertDetection>,
@@ -60,6 +61,7 @@ pub struct MessageDetected {
 
 /// `retrohunt.matched`: a retro-hunt's rules matched a message stored before.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RetrohuntMatched {
     pub retrohunt_id: Uuid,
     pub ruleset_name: String,
@@ -70,6 +72,7 @@ pub struct RetrohuntMatched {
 
 /// `retrohunt.finished`: a retro-hunt ended.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RetrohuntFinished {
     pub retrohunt_id: Uuid,
     pub ruleset_name: String,
@@ -84,6 +87,7 @@ pub struct RetrohuntFinished {
 
 /// `destination.disabled`: a destination stopped receiving alerts.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DestinationDisabled {
     pub destination_id: Uuid,
     pub name: String,
@@ -92,6 +96,7 @@ pub struct DestinationDisabled {
 
 /// `destination.test`: a test event, asked for through the API.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DestinationTest {
     pub destination_id: Uuid,
     pub name: String,

@@ -1,14 +1,19 @@
 //! E-mail: a summary (never the message) to people, through the tenant's relay with `mail-send`:
 //! implicit TLS, STARTTLS (refused if the relay does not offer it), or plain SMTP on a network
 //! the tenant trusts; credentials when given. The relay's address passes the guard first and is
-//! the one connected to.
+//! the one connected to. A claim's alerts for one destination share one SMTP session.
+use std::time::Instant;
+
+use mail_send::SmtpClient;
 use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use super::{DeliveryOptions, Failure, Sent};
 use crate::alerts::email::summary;
-use crate::store::alerts::{Due, Outcome};
+use crate::store::alerts::{Attempted, Due, Outcome};
 
-/// How long a relay may take, start to end (mail-send's own default is an hour).
+/// How long a relay may take over one step (mail-send's own default is an hour).
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Deserialize)]
@@ -23,10 +28,34 @@ struct EmailConfig {
     to: Vec<String>,
 }
 
-pub(super) async fn send(due: &Due, options: &DeliveryOptions) -> Result<Sent, Failure> {
-    use mail_send::mail_builder::{MessageBuilder, headers::address::Address};
-    let config: EmailConfig = serde_json::from_value(due.destination.config.clone())
-        .map_err(|e| Failure::failed(format!("the destination's settings are unreadable: {e}")))?;
+/// An open session with the relay.
+enum Session {
+    Plain(SmtpClient<TcpStream>),
+    Tls(SmtpClient<TlsStream<TcpStream>>),
+}
+
+/// Sends each of `group` (one destination's) in order over one session, opened again after an
+/// attempt that failed.
+pub(super) async fn send_all(group: Vec<Due>, options: &DeliveryOptions) -> Vec<(Due, Attempted)> {
+    let mut session = None;
+    let mut out = Vec::with_capacity(group.len());
+    for due in group {
+        let started = Instant::now();
+        let result = send(&due, options, &mut session).await;
+        if result.is_err() {
+            session = None;
+        }
+        out.push((due, super::attempted(result, started.elapsed())));
+    }
+    out
+}
+
+fn config(due: &Due) -> Result<EmailConfig, Failure> {
+    serde_json::from_value(due.destination.config.clone())
+        .map_err(|e| Failure::failed(format!("the destination's settings are unreadable: {e}")))
+}
+
+async fn open(due: &Due, config: &EmailConfig, options: &DeliveryOptions) -> Result<Session, Failure> {
     let address = super::address::resolve(&config.host, config.port, options.allow_private).await?[0];
     let mut relay = mail_send::SmtpClientBuilder::new(config.host.clone(), config.port)
         .map_err(|e| Failure::failed(format!("relay {}: {e}", config.host)))?
@@ -37,6 +66,19 @@ pub(super) async fn send(due: &Due, options: &DeliveryOptions) -> Result<Sent, F
     if let (Some(user), Some(password)) = (&config.username, &due.destination.secret) {
         relay = relay.credentials((user.clone(), password.clone()));
     }
+    let opened = match config.security.as_str() {
+        "none" => relay.connect_plain().await.map(Session::Plain),
+        _ => relay.connect().await.map(Session::Tls),
+    };
+    opened.map_err(|e| failure(e, config))
+}
+
+async fn send(due: &Due, options: &DeliveryOptions, session: &mut Option<Session>) -> Result<Sent, Failure> {
+    use mail_send::mail_builder::{MessageBuilder, headers::address::Address};
+    let config = config(due)?;
+    if session.is_none() {
+        *session = Some(open(due, &config, options).await?);
+    }
     let text = summary(&due.event, &options.public_url);
     let to: Vec<Address<'_>> = config.to.iter().map(|a| Address::new_address(None::<&str>, a.as_str())).collect();
     let message = MessageBuilder::new()
@@ -46,15 +88,10 @@ pub(super) async fn send(due: &Due, options: &DeliveryOptions) -> Result<Sent, F
         .message_id(format!("{}@mailsensor", due.event.id))
         .text_body(text.text)
         .html_body(text.html);
-    let sent = match config.security.as_str() {
-        "none" => match relay.connect_plain().await {
-            Ok(mut client) => client.send(message).await,
-            Err(e) => Err(e),
-        },
-        _ => match relay.connect().await {
-            Ok(mut client) => client.send(message).await,
-            Err(e) => Err(e),
-        },
+    let sent = match session.as_mut() {
+        Some(Session::Plain(client)) => client.send(message).await,
+        Some(Session::Tls(client)) => client.send(message).await,
+        None => unreachable!("opened above"),
     };
     match sent {
         Ok(reply) => Ok(Sent {
@@ -63,12 +100,18 @@ pub(super) async fn send(due: &Due, options: &DeliveryOptions) -> Result<Sent, F
             error: None,
             response: Some(reply.message.chars().take(1024).collect()),
         }),
-        Err(mail_send::Error::UnexpectedReply(reply)) => Err(Failure {
+        Err(e) => Err(failure(e, &config)),
+    }
+}
+
+fn failure(e: mail_send::Error, config: &EmailConfig) -> Failure {
+    match e {
+        mail_send::Error::UnexpectedReply(reply) => Failure {
             outcome: Outcome::Failed { retry_after: None },
             status: Some(reply.code as i32),
             error: format!("the relay answered {} {}", reply.code, reply.message),
             response: Some(reply.message.chars().take(1024).collect()),
-        }),
-        Err(e) => Err(Failure::failed(format!("relay {}:{}: {e}", config.host, config.port))),
+        },
+        e => Failure::failed(format!("relay {}:{}: {e}", config.host, config.port)),
     }
 }

@@ -105,24 +105,33 @@ impl Senders {
     }
 
     /// A claim's deliveries, by destination: destinations at once, each one's in order (a syslog
-    /// connection carries one record at a time) or a few at a time (webhooks).
+    /// connection carries one record at a time; an e-mail relay one session) or a few at a time
+    /// (webhooks); each destination's attempts recorded together.
     async fn deliver(&self, db: &DatabaseConnection, due: Vec<Due>) {
         let mut by_destination: HashMap<uuid::Uuid, Vec<Due>> = HashMap::new();
         for d in due {
             by_destination.entry(d.destination.id).or_default().push(d);
         }
         let groups = by_destination.into_values().map(|group| async move {
-            let at_once = if group[0].destination.kind == "webhook" { WEBHOOKS_AT_ONCE } else { 1 };
-            futures_util::stream::iter(group)
-                .for_each_concurrent(at_once, |due| async move {
-                    let attempted = self.send(&due).await;
-                    account(&due, &attempted);
-                    if let Err(e) = store::alerts::record(db, &due, attempted).await {
-                        // Not recorded: it is due again when its hold runs out, and sent again.
-                        tracing::warn!(error = %e, delivery = %due.delivery.id, "cannot record a delivery attempt");
-                    }
-                })
-                .await;
+            let attempted: Vec<(Due, Attempted)> = match group[0].destination.kind.as_str() {
+                "email" => email::send_all(group, &self.options).await,
+                kind => {
+                    let at_once = if kind == "webhook" { WEBHOOKS_AT_ONCE } else { 1 };
+                    futures_util::stream::iter(group)
+                        .map(|due| async move {
+                            let attempted = self.send(&due).await;
+                            (due, attempted)
+                        })
+                        .buffered(at_once)
+                        .collect()
+                        .await
+                }
+            };
+            attempted.iter().for_each(|(due, a)| account(due, a));
+            if let Err(e) = store::alerts::record(db, &attempted).await {
+                // Not recorded: they are due again when their hold runs out, and sent again.
+                tracing::warn!(error = %e, deliveries = attempted.len(), "cannot record delivery attempts");
+            }
         });
         futures_util::future::join_all(groups).await;
     }
@@ -132,21 +141,24 @@ impl Senders {
         let result = match due.destination.kind.as_str() {
             "webhook" => self.webhooks.send(due).await,
             "syslog" => self.syslog.send(due, &self.options).await,
-            "email" => email::send(due, &self.options).await,
             other => Err(Failure::failed(format!("unknown destination kind {other:?}"))),
         };
-        let latency = started.elapsed();
-        match result {
-            Ok(sent) => Attempted {
-                outcome: sent.outcome,
-                status: sent.status,
-                error: sent.error,
-                latency,
-                response: sent.response,
-            },
-            Err(f) => {
-                Attempted { outcome: f.outcome, status: f.status, error: Some(f.error), latency, response: f.response }
-            }
+        attempted(result, started.elapsed())
+    }
+}
+
+/// An attempt's result as the store records it.
+fn attempted(result: Result<Sent, Failure>, latency: Duration) -> Attempted {
+    match result {
+        Ok(sent) => Attempted {
+            outcome: sent.outcome,
+            status: sent.status,
+            error: sent.error,
+            latency,
+            response: sent.response,
+        },
+        Err(f) => {
+            Attempted { outcome: f.outcome, status: f.status, error: Some(f.error), latency, response: f.response }
         }
     }
 }

@@ -883,8 +883,20 @@ impl Outcome {
 /// Records an attempt at `due` and what follows from it: delivered, due again later, failed for
 /// good; the destination's failing streak, and its disabling (with a `destination.disabled`
 /// event) after a `410` or [`alerts::schedule::DISABLE_AFTER`] of failures.
-pub async fn record(db: &DatabaseConnection, due: &Due, attempted: Attempted) -> Result<(), StoreError> {
+///
+/// Several attempts at once share one transaction (one WAL flush), in the order given.
+pub async fn record(db: &DatabaseConnection, attempts: &[(Due, Attempted)]) -> Result<(), StoreError> {
     run_in(db, Reach::Platform, Mode::Durable, async |txn| {
+        for (due, attempted) in attempts {
+            record_one(txn, due, attempted).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+async fn record_one(txn: &impl ConnectionTrait, due: &Due, attempted: &Attempted) -> Result<(), StoreError> {
+    {
         let now = super::now();
         let Some(current) = delivery::Entity::find_by_id(due.delivery.id).lock_exclusive().one(txn).await? else {
             return Ok(());
@@ -973,8 +985,7 @@ pub async fn record(db: &DatabaseConnection, due: &Due, attempted: Attempted) ->
             raise(txn, vec![raised]).await?;
         }
         Ok(())
-    })
-    .await
+    }
 }
 
 /// Deliveries due now or waiting for a retry (the outbox's depth).

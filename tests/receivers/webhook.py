@@ -26,6 +26,9 @@ def read(name, default):
 
 
 class Handler(BaseHTTPRequestHandler):
+    # Keep-alive, as a production receiver would.
+    protocol_version = "HTTP/1.1"
+
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         control = read("control.json", {})
@@ -39,6 +42,7 @@ class Handler(BaseHTTPRequestHandler):
                 verified.append(False)
         status = control.get("status", 200)
         record = {
+            "received_at": time.time(),
             "id": headers.get("webhook-id"),
             "timestamp": headers.get("webhook-timestamp"),
             "signatures": headers.get("webhook-signature", "").split(" "),
@@ -53,9 +57,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         if control.get("retry_after") is not None:
             self.send_header("Retry-After", str(control["retry_after"]))
+        answer = b"received" if status < 300 else b"not now"
         self.send_header("content-type", "text/plain")
+        self.send_header("content-length", str(len(answer)))
         self.end_headers()
-        self.wfile.write(b"received" if status < 300 else b"not now")
+        self.wfile.write(answer)
 
     def log_message(self, *args):
         pass
