@@ -31,7 +31,7 @@ struct EmailConfig {
 /// An open session with the relay.
 enum Session {
     Plain(SmtpClient<TcpStream>),
-    Tls(SmtpClient<TlsStream<TcpStream>>),
+    Tls(Box<SmtpClient<TlsStream<TcpStream>>>),
 }
 
 /// Sends each of `group` (one destination's) in order over one session, opened again after an
@@ -68,7 +68,7 @@ async fn open(due: &Due, config: &EmailConfig, options: &DeliveryOptions) -> Res
     }
     let opened = match config.security.as_str() {
         "none" => relay.connect_plain().await.map(Session::Plain),
-        _ => relay.connect().await.map(Session::Tls),
+        _ => relay.connect().await.map(|c| Session::Tls(Box::new(c))),
     };
     opened.map_err(|e| failure(e, config))
 }
