@@ -14,6 +14,9 @@
       expressions with literal atoms of 4+ bytes, and conditions (any / N / all of them, counts,
       offsets, filesize). Two rules match the signature carriers (marker, EICAR), a few match
       common corpus words, the rest look for strings that never occur.
+      With --rare (bench/retrohunt.sh): the common-word rules look for rare words instead and
+      the zip rule wants a zip of 1,000+ members, so only the two signature rules match (about 1 %
+      of the messages) and a retro-hunt over many messages stays under its match cap.
 """
 import argparse
 import io
@@ -192,7 +195,9 @@ def rules(a):
         return "".join(rng.choice(letters) for _ in range(rng.randint(lo, hi)))
 
     def text_string():
-        word = rng.choice(common) + " " + rng.choice(corpus_words) if rng.random() < 0.04 else rare_word()
+        # (With --rare, the 4 % of phrases of common corpus words become rare words too.)
+        common_phrase = rng.random() < 0.04
+        word = rng.choice(common) + " " + rng.choice(corpus_words) if common_phrase and not a.rare else rare_word()
         mod = rng.choices(["", " nocase", " wide", " ascii wide", " fullword", " nocase ascii wide"],
                           [40, 20, 10, 10, 10, 10])[0]
         return yara_text(word) + mod
@@ -245,7 +250,8 @@ def rules(a):
         "rule bench_zip_attachment {",
         '    strings: $ct = "Content-Type: application/zip" nocase',
         "             $pk = { 50 4B 03 04 ?? 00 }",
-        "    condition: any of them",
+        # With --rare: only a zip of more than 1,000 members (none in the corpus), not every zip.
+        "    condition: " + ("$ct and #pk > 1000" if a.rare else "any of them"),
         "}",
     ]
     made = 3
@@ -291,6 +297,8 @@ def main():
     r.add_argument("file")
     r.add_argument("--count", type=int, default=1000)
     r.add_argument("--seed", type=int, default=1)
+    r.add_argument("--rare", action="store_true",
+                   help="rules a retro-hunt would run: none that matches common corpus words or every zip")
     a = p.parse_args()
     corpus(a) if a.cmd == "corpus" else rules(a)
 

@@ -37,17 +37,23 @@ impl MinVerdict {
 #[serde(default, deny_unknown_fields)]
 pub struct Filters {
     /// Events about a message: its verdict at least this (default `suspicious`).
+    #[schema(required = false)]
     pub min_verdict: MinVerdict,
     /// Only these event types (`message.detected`, `retrohunt.matched`, `retrohunt.finished`,
     /// `destination.disabled`).
+    #[schema(required = false)]
     pub events: Vec<String>,
     /// Only messages with a detection by one of these engines (`builtin`, `yara`, `clamav`, `rspamd`).
+    #[schema(required = false)]
     pub engines: Vec<String>,
     /// Only mail of these sensors.
+    #[schema(required = false)]
     pub sensor_ids: Vec<Uuid>,
     /// Only mail of the sensors of these nodes.
+    #[schema(required = false)]
     pub node_ids: Vec<Uuid>,
     /// Only messages with a detection by a YARA rule carrying one of these tags.
+    #[schema(required = false)]
     pub rule_tags: Vec<String>,
 }
 

@@ -13,6 +13,7 @@ use super::caller::{Caller, Permission};
 use super::error::{ApiError, FieldError};
 use super::pagination::{Page, PageParams};
 use super::responses::*;
+use super::settings::IfMatch;
 use crate::alerts::{self, Filters, guard, signature};
 use crate::store::{self, entity::alert_delivery, entity::alert_destination as dest};
 
@@ -459,7 +460,10 @@ fn page(query: &PageParams) -> Result<store::PageRequest, ApiError> {
     operation_id = "get_alert_destination",
     tag = "alerts",
     params(("tenant_id" = Uuid, Path), ("destination_id" = Uuid, Path)),
-    responses((status = 200, body = AlertDestination), (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
+    responses(
+        (status = 200, body = AlertDestination, headers(("ETag" = String, description = "Its version, for If-Match"))),
+        (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound),
+    ),
     security(("bearer" = []))
 )]
 #[get("/v1/tenants/{tenant_id}/alert-destinations/{destination_id}")]
@@ -467,24 +471,33 @@ pub async fn get_alert_destination(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(Uuid, Uuid)>,
-) -> Result<web::Json<AlertDestination>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let (tenant, id) = path.into_inner();
     let (_, d) = caller
         .reach(&state, tenant, Permission::ReadAlerts, async |s| store::alerts::get(&state.db, s, id).await)
         .await?;
-    Ok(web::Json(AlertDestination::of(d, false)))
+    Ok(with_etag(d))
+}
+
+fn with_etag(d: dest::Model) -> HttpResponse {
+    let etag = store::alerts::etag(store::alerts::version(&d));
+    HttpResponse::Ok().insert_header((header::ETAG, etag)).json(AlertDestination::of(d, false))
 }
 
 /// Change an alert destination: its name, its target (of its own kind), its filters.
 #[utoipa::path(
     operation_id = "update_alert_destination",
     tag = "alerts",
-    params(("tenant_id" = Uuid, Path), ("destination_id" = Uuid, Path)),
+    params(
+        ("tenant_id" = Uuid, Path), ("destination_id" = Uuid, Path),
+        ("If-Match" = Option<String>, Header, description = "ETag of the destination as read; 412 if it changed since"),
+    ),
     request_body(content = UpdateAlertDestination, content_type = "application/merge-patch+json"),
     responses(
-        (status = 200, body = AlertDestination), (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden), (status = 404, response = NotFound), (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = Unprocessable),
+        (status = 200, body = AlertDestination, headers(("ETag" = String, description = "Its new version"))),
+        (status = 400, response = BadRequest), (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden), (status = 404, response = NotFound), (status = 412, response = PreconditionFailed),
+        (status = 415, response = UnsupportedMediaType), (status = 422, response = Unprocessable),
     ),
     security(("bearer" = []))
 )]
@@ -492,17 +505,20 @@ pub async fn get_alert_destination(
 pub async fn update_alert_destination(
     state: web::Data<AppState>,
     caller: Caller,
+    req: actix_web::HttpRequest,
     path: web::Path<(Uuid, Uuid)>,
     body: JsonObject,
-) -> Result<web::Json<AlertDestination>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let (tenant, id) = path.into_inner();
     let (scope, current) = caller
         .reach(&state, tenant, Permission::ManageAlerts, async |s| store::alerts::get(&state.db, s, id).await)
         .await?;
+    let current_etag = || store::alerts::etag(store::alerts::version(&current));
+    let based_on = IfMatch::of(&req).against(store::alerts::version(&current), current_etag)?;
     let UpdateAlertDestination { name, webhook, syslog, email, filters } = body.parse()?;
     let target = target(webhook, syslog, email);
     guarded(&target, state.alerts_allow_private)?;
-    let mut change = store::alerts::DestinationChange { name, filters, ..Default::default() };
+    let mut change = store::alerts::DestinationChange { based_on, name, filters, ..Default::default() };
     if let Some((kind, config, password)) = target {
         if kind != current.kind {
             let error = FieldError::body(
@@ -515,7 +531,7 @@ pub async fn update_alert_destination(
         change.secret = password;
     }
     let updated = store::alerts::update(&state.db, scope, id, change, &caller.actor()).await?;
-    Ok(web::Json(AlertDestination::of(updated, false)))
+    Ok(with_etag(updated))
 }
 
 /// Delete an alert destination, its deliveries and their log.

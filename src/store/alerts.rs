@@ -48,9 +48,21 @@ pub struct NewDestination {
     pub filters: Filters,
 }
 
+/// A destination's version for `If-Match`: when it last changed, in microseconds.
+pub fn version(d: &dest::Model) -> i64 {
+    d.updated_at.timestamp_micros()
+}
+
+/// The ETag of a destination at `version`.
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
 /// A change to a destination; `None`: unchanged.
 #[derive(Default)]
 pub struct DestinationChange {
+    /// The version the change is based on (`If-Match`); `None`: any.
+    pub based_on: Option<i64>,
     pub name: Option<String>,
     pub config: Option<serde_json::Value>,
     pub secret: Option<String>,
@@ -208,6 +220,9 @@ pub async fn update(
             .one(txn)
             .await?
             .ok_or(StoreError::NotFound("alert destination"))?;
+        if change.based_on.is_some_and(|v| v != version(&before)) {
+            return Err(StoreError::Stale { current_etag: etag(version(&before)) });
+        }
         if let Some(filters) = &change.filters {
             check_references(txn, scope, filters).await?;
         }
