@@ -17,7 +17,9 @@ fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILSENSOR_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn,actix_http::h1::dispatcher=off")
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    // Colour only on a terminal (and never with NO_COLOR): log files and collectors get plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(colour).init();
 }
 
 #[actix_web::main]

@@ -45,6 +45,9 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sensor: Option<Uuid>,
     pub iss: String,
+    /// One audience, or (RFC 7519 §4.1.3) an array of them, of which the verifier required ours:
+    /// kept as its first.
+    #[serde(deserialize_with = "one_or_first")]
     pub aud: String,
     pub exp: u64,
     pub iat: u64,
@@ -111,5 +114,21 @@ impl Principal {
                 sub: claims.sub.clone(),
             },
         })
+    }
+}
+
+/// A string, or the first of an array of strings.
+fn one_or_first<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(one) => Ok(one),
+        OneOrMany::Many(many) => {
+            many.into_iter().next().ok_or_else(|| serde::de::Error::custom("aud is an empty array"))
+        }
     }
 }

@@ -55,6 +55,11 @@ async fn token_failures(backend: Backend) {
     };
     expect_401(&w, &hs(&with("exp", json!(now() - 3600))), "expired").await;
     expect_401(&w, &hs(&with("aud", json!("someone-else"))), "wrong aud").await;
+    // RFC 7519 allows `aud` as an array; identity providers emit it. Ours among them: accepted.
+    let r = w.app.get(&w.a.settings_path(w.a.pcn_sensor), &hs(&with("aud", json!(["portal", AUDIENCE])))).await;
+    assert_eq!(r.status, 200, "an aud array holding the audience: {:?}", r.body);
+    expect_401(&w, &hs(&with("aud", json!(["portal", "someone-else"]))), "an aud array without it").await;
+    expect_401(&w, &hs(&with("aud", json!([]))), "an empty aud array").await;
     expect_401(&w, &hs(&with("iss", json!("evil"))), "wrong iss").await;
     for claim in ["exp", "iss", "aud", "sub", "role", "tenant", "node"] {
         expect_401(&w, &hs(&without(claim)), &format!("missing {claim}")).await;
