@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 mod address;
 mod email;
@@ -23,8 +23,13 @@ use crate::store::{self, alerts::Attempted, alerts::Due, alerts::Outcome};
 
 /// How often an idle worker looks for due deliveries (other replicas' verdicts included).
 const POLL: Duration = Duration::from_millis(100);
-/// Deliveries one claim takes.
+/// Deliveries one claim takes at most.
 const CLAIM: u64 = 32;
+/// Deliveries in flight at once per claim loop.
+const IN_FLIGHT: usize = 256;
+/// Deliveries to one destination in flight at once per claim loop: a slow receiver holds up only
+/// this many, and the others' claims go on.
+const PER_DESTINATION: usize = 64;
 /// Webhooks to one destination in flight at once, per worker.
 const WEBHOOKS_AT_ONCE: usize = 8;
 
@@ -104,36 +109,29 @@ impl Senders {
         }
     }
 
-    /// A claim's deliveries, by destination: destinations at once, each one's in order (a syslog
-    /// connection carries one record at a time; an e-mail relay one session) or a few at a time
-    /// (webhooks); each destination's attempts recorded together.
-    async fn deliver(&self, db: &DatabaseConnection, due: Vec<Due>) {
-        let mut by_destination: HashMap<uuid::Uuid, Vec<Due>> = HashMap::new();
-        for d in due {
-            by_destination.entry(d.destination.id).or_default().push(d);
-        }
-        let groups = by_destination.into_values().map(|group| async move {
-            let attempted: Vec<(Due, Attempted)> = match group[0].destination.kind.as_str() {
-                "email" => email::send_all(group, &self.options).await,
-                kind => {
-                    let at_once = if kind == "webhook" { WEBHOOKS_AT_ONCE } else { 1 };
-                    futures_util::stream::iter(group)
-                        .map(|due| async move {
-                            let attempted = self.send(&due).await;
-                            (due, attempted)
-                        })
-                        .buffered(at_once)
-                        .collect()
-                        .await
-                }
-            };
-            attempted.iter().for_each(|(due, a)| account(due, a));
-            if let Err(e) = store::alerts::record(db, &attempted).await {
-                // Not recorded: they are due again when their hold runs out, and sent again.
-                tracing::warn!(error = %e, deliveries = attempted.len(), "cannot record delivery attempts");
+    /// One destination's deliveries of a claim, in order (a syslog connection carries one record
+    /// at a time; an e-mail relay one session) or a few at a time (webhooks); their attempts
+    /// recorded together.
+    async fn deliver(&self, db: &DatabaseConnection, group: Vec<Due>) {
+        let attempted: Vec<(Due, Attempted)> = match group[0].destination.kind.as_str() {
+            "email" => email::send_all(group, &self.options).await,
+            kind => {
+                let at_once = if kind == "webhook" { WEBHOOKS_AT_ONCE } else { 1 };
+                futures_util::stream::iter(group)
+                    .map(|due| async move {
+                        let attempted = self.send(&due).await;
+                        (due, attempted)
+                    })
+                    .buffered(at_once)
+                    .collect()
+                    .await
             }
-        });
-        futures_util::future::join_all(groups).await;
+        };
+        attempted.iter().for_each(|(due, a)| account(due, a));
+        if let Err(e) = store::alerts::record(db, &attempted).await {
+            // Not recorded: they are due again when their hold runs out, and sent again.
+            tracing::warn!(error = %e, deliveries = attempted.len(), "cannot record delivery attempts");
+        }
     }
 
     async fn send(&self, due: &Due) -> Attempted {
@@ -208,24 +206,83 @@ fn account(due: &Due, attempted: &Attempted) {
     }
 }
 
+/// A claim loop: claims while there is room, hands each destination's share of a claim to a task
+/// of its own (so a slow destination holds up only itself), and claims again as tasks end. At
+/// most [`IN_FLIGHT`] deliveries are in flight per loop, [`PER_DESTINATION`] of them for one
+/// destination; a destination at its share is left out of the next claims. The tasks end with the
+/// loop (a replica killed mid-delivery: what they held is due again when its hold runs out).
 async fn work(db: DatabaseConnection, senders: Arc<Senders>, mut stopping: watch::Receiver<bool>) {
     let hold = senders.options.timeout * 2 + Duration::from_secs(5);
+    let mut running: JoinSet<()> = JoinSet::new();
+    let mut in_flight = InFlight::default();
     while !*stopping.borrow() {
-        let wait = match store::alerts::claim(&db, CLAIM, hold).await {
-            Ok(due) if !due.is_empty() => {
-                senders.deliver(&db, due).await;
-                continue;
+        while let Some(done) = running.try_join_next_with_id() {
+            in_flight.ended(done.map_or_else(|e| e.id(), |(id, ())| id));
+        }
+        let room = IN_FLIGHT.saturating_sub(in_flight.total());
+        let full = in_flight.full();
+        let mut wait = POLL;
+        if room > 0 {
+            match store::alerts::claim(&db, (room as u64).min(CLAIM), hold, &full).await {
+                Ok(due) if !due.is_empty() => {
+                    let mut by_destination: HashMap<uuid::Uuid, Vec<Due>> = HashMap::new();
+                    for d in due {
+                        by_destination.entry(d.destination.id).or_default().push(d);
+                    }
+                    for (destination, group) in by_destination {
+                        let (senders, db, n) = (senders.clone(), db.clone(), group.len());
+                        let handle = running.spawn(async move { senders.deliver(&db, group).await });
+                        in_flight.started(handle.id(), destination, n);
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the alert outbox cannot be read; retrying");
+                    wait = Duration::from_secs(1);
+                }
             }
-            Ok(_) => POLL,
-            Err(e) => {
-                tracing::warn!(error = %e, "the alert outbox cannot be read; retrying");
-                Duration::from_secs(1)
-            }
-        };
+        }
         tokio::select! {
+            Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                in_flight.ended(done.map_or_else(|e| e.id(), |(id, ())| id));
+            }
             _ = tokio::time::sleep(wait) => {}
             _ = stopping.changed() => {}
         }
+    }
+}
+
+/// What one claim loop has in flight: per task, its destination and how many deliveries.
+#[derive(Default)]
+struct InFlight {
+    tasks: HashMap<tokio::task::Id, (uuid::Uuid, usize)>,
+    per_destination: HashMap<uuid::Uuid, usize>,
+}
+
+impl InFlight {
+    fn started(&mut self, task: tokio::task::Id, destination: uuid::Uuid, n: usize) {
+        self.tasks.insert(task, (destination, n));
+        *self.per_destination.entry(destination).or_default() += n;
+    }
+
+    fn ended(&mut self, task: tokio::task::Id) {
+        let Some((destination, n)) = self.tasks.remove(&task) else { return };
+        if let Some(count) = self.per_destination.get_mut(&destination) {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
+                self.per_destination.remove(&destination);
+            }
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.per_destination.values().sum()
+    }
+
+    /// The destinations at their share, left out of the next claim.
+    fn full(&self) -> Vec<uuid::Uuid> {
+        self.per_destination.iter().filter(|(_, n)| **n >= PER_DESTINATION).map(|(d, _)| *d).collect()
     }
 }
 

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder, QuerySelect, QueryTrait,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -78,6 +78,12 @@ fn in_scope(scope: TenantScope) -> sea_orm::Select<dest::Entity> {
         query = query.filter(dest::Column::Id.eq(Uuid::nil()));
     }
     query
+}
+
+/// The destination, locked until the transaction ends (a change reads what it changes).
+async fn locked(conn: &impl ConnectionTrait, scope: TenantScope, id: Uuid) -> Result<dest::Model, StoreError> {
+    let query = in_scope(scope).filter(dest::Column::Id.eq(id)).lock_exclusive();
+    query.one(conn).await?.ok_or(StoreError::NotFound("alert destination"))
 }
 
 async fn one(conn: &impl ConnectionTrait, scope: TenantScope, id: Uuid) -> Result<dest::Model, StoreError> {
@@ -214,12 +220,7 @@ pub async fn update(
     actor: &Actor,
 ) -> Result<dest::Model, StoreError> {
     as_tenant(db, scope.tenant, async |txn| {
-        let before = in_scope(scope)
-            .filter(dest::Column::Id.eq(id))
-            .lock_exclusive()
-            .one(txn)
-            .await?
-            .ok_or(StoreError::NotFound("alert destination"))?;
+        let before = locked(txn, scope, id).await?;
         if change.based_on.is_some_and(|v| v != version(&before)) {
             return Err(StoreError::Stale { current_etag: etag(version(&before)) });
         }
@@ -269,12 +270,7 @@ pub async fn set_active(
     actor: &Actor,
 ) -> Result<dest::Model, StoreError> {
     as_tenant(db, scope.tenant, async |txn| {
-        let before = in_scope(scope)
-            .filter(dest::Column::Id.eq(id))
-            .lock_exclusive()
-            .one(txn)
-            .await?
-            .ok_or(StoreError::NotFound("alert destination"))?;
+        let before = locked(txn, scope, id).await?;
         let mut active: dest::ActiveModel = before.clone().into();
         active.state = Set(if active_now { ACTIVE } else { PAUSED }.to_owned());
         if active_now {
@@ -303,12 +299,7 @@ pub async fn rotate_secret(
     actor: &Actor,
 ) -> Result<dest::Model, StoreError> {
     as_tenant(db, scope.tenant, async |txn| {
-        let before = in_scope(scope)
-            .filter(dest::Column::Id.eq(id))
-            .lock_exclusive()
-            .one(txn)
-            .await?
-            .ok_or(StoreError::NotFound("alert destination"))?;
+        let before = locked(txn, scope, id).await?;
         let now = super::now();
         let mut active: dest::ActiveModel = before.clone().into();
         active.previous_secret = Set(before.secret.clone());
@@ -803,9 +794,10 @@ pub struct Due {
     pub destination: dest::Model,
 }
 
-/// Claims up to `limit` due deliveries of active destinations and holds them for `hold`: the
-/// delivery workers' cross-tenant path (`mailsensor_platform`).
-pub async fn claim(db: &DatabaseConnection, limit: u64, hold: Duration) -> Result<Vec<Due>, StoreError> {
+/// Claims up to `limit` due deliveries of active destinations (but those in `skip`, which have
+/// enough in flight) and holds them for `hold`: the delivery workers' cross-tenant path
+/// (`mailsensor_platform`).
+pub async fn claim(db: &DatabaseConnection, limit: u64, hold: Duration, skip: &[Uuid]) -> Result<Vec<Due>, StoreError> {
     run_in(db, Reach::Platform, Mode::Durable, async |txn| {
         let now = super::now();
         let active = Query::select()
@@ -817,6 +809,9 @@ pub async fn claim(db: &DatabaseConnection, limit: u64, hold: Duration) -> Resul
             .filter(delivery::Column::State.eq(PENDING))
             .filter(delivery::Column::NextAttemptAt.lte(now))
             .filter(delivery::Column::DestinationId.in_subquery(active))
+            .apply_if((!skip.is_empty()).then_some(skip), |q, skip| {
+                q.filter(delivery::Column::DestinationId.is_not_in(skip.iter().copied()))
+            })
             .order_by_asc(delivery::Column::NextAttemptAt)
             .limit(limit)
             .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
