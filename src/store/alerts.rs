@@ -812,7 +812,9 @@ pub async fn claim(db: &DatabaseConnection, limit: u64, hold: Duration, skip: &[
             .apply_if((!skip.is_empty()).then_some(skip), |q, skip| {
                 q.filter(delivery::Column::DestinationId.is_not_in(skip.iter().copied()))
             })
-            .order_by_asc(delivery::Column::NextAttemptAt)
+            // No ORDER BY: any due delivery will do (roughly the oldest come first), and sorting
+            // every due row cost each claim 75 ms at 40,000 waiting (the table's statistics lag
+            // behind a fast-growing outbox, as they did for the scan queue).
             .limit(limit)
             .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
             .all(txn)
@@ -952,36 +954,44 @@ async fn record_one(txn: &impl ConnectionTrait, due: &Due, attempted: &Attempted
             }
         }
         row.update(txn).await?;
-        let Some(d) = dest::Entity::find_by_id(current.destination_id).lock_exclusive().one(txn).await? else {
+        // The destination's streak and state change by conditional UPDATEs, never by locking its
+        // row first: every attempt's insert holds a key-share lock on it (the foreign key), and
+        // two transactions upgrading those to row locks would deadlock.
+        let destination = current.destination_id;
+        let streak = dest::Entity::update_many().filter(dest::Column::Id.eq(destination));
+        if delivered {
+            streak
+                .col_expr(dest::Column::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
+                .filter(dest::Column::FailingSince.is_not_null())
+                .exec(txn)
+                .await?;
+            return Ok(());
+        }
+        streak
+            .col_expr(dest::Column::FailingSince, Expr::value(now))
+            .filter(dest::Column::FailingSince.is_null())
+            .exec(txn)
+            .await?;
+        let Some(d) = dest::Entity::find_by_id(destination).one(txn).await? else { return Ok(()) };
+        let since = d.failing_since.unwrap_or(now);
+        let reason = if attempted.outcome == Outcome::Gone {
+            "the receiver answered 410 Gone".to_owned()
+        } else if alerts::schedule::gives_up_on(Some(since), now) {
+            format!("every delivery since {since} failed; the last: {}", error.unwrap_or_default())
+        } else {
             return Ok(());
         };
-        let mut changed: dest::ActiveModel = d.clone().into();
-        let mut disable = None;
-        if delivered {
-            if d.failing_since.is_none() {
-                return Ok(());
-            }
-            changed.failing_since = Set(None);
-        } else {
-            let since = d.failing_since.unwrap_or(now);
-            changed.failing_since = Set(Some(since));
-            if attempted.outcome == Outcome::Gone {
-                disable = Some("the receiver answered 410 Gone".to_owned());
-            } else if alerts::schedule::gives_up_on(Some(since), now) {
-                disable = Some(format!("every delivery since {since} failed; the last: {}", error.unwrap_or_default()));
-            }
-        }
-        if let Some(reason) = &disable
-            && d.state == ACTIVE
-        {
-            changed.state = Set(DISABLED.to_owned());
-            changed.disabled_reason = Set(Some(reason.clone()));
-            changed.updated_at = Set(now);
-        }
-        changed.update(txn).await?;
-        if let Some(reason) = disable
-            && d.state == ACTIVE
-        {
+        // Only the transaction that turns it off says so.
+        let turned_off = dest::Entity::update_many()
+            .col_expr(dest::Column::State, Expr::value(DISABLED))
+            .col_expr(dest::Column::DisabledReason, Expr::value(reason.clone()))
+            .col_expr(dest::Column::UpdatedAt, Expr::value(now))
+            .filter(dest::Column::Id.eq(destination))
+            .filter(dest::Column::State.eq(ACTIVE))
+            .exec(txn)
+            .await?
+            .rows_affected;
+        if turned_off == 1 {
             metrics::counter!("mailsensor_alert_destinations_disabled_total").increment(1);
             let data = alerts::DestinationDisabled { destination_id: d.id, name: d.name.clone(), reason };
             let raised = Raised {
