@@ -41,6 +41,12 @@
 #   DRAIN_MAX     seconds to wait after the load for everything to arrive. Default 120.
 #   ALERT_WORKERS / SCAN_WORKERS   `serve --alert-workers / --scan-workers`. Default 2 / 2.
 #   WARMUP        messages sent (and waited for at all three receivers) before the load. Default 5.
+#   DESTINATIONS  which destinations to create, comma-separated, from webhook,syslog,email (a
+#                 diagnostic: e.g. webhook,syslog shows what e-mail costs the others). Default all three.
+#   RECEIVER_NODELAY  1: run a copy of the webhook receiver with TCP_NODELAY on its sockets
+#                 (disable_nagle_algorithm). As it is, it writes an answer's headers and body in two
+#                 writes, so on a kept-alive connection each answer waits about 40 ms for the
+#                 client's delayed ACK (Nagle): a receiver's artefact, not the product's. Default 0.
 #   OUT_DIR       where the report (.txt) and the raw samples (.json) are kept. Default bench/results.
 #   CARGO_TARGET_DIR  where the release binary is built. Default target/bench.
 #   BENCH_REV     build this commit (e.g. HEAD) from a `git archive` snapshot instead of the working tree.
@@ -63,6 +69,8 @@ DRAIN_MAX=${DRAIN_MAX:-120}
 ALERT_WORKERS=${ALERT_WORKERS:-2}
 SCAN_WORKERS=${SCAN_WORKERS:-2}
 WARMUP=${WARMUP:-5}
+DESTINATIONS=${DESTINATIONS:-webhook,syslog,email}
+RECEIVER_NODELAY=${RECEIVER_NODELAY:-0}
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/results}
 DB=mailsensor_alerts_bench
 TOKEN_TTL=14400
@@ -70,6 +78,9 @@ TOKEN_TTL=14400
 for v in RATE DURATION SESSIONS DRAIN_MAX ALERT_WORKERS SCAN_WORKERS WARMUP; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number, got '${!v}'"
 done
+[[ $DESTINATIONS =~ ^(webhook|syslog|email)(,(webhook|syslog|email))*$ ]] \
+    || die "DESTINATIONS must list webhook, syslog and/or email, comma-separated, got '$DESTINATIONS'"
+wants() { [[ ,$DESTINATIONS, == *,$1,* ]]; }
 [[ $STEADY_SKIP =~ ^[0-9]+$ ]] || die "STEADY_SKIP must be a whole number, got '$STEADY_SKIP'"
 [[ $STEADY_SKIP -lt $DURATION ]] || die "STEADY_SKIP ($STEADY_SKIP) must be below DURATION ($DURATION)"
 [[ $(id -u) -eq 0 ]] || die "run as root: the private Postfix delivers into a Maildir owned by nobody"
@@ -139,8 +150,14 @@ WH_PORT=$(free_port) || die "no free port"
 mkdir -p "$WH"
 echo '{"status": 200}' >"$WH/control.json"
 echo '[]' >"$WH/secrets.json"
-log "starting the webhook receiver (tests/receivers/webhook.py) on 127.0.0.1:$WH_PORT"
-python3 tests/receivers/webhook.py "$WH_PORT" "$WH" >/dev/null 2>"$WH/stderr.log" &
+RECEIVER=tests/receivers/webhook.py
+if [[ $RECEIVER_NODELAY == 1 ]]; then
+    RECEIVER=$WORK/webhook-nodelay.py
+    sed 's/^class Handler(BaseHTTPRequestHandler):$/&\n    disable_nagle_algorithm = True/' tests/receivers/webhook.py >"$RECEIVER"
+    grep -q 'disable_nagle_algorithm = True' "$RECEIVER" || die "could not make the receiver's copy with TCP_NODELAY"
+fi
+log "starting the webhook receiver ($RECEIVER) on 127.0.0.1:$WH_PORT"
+python3 "$RECEIVER" "$WH_PORT" "$WH" >/dev/null 2>"$WH/stderr.log" &
 PIDS[webhook]=$!
 wait_port "the webhook receiver" "$WH_PORT" "$WH/stderr.log"
 
@@ -219,13 +236,19 @@ api_call PUT "/v1/tenants/$TENANT/sensors/$SENSOR/smtp-integration" "$ADMIN" 200
     '{"enabled": true, "destination_domains": ["example.com"], "clients": [], "message_size_limit": {"unlimited": false, "value": 10, "unit": "MB"}}' >/dev/null
 
 DESTS_PATH=/v1/tenants/$TENANT/alert-destinations
-created=$(api_call POST "$DESTS_PATH" "$ADMIN" 201 "{\"name\":\"bench-webhook\",\"webhook\":{\"url\":\"http://127.0.0.1:$WH_PORT/hook\"}}")
-jq -ce '[.secret]' <<<"$created" >"$WH/secrets.json" || die "no secret in $created"
-api_call POST "$DESTS_PATH" "$ADMIN" 201 \
-    "{\"name\":\"bench-syslog\",\"syslog\":{\"host\":\"127.0.0.1\",\"port\":$RS_PORT,\"transport\":\"tcp\"}}" >/dev/null
-api_call POST "$DESTS_PATH" "$ADMIN" 201 \
-    "{\"name\":\"bench-mail\",\"email\":{\"host\":\"127.0.0.1\",\"port\":$PF_PORT,\"security\":\"none\",\"from\":\"mailsensor@alerts.test\",\"to\":[\"soc@alerts.test\"]}}" >/dev/null
-log "three destinations: webhook, syslog (tcp), e-mail (no TLS, loopback relay)"
+if wants webhook; then
+    created=$(api_call POST "$DESTS_PATH" "$ADMIN" 201 "{\"name\":\"bench-webhook\",\"webhook\":{\"url\":\"http://127.0.0.1:$WH_PORT/hook\"}}")
+    jq -ce '[.secret]' <<<"$created" >"$WH/secrets.json" || die "no secret in $created"
+fi
+if wants syslog; then
+    api_call POST "$DESTS_PATH" "$ADMIN" 201 \
+        "{\"name\":\"bench-syslog\",\"syslog\":{\"host\":\"127.0.0.1\",\"port\":$RS_PORT,\"transport\":\"tcp\"}}" >/dev/null
+fi
+if wants email; then
+    api_call POST "$DESTS_PATH" "$ADMIN" 201 \
+        "{\"name\":\"bench-mail\",\"email\":{\"host\":\"127.0.0.1\",\"port\":$PF_PORT,\"security\":\"none\",\"from\":\"mailsensor@alerts.test\",\"to\":[\"soc@alerts.test\"]}}" >/dev/null
+fi
+log "destinations: $DESTINATIONS (webhook, syslog over TCP, e-mail without TLS through the loopback relay)"
 
 SENSOR_TOKEN=$(mint_token --role sensor --tenant "$TENANT" --sensor "$SENSOR" --sub bench-worker)
 SMTP_PORT=$(free_port) || die "no free port"
@@ -236,8 +259,8 @@ ADMIN_PORT=$(free_port) || die "no free port"
 PIDS[sensor]=$!
 wait_http_200 "mailsensor sensor" "${PIDS[sensor]}" "http://127.0.0.1:$ADMIN_PORT/readyz"
 
-RECEIVERS=(--webhook-dir "$WH" --syslog-file "$SYSLOG_FILE" --maildir "$MAILDIR")
-log "warm-up: $WARMUP malicious messages, waiting for them at all three receivers"
+RECEIVERS=(--dests "$DESTINATIONS" --webhook-dir "$WH" --syslog-file "$SYSLOG_FILE" --maildir "$MAILDIR")
+log "warm-up: $WARMUP malicious messages, waiting for them at every receiver"
 python3 bench/alerts_measure.py warmup --port "$SMTP_PORT" --count "$WARMUP" --timeout 60 "${RECEIVERS[@]}" >"$WORK/warmup.json" \
     || die "the warm-up's alerts did not reach every receiver; deliveries: $(curl -s -H "Authorization: Bearer $ADMIN" "$API$DESTS_PATH" | head -c 600)"
 sleep 2
@@ -266,15 +289,18 @@ OUT=$OUT_DIR/alerts-$STAMP-rate$RATE-${DURATION}s
   commit      $COMMIT
   date        $(date -u +%Y-%m-%dT%H:%M:%SZ)
   machine     nproc $(nproc); load avg (1/5/15 min) before the load: $LOAD_START, at the end: $(cut -d' ' -f1-3 /proc/loadavg)
+  destinations $DESTINATIONS
   API         mailsensor serve ${SERVE_FLAGS[*]} (PostgreSQL $("$PSQL" -d postgres -Atqc 'show server_version' 2>/dev/null)), one worker, one tenant, one sensor
-  receivers   webhook: tests/receivers/webhook.py (standardwebhooks $(python3 -c 'import importlib.metadata as m; print(m.version("standardwebhooks"))' 2>/dev/null || echo '?'));
-              syslog: $("$RSYSLOGD" -v 2>/dev/null | head -n 1 | cut -d, -f1) imtcp -> omfile; e-mail: Postfix $(postconf -d -h mail_version 2>/dev/null || echo '?') -> virtual -> Maildir
+  receivers   webhook: tests/receivers/webhook.py$([[ $RECEIVER_NODELAY == 1 ]] && echo ' with TCP_NODELAY (RECEIVER_NODELAY=1)') (standardwebhooks $(python3 -c 'import importlib.metadata as m; print(m.version("standardwebhooks"))' 2>/dev/null || echo '?'));
+              syslog: $("$RSYSLOGD" -v 2>/dev/null | awk 'NR == 1 { print "rsyslogd " $2; exit }') imtcp -> omfile; e-mail: Postfix $(postconf -d -h mail_version 2>/dev/null || echo '?') -> virtual -> Maildir
 EOF
     [[ -n ${BENCH_NOTE:-} ]] && echo "  note        $BENCH_NOTE"
     echo
     ALERTS_TOKEN=$ADMIN python3 bench/alerts_measure.py report --run "$WORK/run.json" --api "$API" --tenant "$TENANT" \
         --skip "$STEADY_SKIP" --out "$WORK/report.json" "${RECEIVERS[@]}" || echo "  !! the report failed (see above)"
     echo "  Postfix queue files left at the end: $PF_QUEUE"
+    n=$(grep -c 'cannot record delivery attempts' "$WORK/serve.log" || true)
+    [[ $n -eq 0 ]] || echo "  serve log: $n x 'cannot record delivery attempts' ($(grep -c 'cannot record delivery attempts.*deadlock detected' "$WORK/serve.log" || true) of them 'deadlock detected'; those deliveries are sent again once their hold ends)"
     n=$(grep -c -i -E 'warn|error' "$WORK/serve.log" || true)
     if [[ $n -gt 0 ]]; then
         echo "  serve log: $n warning/error line(s), e.g.:"
