@@ -37,7 +37,7 @@
 #   SEED             seed of the corpus and the rules. Default 1.
 #   MIN_BYTES / MAX_BYTES  corpus message sizes. Default 2048 / 131072.
 #   SESSIONS         SMTP connections (the corpus load and smtp-source). Default 20.
-#   INTAKE_MESSAGES  messages per smtp-source run in 3. Default 5000.
+#   INTAKE_MESSAGES  messages per smtp-source run in 3. Default 10000.
 #   MSG_BYTES        smtp-source payload bytes (-l). Default 10240.
 #   SCAN_WORKERS     `serve --scan-workers`. Default 2 (the product's default).
 #   DRAIN_MAX        seconds to wait for the live scan to work off 1.'s backlog. Default 3600.
@@ -58,7 +58,7 @@ SEED=${SEED:-1}
 MIN_BYTES=${MIN_BYTES:-2048}
 MAX_BYTES=${MAX_BYTES:-131072}
 SESSIONS=${SESSIONS:-20}
-INTAKE_MESSAGES=${INTAKE_MESSAGES:-5000}
+INTAKE_MESSAGES=${INTAKE_MESSAGES:-10000}
 MSG_BYTES=${MSG_BYTES:-10240}
 SCAN_WORKERS=${SCAN_WORKERS:-2}
 DRAIN_MAX=${DRAIN_MAX:-3600}
@@ -147,6 +147,8 @@ ADMIN_PORT=$(free_port) || die "no free port"
 PIDS[sensor]=$!
 wait_http_200 "mailsensor sensor" "${PIDS[sensor]}" "http://127.0.0.1:$ADMIN_PORT/readyz"
 CPU_ARGS=(--cpu "serve=${PIDS[serve]}" --cpu postgres=postgres)
+LOADS=
+phase_load() { LOADS="$LOADS${LOADS:+, }$1 $(cut -d' ' -f1 /proc/loadavg)"; } # PHASE: the 1-min load average now
 iso_now() { date -u +%Y-%m-%dT%H:%M:%S.%6NZ; }
 metric() { curl -s "$1" | awk -v m="$2" '$1 == m { print $2 }'; }
 stored_count() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^mailsensor_smtp_messages_total\{.*outcome="stored"/ { s += $2 } END { print s + 0 }'; }
@@ -161,6 +163,7 @@ wait_scanned() { # TAG: until the scan queue is empty (at most DRAIN_MAX s)
 # ---------------------------------------------------------------- 1. live scan
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 SINCE=$(iso_now)
+phase_load "1."
 sleep 1
 log "1. live scan: $MESSAGES messages through SMTP ($SESSIONS connections, full speed), scanned as they arrive"
 python3 bench/retrohunt_measure.py load --port "$SMTP_PORT" --corpus "$WORK/corpus" --messages "$MESSAGES" \
@@ -172,6 +175,7 @@ UNTIL=$(iso_now)
 STORED=$("$PSQL" -d "$DB" -Atqc "select count(*) from messages where tenant_id = '$TENANT'" 2>/dev/null || echo '?')
 
 # ---------------------------------------------------------------- 2. retro-hunt, idle
+phase_load "2."
 log "2. retro-hunt over [$SINCE, $UNTIL) with the same $RULES rules, nothing else running"
 HUNT_ARGS=(--api "$API" --tenant "$TENANT" "${CPU_ARGS[@]}")
 HUNT_TOKEN=$OFFICER python3 bench/retrohunt_measure.py hunt "${HUNT_ARGS[@]}" --rules "$RULES_FILE" \
@@ -196,9 +200,11 @@ intake_run() { # TAG: smtp-source as bench/smtp.sh runs it; TAG.secs, TAG.rc, TA
 hunt_progress() { # ID: "state scanned"
     curl -s -H "Authorization: Bearer $OFFICER" "$API/v1/tenants/$TENANT/retrohunts/$1" | jq -r '"\(.state) \(.progress.scanned)"'
 }
+phase_load "3A"
 log "3A. intake, idle: smtp-source -d -s $SESSIONS -m $INTAKE_MESSAGES -l $MSG_BYTES"
 intake_run intake-idle-1
 wait_scanned intake-idle-1
+phase_load "3B"
 log "3B. intake beside a second retro-hunt (same rules, same range)"
 HUNT2=$(HUNT_TOKEN=$OFFICER python3 bench/retrohunt_measure.py start "${HUNT_ARGS[@]}" --rules "$RULES_FILE" \
     --since "$SINCE" --until "$UNTIL" --out "$WORK/hunt2-start.json") || die "the second retro-hunt did not start"
@@ -210,6 +216,7 @@ read -r H2_STATE1 H2_SCANNED1 <<<"$(hunt_progress "$HUNT2")"
 HUNT_TOKEN=$OFFICER python3 bench/retrohunt_measure.py follow --api "$API" --tenant "$TENANT" "${CPU_ARGS[@]}" \
     --started "$WORK/hunt2-start.json" --abort-after-s 0 --max 120 --out "$WORK/hunt2.json" || true
 wait_scanned intake-hunt
+phase_load "3A'"
 log "3A'. intake, idle again"
 intake_run intake-idle-2
 wait_scanned intake-idle-2
@@ -249,7 +256,8 @@ HUNT_SERVE_CPU=$(jq -r --argjson hz "$CLK" '.samples[0] as $a | .samples[-1] as 
 ================ mailsensor retro-hunt benchmark ================
   commit      $COMMIT
   date        $(date -u +%Y-%m-%dT%H:%M:%SZ)
-  machine     nproc $(nproc); load avg (1/5/15 min) at the start: $LOAD_START, at the end: $LOAD_END
+  machine     nproc $(nproc); load avg (1/5/15 min) at the start: $LOAD_START, at the end: $LOAD_END;
+              1-min load average as each part began: $LOADS (what this run adds is about 1-2)
   API         mailsensor serve ${SERVE_FLAGS[*]/$RULES_DIR/RULES} (PostgreSQL $("$PSQL" -d postgres -Atqc 'show server_version' 2>/dev/null)), one worker
   corpus      $CORPUS distinct messages, $(jq -r '.bytes / 1e6 * 10 | round / 10' "$WORK/corpus.json") MB ($(jq -r .min_bytes "$WORK/corpus.json") - $(jq -r .max_bytes "$WORK/corpus.json") bytes, seed $SEED: $(jq -r '.kinds | to_entries | map("\(.key) \(.value)") | join(", ")' "$WORK/corpus.json")),
               sent in turn up to $MESSAGES messages ($(jq -r '.client.bytes / 1e6 | round' "$L") MB); messages of the tenant in the database: $STORED
@@ -260,7 +268,7 @@ EOF
     cat <<EOF
 
   1. Live scan of $MESSAGES messages as they arrive ($SESSIONS SMTP connections, full speed)
-     intake                     $(jq -r '"\(.taken) taken in \(.load_s) s = \(.intake_rate) messages/s; client: \(.client.ok) 250, \(.client.refused) refused, \(.client.errors) errors"' "$L")
+     intake                     $(jq -r '"\(.taken) taken in \(.load_s) s = \(.intake_rate) messages/s; client: \(.client.ok) 250, \(.client.refused) refused\(if .client.last_refusal then " (the last: \(.client.last_refusal | tostring))" else "" end), \(.client.errors) errors"' "$L")
      scanned during intake      $(jq -r '"\(.scanned_during_load) = \(.scanned_rate_during_load) messages/s (the scan workers give way to intake); backlog at its end \(.backlog_at_end)"' "$L")
      after intake (drain)       $(jq -r '"\(.scanned_all - .scanned_during_load) in \(.drain_s) s = \(.scanned_rate_drain) messages/s   <- the live scan'"'"'s own pace"' "$L")
      overall                    $(jq -r '"\(.scanned_all) in \(.load_s + .drain_s | . * 10 | round / 10) s = \(.scanned_rate_overall) messages/s"' "$L")
@@ -290,6 +298,8 @@ EOF
         echo "  serve log: $n warning/error line(s), e.g.:"
         { grep -i -E 'warn|error' "$WORK/serve.log" | sed -E 's/\x1b\[[0-9;]*m//g' | head -n 3 | cut -c1-220 | sed 's/^/    | /'; } || true
     fi
+    n=$(grep -c -i -E 'warn|error' "$WORK/sensor.log" || true)
+    [[ $n -eq 0 ]] || echo "  sensor log: $n warning/error line(s), first: $(grep -i -E 'warn|error' "$WORK/sensor.log" | sed -E 's/\x1b\[[0-9;]*m//g' | head -n 1 | cut -c1-300)"
     echo "  raw samples: $OUT.json"
     echo "================================================================="
 } >"$OUT.txt"

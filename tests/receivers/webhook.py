@@ -26,8 +26,9 @@ def read(name, default):
 
 
 class Handler(BaseHTTPRequestHandler):
-    # Keep-alive, as a production receiver would.
+    # Keep-alive, as a production receiver would, and answers not held back by Nagle.
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
