@@ -3,6 +3,14 @@
 //! `delivery` applies it to the address it actually connects to.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// The refusal of `host` (which is `ip`, refused for `why`), in words an operator can act on.
+pub fn refusal(host: &str, ip: IpAddr, why: &str) -> String {
+    format!(
+        "{host} is {ip}, a {why} address: alerts are not sent there unless the operator allows private ranges \
+         (--alerts-allow-private)"
+    )
+}
+
 /// Why `ip` is refused, or `None` when it is a public address.
 pub fn refused(ip: IpAddr) -> Option<&'static str> {
     match ip {

@@ -329,10 +329,7 @@ fn guarded(target: &Option<Target>, allow_private: bool) -> Result<(), ApiError>
     };
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     match bare.parse::<std::net::IpAddr>().ok().and_then(|ip| guard::refused(ip).map(|why| (ip, why))) {
-        Some((ip, why)) => Err(ApiError::Validation(vec![FieldError::body(
-            pointer,
-            format!("{ip} is a {why} address: alerts are not sent there unless the operator allows private ranges"),
-        )])),
+        Some((ip, why)) => Err(ApiError::Validation(vec![FieldError::body(pointer, guard::refusal(bare, ip, why))])),
         None => Ok(()),
     }
 }
@@ -444,15 +441,9 @@ pub async fn list_alert_destinations(
     query: web::Query<PageParams>,
 ) -> Result<web::Json<Page<AlertDestination>>, ApiError> {
     let (scope, _) = caller.reach(&state, path.into_inner(), Permission::ReadAlerts, async |_| Ok(())).await?;
-    let page = page(&query)?;
+    let page = query.page()?;
     let found = store::alerts::list(&state.db, scope, page).await?;
     Ok(web::Json(Page::from_store(found, |d| AlertDestination::of(d, false))))
-}
-
-fn page(query: &PageParams) -> Result<store::PageRequest, ApiError> {
-    let mut errors = Vec::new();
-    let page = query.parse(&mut errors);
-    if errors.is_empty() { Ok(page) } else { Err(ApiError::Validation(errors)) }
 }
 
 /// Read an alert destination (never its secrets).
@@ -746,7 +737,7 @@ pub async fn list_alert_deliveries(
     let (scope, _) = caller
         .reach(&state, tenant, Permission::ReadAlerts, async |s| store::alerts::get(&state.db, s, id).await)
         .await?;
-    let page = page(&query)?;
+    let page = query.page()?;
     let found = store::alerts::deliveries(&state.db, scope, id, page).await?;
     Ok(web::Json(Page::from_store(found, AlertDelivery::of)))
 }
@@ -851,6 +842,6 @@ pub async fn list_alert_events(
     query: web::Query<PageParams>,
 ) -> Result<web::Json<Page<alerts::AlertEvent>>, ApiError> {
     let (scope, _) = caller.reach(&state, path.into_inner(), Permission::ReadAlerts, async |_| Ok(())).await?;
-    let page = page(&query)?;
+    let page = query.page()?;
     Ok(web::Json(Page::from_store(store::alerts::events(&state.db, scope, page).await?, alerts::AlertEvent::from)))
 }

@@ -5,14 +5,6 @@ use std::net::{IpAddr, SocketAddr};
 use super::Failure;
 use crate::alerts::guard;
 
-/// The refusal, in words an operator can act on.
-pub(crate) fn refusal(host: &str, ip: IpAddr, why: &str) -> String {
-    format!(
-        "{host} is {ip}, a {why} address: alerts are not sent there unless the operator allows private ranges \
-         (--alerts-allow-private)"
-    )
-}
-
 /// The addresses of `host:port` the guard lets through (all of them with `allow_private`).
 pub(crate) async fn resolve(host: &str, port: u16, allow_private: bool) -> Result<Vec<SocketAddr>, Failure> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -31,7 +23,7 @@ pub(crate) async fn resolve(host: &str, port: u16, allow_private: bool) -> Resul
         .into_iter()
         .filter(|a| match guard::refused(a.ip()) {
             Some(why) => {
-                refused.get_or_insert_with(|| refusal(host, a.ip(), why));
+                refused.get_or_insert_with(|| guard::refusal(host, a.ip(), why));
                 false
             }
             None => true,

@@ -83,7 +83,7 @@ impl Webhooks {
             && !self.allow_private
             && let Some(why) = guard::refused(ip)
         {
-            return Err(Failure::refused(super::address::refusal(&ip.to_string(), ip, why)));
+            return Err(Failure::refused(guard::refusal(&ip.to_string(), ip, why)));
         }
         let body = serde_json::to_vec(&due.event).unwrap_or_default();
         let id = due.event.id.to_string();

@@ -908,104 +908,102 @@ pub async fn record(db: &DatabaseConnection, attempts: &[(Due, Attempted)]) -> R
 }
 
 async fn record_one(txn: &impl ConnectionTrait, due: &Due, attempted: &Attempted) -> Result<(), StoreError> {
-    {
-        let now = super::now();
-        let Some(current) = delivery::Entity::find_by_id(due.delivery.id).lock_exclusive().one(txn).await? else {
-            return Ok(());
-        };
-        let error = attempted.error.as_ref().map(|e| e.chars().take(2000).collect::<String>());
-        attempt::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            tenant_id: Set(current.tenant_id),
-            delivery_id: Set(current.id),
-            destination_id: Set(current.destination_id),
-            attempt: Set(due.delivery.attempts),
-            attempted_at: Set(now),
-            outcome: Set(attempted.outcome.as_str().to_owned()),
-            status: Set(attempted.status),
-            error: Set(error.clone()),
-            latency_ms: Set(attempted.latency.as_millis() as i64),
-            response: Set(attempted.response.clone()),
+    let now = super::now();
+    let Some(current) = delivery::Entity::find_by_id(due.delivery.id).lock_exclusive().one(txn).await? else {
+        return Ok(());
+    };
+    let error = attempted.error.as_ref().map(|e| e.chars().take(2000).collect::<String>());
+    attempt::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(current.tenant_id),
+        delivery_id: Set(current.id),
+        destination_id: Set(current.destination_id),
+        attempt: Set(due.delivery.attempts),
+        attempted_at: Set(now),
+        outcome: Set(attempted.outcome.as_str().to_owned()),
+        status: Set(attempted.status),
+        error: Set(error.clone()),
+        latency_ms: Set(attempted.latency.as_millis() as i64),
+        response: Set(attempted.response.clone()),
+    }
+    .insert(txn)
+    .await?;
+    let delivered = attempted.outcome == Outcome::Delivered;
+    let mut row: delivery::ActiveModel = current.clone().into();
+    row.last_status = Set(attempted.status);
+    row.last_error = Set(error.clone());
+    match attempted.outcome {
+        Outcome::Delivered => {
+            row.state = Set(DELIVERED.to_owned());
+            row.delivered_at = Set(Some(now));
         }
-        .insert(txn)
-        .await?;
-        let delivered = attempted.outcome == Outcome::Delivered;
-        let mut row: delivery::ActiveModel = current.clone().into();
-        row.last_status = Set(attempted.status);
-        row.last_error = Set(error.clone());
-        match attempted.outcome {
-            Outcome::Delivered => {
-                row.state = Set(DELIVERED.to_owned());
-                row.delivered_at = Set(Some(now));
-            }
-            Outcome::Gone => row.state = Set(FAILED.to_owned()),
-            Outcome::Failed { .. } | Outcome::Refused => {
-                let retry_after = match attempted.outcome {
-                    Outcome::Failed { retry_after } => retry_after,
-                    _ => None,
-                };
-                match alerts::schedule::after_failure(Ord::max(current.attempts, 1) as u32, retry_after) {
-                    Some(wait) => {
-                        row.state = Set(PENDING.to_owned());
-                        row.next_attempt_at = Set(now + chrono::TimeDelta::from_std(wait).unwrap_or_default());
-                    }
-                    None => row.state = Set(FAILED.to_owned()),
+        Outcome::Gone => row.state = Set(FAILED.to_owned()),
+        Outcome::Failed { .. } | Outcome::Refused => {
+            let retry_after = match attempted.outcome {
+                Outcome::Failed { retry_after } => retry_after,
+                _ => None,
+            };
+            match alerts::schedule::after_failure(Ord::max(current.attempts, 1) as u32, retry_after) {
+                Some(wait) => {
+                    row.state = Set(PENDING.to_owned());
+                    row.next_attempt_at = Set(now + chrono::TimeDelta::from_std(wait).unwrap_or_default());
                 }
+                None => row.state = Set(FAILED.to_owned()),
             }
         }
-        row.update(txn).await?;
-        // The destination's streak and state change by conditional UPDATEs, never by locking its
-        // row first: every attempt's insert holds a key-share lock on it (the foreign key), and
-        // two transactions upgrading those to row locks would deadlock.
-        let destination = current.destination_id;
-        let streak = dest::Entity::update_many().filter(dest::Column::Id.eq(destination));
-        if delivered {
-            streak
-                .col_expr(dest::Column::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
-                .filter(dest::Column::FailingSince.is_not_null())
-                .exec(txn)
-                .await?;
-            return Ok(());
-        }
+    }
+    row.update(txn).await?;
+    // The destination's streak and state change by conditional UPDATEs, never by locking its
+    // row first: every attempt's insert holds a key-share lock on it (the foreign key), and
+    // two transactions upgrading those to row locks would deadlock.
+    let destination = current.destination_id;
+    let streak = dest::Entity::update_many().filter(dest::Column::Id.eq(destination));
+    if delivered {
         streak
-            .col_expr(dest::Column::FailingSince, Expr::value(now))
-            .filter(dest::Column::FailingSince.is_null())
+            .col_expr(dest::Column::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(dest::Column::FailingSince.is_not_null())
             .exec(txn)
             .await?;
-        let Some(d) = dest::Entity::find_by_id(destination).one(txn).await? else { return Ok(()) };
-        let since = d.failing_since.unwrap_or(now);
-        let reason = if attempted.outcome == Outcome::Gone {
-            "the receiver answered 410 Gone".to_owned()
-        } else if alerts::schedule::gives_up_on(Some(since), now) {
-            format!("every delivery since {since} failed; the last: {}", error.unwrap_or_default())
-        } else {
-            return Ok(());
-        };
-        // Only the transaction that turns it off says so.
-        let turned_off = dest::Entity::update_many()
-            .col_expr(dest::Column::State, Expr::value(DISABLED))
-            .col_expr(dest::Column::DisabledReason, Expr::value(reason.clone()))
-            .col_expr(dest::Column::UpdatedAt, Expr::value(now))
-            .filter(dest::Column::Id.eq(destination))
-            .filter(dest::Column::State.eq(ACTIVE))
-            .exec(txn)
-            .await?
-            .rows_affected;
-        if turned_off == 1 {
-            metrics::counter!("mailsensor_alert_destinations_disabled_total").increment(1);
-            let data = alerts::DestinationDisabled { destination_id: d.id, name: d.name.clone(), reason };
-            let raised = Raised {
-                tenant: d.tenant_id,
-                kind: alerts::DESTINATION_DISABLED,
-                origin: Origin { sensor: None, node: Some(d.node_id) },
-                message: None,
-                data: serde_json::to_value(data).unwrap_or_default(),
-                only: None,
-            };
-            raise(txn, vec![raised]).await?;
-        }
-        Ok(())
+        return Ok(());
     }
+    streak
+        .col_expr(dest::Column::FailingSince, Expr::value(now))
+        .filter(dest::Column::FailingSince.is_null())
+        .exec(txn)
+        .await?;
+    let Some(d) = dest::Entity::find_by_id(destination).one(txn).await? else { return Ok(()) };
+    let since = d.failing_since.unwrap_or(now);
+    let reason = if attempted.outcome == Outcome::Gone {
+        "the receiver answered 410 Gone".to_owned()
+    } else if alerts::schedule::gives_up_on(Some(since), now) {
+        format!("every delivery since {since} failed; the last: {}", error.unwrap_or_default())
+    } else {
+        return Ok(());
+    };
+    // Only the transaction that turns it off says so.
+    let turned_off = dest::Entity::update_many()
+        .col_expr(dest::Column::State, Expr::value(DISABLED))
+        .col_expr(dest::Column::DisabledReason, Expr::value(reason.clone()))
+        .col_expr(dest::Column::UpdatedAt, Expr::value(now))
+        .filter(dest::Column::Id.eq(destination))
+        .filter(dest::Column::State.eq(ACTIVE))
+        .exec(txn)
+        .await?
+        .rows_affected;
+    if turned_off == 1 {
+        metrics::counter!("mailsensor_alert_destinations_disabled_total").increment(1);
+        let data = alerts::DestinationDisabled { destination_id: d.id, name: d.name.clone(), reason };
+        let raised = Raised {
+            tenant: d.tenant_id,
+            kind: alerts::DESTINATION_DISABLED,
+            origin: Origin { sensor: None, node: Some(d.node_id) },
+            message: None,
+            data: serde_json::to_value(data).unwrap_or_default(),
+            only: None,
+        };
+        raise(txn, vec![raised]).await?;
+    }
+    Ok(())
 }
 
 /// Deliveries due now or waiting for a retry (the outbox's depth).
