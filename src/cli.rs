@@ -114,6 +114,8 @@ pub struct ServeArgs {
     pub daemons: DaemonArgs,
     #[command(flatten)]
     pub alerts: AlertArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     /// Retro-hunts running at once across every replica (each tenant runs one at a time; the
     /// others wait, queued).
     #[arg(long, env = "MAILSENSOR_RETROHUNTS_RUNNING", default_value_t = 2)]
@@ -137,6 +139,18 @@ pub struct DaemonArgs {
     /// out and the message is retried.
     #[arg(long, env = "MAILSENSOR_ENGINE_TIMEOUT_SECS", default_value_t = 30)]
     pub engine_timeout_secs: u64,
+}
+
+/// How long tenants keep their mail (every replica should have the same values).
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// Days a tenant's messages (with content, scan results, retro-hunt results and alert events)
+    /// are kept when its administrator chose none.
+    #[arg(long, env = "MAILSENSOR_RETENTION_DEFAULT_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub retention_default_days: u32,
+    /// The most days a tenant may choose; a choice above a cap lowered since is clamped to it.
+    #[arg(long, env = "MAILSENSOR_RETENTION_MAX_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..))]
+    pub retention_max_days: u32,
 }
 
 /// How this replica delivers alerts (webhooks, syslog, e-mail).
@@ -179,6 +193,8 @@ pub struct DevArgs {
     pub daemons: DaemonArgs,
     #[command(flatten)]
     pub alerts: AlertArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     /// SMTP address of the in-process sensor worker for the demo sensor on the PCN.
     #[arg(long, env = "MAILSENSOR_SMTP_LISTEN", default_value = "127.0.0.1:2525")]
     pub smtp_listen: SocketAddr,
@@ -253,8 +269,10 @@ pub struct SensorArgs {
     /// SMTP listen address.
     #[arg(long, env = "MAILSENSOR_SMTP_LISTEN", default_value = "0.0.0.0:25")]
     pub listen: SocketAddr,
-    /// Address of `/healthz`, `/readyz` and `/metrics`.
-    #[arg(long, env = "MAILSENSOR_ADMIN_LISTEN", default_value = "0.0.0.0:8025")]
+    /// Address of `/healthz`, `/readyz` and `/metrics`: loopback unless you say otherwise, since
+    /// `/metrics` is not for everyone. A health checker on another host (a load balancer, a
+    /// kubelet) needs `0.0.0.0:8025`; several workers on one host need one port each.
+    #[arg(long, env = "MAILSENSOR_ADMIN_LISTEN", default_value = "127.0.0.1:8025")]
     pub admin_listen: SocketAddr,
     /// PEM certificate chain for STARTTLS (with --tls-key); without both, STARTTLS is not offered.
     #[arg(long, env = "MAILSENSOR_TLS_CERT", requires = "tls_key")]

@@ -165,6 +165,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     });
     parts.engines.daemons = daemons(&args.daemons)?;
     parts.alerts = alerts(&args.alerts);
+    parts.retention = retention(&args.retention)?;
     let running = server::start(listener, parts).await?;
     let stopper = running.stopper();
     let api = tokio::spawn(running.server);
@@ -195,6 +196,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 }
 
 /// How `serve` and `dev` deliver alerts (`--alert-workers`, `--alerts-allow-private`, …).
+/// The platform's retention bounds from `serve`'s (or `dev`'s) flags.
+pub fn retention(args: &crate::cli::RetentionArgs) -> anyhow::Result<crate::store::retention::RetentionPolicy> {
+    anyhow::ensure!(
+        args.retention_default_days <= args.retention_max_days,
+        "--retention-default-days ({}) is above --retention-max-days ({})",
+        args.retention_default_days,
+        args.retention_max_days
+    );
+    Ok(crate::store::retention::RetentionPolicy {
+        default_days: args.retention_default_days,
+        max_days: args.retention_max_days,
+    })
+}
+
 pub fn alerts(args: &crate::cli::AlertArgs) -> crate::delivery::DeliveryOptions {
     crate::delivery::DeliveryOptions {
         workers: args.alert_workers,

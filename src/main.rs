@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use mailsensor::auth::{Claims, KeyConfigError, KeySet};
+use mailsensor::auth::{Claims, KeySet};
 use mailsensor::cli::SensorArgs;
 use mailsensor::cli::{Cli, Command};
 use mailsensor::scan_queue::Engines;
@@ -38,10 +38,7 @@ async fn main() -> anyhow::Result<()> {
             if !problems.is_empty() {
                 anyhow::bail!("{}", problems.join("; "));
             }
-            if args.auth.signing_key.is_none() && args.auth.hs256_secret.is_none() {
-                return Err(KeyConfigError::NoSigningKey.into());
-            }
-            let keys = KeySet::from_config(&args.auth.config())?;
+            let keys = KeySet::for_minting(&args.auth.config())?;
             let now = chrono::Utc::now().timestamp().max(0) as u64;
             let claims = Claims {
                 sub: args.sub,
@@ -89,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
             }
             parts.engines.daemons = mailsensor::dev::daemons(&args.daemons)?;
             parts.alerts = mailsensor::dev::alerts(&args.alerts);
+            parts.retention = mailsensor::dev::retention(&args.retention)?;
             parts.retrohunts.max_running = args.retrohunts_running.max(1);
             parts.dedup_window =
                 (args.dedup_window_hours > 0).then(|| std::time::Duration::from_secs(args.dedup_window_hours * 3600));

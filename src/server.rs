@@ -12,6 +12,7 @@ use crate::api::{self, AppState};
 use crate::auth::KeySet;
 use crate::delivery::{Deliverer, DeliveryOptions};
 use crate::scan_queue::{Engines, HuntOptions, ScanQueue};
+use crate::store::retention::RetentionPolicy;
 use crate::stream::{ChangeFeed, FeedOptions};
 
 /// The process-wide Prometheus recorder; installed once, shared by every server in the process.
@@ -38,6 +39,10 @@ pub struct ServerParts {
     pub retrohunts: HuntOptions,
     /// How it delivers alerts.
     pub alerts: DeliveryOptions,
+    /// How long tenants keep their mail (the operator's default and cap).
+    pub retention: RetentionPolicy,
+    /// How often this replica runs the expiry (`None`: never; tests run it with their own clock).
+    pub expire_every: Option<Duration>,
 }
 
 impl ServerParts {
@@ -54,6 +59,8 @@ impl ServerParts {
             engines: Engines::default(),
             retrohunts: HuntOptions::default(),
             alerts: DeliveryOptions::default(),
+            retention: RetentionPolicy::default(),
+            expire_every: Some(crate::store::retention::EXPIRE_EVERY),
         }
     }
 }
@@ -98,6 +105,27 @@ pub async fn terminated() {
     }
 }
 
+/// Expires mail every `every` until the server stops (`store::retention`).
+async fn expire(
+    db: DatabaseConnection,
+    policy: RetentionPolicy,
+    keys_kept: Duration,
+    every: Duration,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match crate::store::retention::expire(&db, policy, keys_kept, chrono::Utc::now()).await {
+            Ok(expired) if expired == Default::default() => {}
+            Ok(expired) => tracing::info!(?expired, "expired mail past its tenant's retention"),
+            Err(e) => tracing::warn!(error = %e, "expiring mail failed; trying again next time"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
 /// Starts the revision-log tailer and the HTTP server on `listener`.
 pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<Running> {
     let feed = ChangeFeed::start(parts.db.clone(), parts.feed).await?;
@@ -111,6 +139,12 @@ pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<
     );
     let alerts_allow_private = parts.alerts.allow_private;
     let deliverer = Deliverer::start(parts.db.clone(), parts.alerts, stopping.subscribe());
+    if let Some(every) = parts.expire_every {
+        // The message keys must recognise a retry for the whole dedup window, and an idempotent
+        // re-send for a day at least.
+        let keys_kept = parts.dedup_window.unwrap_or_default().max(Duration::from_secs(24 * 3600));
+        tokio::spawn(expire(parts.db.clone(), parts.retention, keys_kept, every, stopping.subscribe()));
+    }
     let state = web::Data::new(AppState {
         db: parts.db,
         keys: parts.keys,
@@ -123,6 +157,7 @@ pub async fn start(listener: TcpListener, parts: ServerParts) -> anyhow::Result<
         engines: parts.engines,
         stopping: stopping.clone(),
         alerts_allow_private,
+        retention: parts.retention,
     });
     let spec = api::openapi();
     let address = listener.local_addr()?;

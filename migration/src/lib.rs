@@ -13,6 +13,7 @@ mod m20261206_000009_scan_engines;
 mod m20261206_000010_detection_rulesets;
 mod m20261206_000011_retrohunts;
 mod m20261206_000012_alerts;
+mod m20261206_000013_retention;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000010_detection_rulesets::Migration),
             Box::new(m20261206_000011_retrohunts::Migration),
             Box::new(m20261206_000012_alerts::Migration),
+            Box::new(m20261206_000013_retention::Migration),
         ]
     }
 }

@@ -2,7 +2,8 @@
 //! application's own `tenant_id` filters.
 //!
 //! Three roles (cluster-wide, created once if missing; creating them needs CREATEROLE, or a DBA
-//! creates them beforehand with the same attributes):
+//! creates them beforehand with the same attributes and grants the two NOLOGIN roles to
+//! `mailsensor_api` and to the owner, so the owner needs no CREATEROLE):
 //! - `mailsensor_tenant` (NOLOGIN): sees and writes only the rows of the tenant named by
 //!   `current_setting('app.tenant_id')`; with the setting absent, no rows at all.
 //! - `mailsensor_platform` (NOLOGIN): every row; only for the named cross-tenant paths (the stream
@@ -53,8 +54,35 @@ BEGIN
 EXCEPTION
     WHEN duplicate_object THEN NULL; -- another migrator created them at the same moment
     WHEN insufficient_privilege THEN
-        RAISE EXCEPTION 'mailsensor migrations need CREATEROLE to create the roles mailsensor_tenant, mailsensor_platform and mailsensor_api'
-            USING HINT = 'Run migrations as a role with CREATEROLE, or have a DBA create them first (docs/operations.md, "Database roles").';
+        RAISE EXCEPTION 'mailsensor migrations need CREATEROLE to create the roles mailsensor_tenant, mailsensor_platform and mailsensor_api, or a DBA creates them first (docs/operations.md, "Setting up the database")'
+            USING HINT = 'Run migrations as a role with CREATEROLE, or have a DBA create them first (docs/operations.md, "Setting up the database").';
+END
+$$
+"#;
+
+/// The server logs in as mailsensor_api and the migrator may run it too (a trial with one URL):
+/// both must be able to take either role (a superuser migrator can already). Only memberships that
+/// are missing are granted: a GRANT of a role needs its admin option (or CREATEROLE), which an
+/// owner does not need once a DBA has created the roles and granted them. With CREATEROLE or as a
+/// superuser the outcome is the same as granting unconditionally.
+const GRANT_MEMBERSHIPS: &str = r#"
+DO $$
+DECLARE
+    grantee text;
+    granted text;
+BEGIN
+    FOREACH grantee IN ARRAY ARRAY['mailsensor_api', current_user::text] LOOP
+        CONTINUE WHEN grantee = current_user::text AND (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
+        FOREACH granted IN ARRAY ARRAY['mailsensor_tenant', 'mailsensor_platform'] LOOP
+            IF NOT pg_has_role(grantee, granted, 'MEMBER') THEN
+                EXECUTE format('GRANT %I TO %I', granted, grantee);
+            END IF;
+        END LOOP;
+    END LOOP;
+EXCEPTION
+    WHEN insufficient_privilege THEN
+        RAISE EXCEPTION 'mailsensor migrations could not make mailsensor_api and % members of mailsensor_tenant and mailsensor_platform (%); a DBA grants that first (docs/operations.md, "Setting up the database")', current_user, SQLERRM
+            USING HINT = 'Run migrations as a role with CREATEROLE, or have a DBA grant the memberships first (docs/operations.md, "Setting up the database").';
 END
 $$
 "#;
@@ -67,17 +95,7 @@ impl MigrationTrait for Migration {
         }
         let db = manager.get_connection();
         db.execute_unprepared(CREATE_ROLES).await?;
-        // The server logs in as mailsensor_api and the migrator may run it too (a trial with one
-        // URL): both must be able to take either role.
-        db.execute_unprepared("GRANT mailsensor_tenant, mailsensor_platform TO mailsensor_api").await?;
-        db.execute_unprepared(
-            "DO $$ BEGIN
-                 IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-                     EXECUTE format('GRANT mailsensor_tenant, mailsensor_platform TO %I', current_user);
-                 END IF;
-             END $$",
-        )
-        .await?;
+        db.execute_unprepared(GRANT_MEMBERSHIPS).await?;
         db.execute_unprepared(
             "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO mailsensor_tenant, mailsensor_platform",
         )

@@ -180,6 +180,19 @@ impl Fields {
         }
     }
 
+    /// A field of a merge patch where `null` means something (back to the default): absent is
+    /// `None`, `null` is `Some(None)`.
+    pub fn nullable<T: DeserializeOwned>(&mut self, name: &str) -> Option<Option<T>> {
+        match self.map.get(name) {
+            None => None,
+            Some(Value::Null) => {
+                self.map.remove(name);
+                Some(None)
+            }
+            Some(_) => self.optional(name).map(Some),
+        }
+    }
+
     pub fn required<T: DeserializeOwned>(&mut self, name: &str) -> Option<T> {
         if !self.map.contains_key(name) || self.map.get(name) == Some(&Value::Null) {
             self.map.remove(name);

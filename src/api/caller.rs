@@ -33,6 +33,8 @@ pub enum Permission {
     RunRetrohunts,
     ReadAlerts,
     ManageAlerts,
+    ReadRetention,
+    ManageRetention,
 }
 
 impl Permission {
@@ -54,6 +56,8 @@ impl Permission {
             Permission::RunRetrohunts => "start or abort retro-hunts",
             Permission::ReadAlerts => "read alert destinations and events",
             Permission::ManageAlerts => "manage alert destinations",
+            Permission::ReadRetention => "read the tenant's message retention",
+            Permission::ManageRetention => "change the tenant's message retention",
         }
     }
 }
@@ -91,7 +95,10 @@ impl Caller {
         use Permission::*;
         match self.role() {
             // Tenancy only: the tenant and its nodes, never what is inside them.
-            Role::PlatformOperator => matches!(needs, ManageTenants | ManageScns | ReadNodes),
+            // (Its retention too: the operator sets the platform's default and cap.)
+            Role::PlatformOperator => {
+                matches!(needs, ManageTenants | ManageScns | ReadNodes | ReadRetention | ManageRetention)
+            }
             // Its own sensor's worker endpoints only (`own_sensor`).
             Role::Sensor => false,
             _ => true,
@@ -128,6 +135,12 @@ impl Caller {
                 Role::Administrator | Role::SecurityAuditor | Role::SeniorSecurityOfficer | Role::SecurityOfficer
             ),
             Rescan | WriteRulesets | RunRetrohunts => role == Role::SeniorSecurityOfficer,
+            ReadRetention => match role {
+                Role::Administrator => self.at_pcn,
+                Role::Sensor => false,
+                _ => true,
+            },
+            ManageRetention => role == Role::Administrator && self.at_pcn,
         };
         if allowed { Ok(()) } else { Err(ApiError::forbidden(role, what.describe())) }
     }

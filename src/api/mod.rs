@@ -25,6 +25,7 @@ mod retrohunts;
 mod revisions;
 mod sensors;
 mod settings;
+mod tenant_settings;
 mod tenants;
 mod views;
 
@@ -71,6 +72,8 @@ pub struct AppState {
     /// Alerts may go to private addresses (`--alerts-allow-private`): a destination naming one is
     /// refused at once without it.
     pub alerts_allow_private: bool,
+    /// The platform's message retention default and cap.
+    pub retention: crate::store::retention::RetentionPolicy,
 }
 
 fn routes(cfg: &mut ServiceConfig) {
@@ -91,6 +94,8 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(tenants::get_tenant)
         .service(tenants::rename_tenant)
         .service(tenants::delete_tenant)
+        .service(tenant_settings::get_tenant_settings)
+        .service(tenant_settings::update_tenant_settings)
         .service(nodes::create_scn)
         .service(nodes::list_nodes)
         .service(nodes::get_node)

@@ -114,9 +114,14 @@ impl FromFields for SettingsPatch {
     }
 }
 
-/// Builds the settings from a body (PUT: `base` None, every field required; PATCH: fields left
-/// out come from `base`), reporting type errors and policy violations together in one 422.
-fn parse_settings(body: JsonObject, base: Option<&SmtpSettings>, cap: u64) -> Result<SmtpSettings, ApiError> {
+/// Builds the settings from a body (PUT: `merge` false, every field required; PATCH: fields left
+/// out come from `current`), reporting type errors and policy violations together in one 422.
+///
+/// The platform cap binds a size limit being set, not one kept: a limit stored under a higher cap
+/// and written back unchanged (a PATCH of other fields, a PUT of what a GET served) stays, served
+/// clamped to the cap, rather than making every other change of the sensor answer 422.
+fn parse_settings(body: JsonObject, current: &SmtpSettings, merge: bool, cap: u64) -> Result<SmtpSettings, ApiError> {
+    let base = merge.then_some(current);
     let mut f = Fields::new(body).ignoring(SmtpIntegration::READ_ONLY);
     f.refuse_nulls("cannot be null: every setting has a value (leave the field out to keep it)");
     let patch = SettingsPatch::from_fields(&mut f).unwrap_or_default();
@@ -135,7 +140,8 @@ fn parse_settings(body: JsonObject, base: Option<&SmtpSettings>, cap: u64) -> Re
         }
     }
     let draft = patch.over(base.map(SmtpSettings::to_draft));
-    let checked = SmtpSettings::parse(&draft, cap);
+    let kept = draft.message_size_limit == current.message_size_limit.to_draft();
+    let checked = SmtpSettings::parse(&draft, if kept { u64::MAX } else { cap });
     let violations: Vec<FieldError> = match &checked {
         Ok(_) => Vec::new(),
         // A field that was already the wrong JSON type would only repeat itself here.
@@ -197,7 +203,7 @@ pub async fn put_settings(
     let wait = wait.parse()?;
     let (scope, current) = settings_in_scope(&state, &caller, *path, Permission::WriteSettings).await?;
     let expected = IfMatch::of(&req).expected(&current)?;
-    let new = parse_settings(body, None, state.max_message_bytes)?;
+    let new = parse_settings(body, &current.settings, false, state.max_message_bytes)?;
     let write =
         store::settings::Write { actor: &caller.actor(), expected, restored_from: None, cap: state.max_message_bytes };
     let record = store::settings::replace(&state.db, scope, current.sensor_id, &new, write).await?;
@@ -239,7 +245,7 @@ pub async fn patch_settings(
     loop {
         let (scope, current) = settings_in_scope(&state, &caller, *path, Permission::WriteSettings).await?;
         let expected = if_match.expected(&current)?;
-        let new = parse_settings(JsonObject(body.0.clone()), Some(&current.settings), state.max_message_bytes)?;
+        let new = parse_settings(JsonObject(body.0.clone()), &current.settings, true, state.max_message_bytes)?;
         let over = expected.or(Some(current.revision));
         let write =
             store::settings::Write { actor: &actor, expected: over, restored_from: None, cap: state.max_message_bytes };

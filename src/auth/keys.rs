@@ -125,7 +125,26 @@ fn parse_err(spec: &KeySpec) -> impl FnOnce(jsonwebtoken::errors::Error) -> KeyC
 }
 
 impl KeySet {
+    /// Keys to verify tokens with (and to mint them, if a signing key is given): what `serve` needs.
     pub fn from_config(config: &AuthConfig) -> Result<KeySet, KeyConfigError> {
+        let keys = Self::load(config)?;
+        if keys.secret.is_none() && keys.by_kid.is_empty() {
+            return Err(KeyConfigError::NoKeys);
+        }
+        Ok(keys)
+    }
+
+    /// Keys to mint tokens with (`mailsensor token`): a signing key alone will do, since the
+    /// public half is the API's to hold.
+    pub fn for_minting(config: &AuthConfig) -> Result<KeySet, KeyConfigError> {
+        let keys = Self::load(config)?;
+        if keys.signer.is_none() {
+            return Err(KeyConfigError::NoSigningKey);
+        }
+        Ok(keys)
+    }
+
+    fn load(config: &AuthConfig) -> Result<KeySet, KeyConfigError> {
         let secret = match &config.hs256_secret {
             Some(s) if s.len() < MIN_HS256_SECRET_BYTES => return Err(KeyConfigError::ShortSecret),
             Some(s) => Some(s.as_bytes()),
@@ -144,9 +163,6 @@ impl KeySet {
             if by_kid.insert(spec.kid.clone(), entry).is_some() {
                 return Err(KeyConfigError::DuplicateKid(spec.kid.clone()));
             }
-        }
-        if secret.is_none() && by_kid.is_empty() {
-            return Err(KeyConfigError::NoKeys);
         }
         let signer = match (&config.signing_key, secret) {
             (Some(spec), _) => {

@@ -70,6 +70,14 @@ impl SizeLimit {
         }
     }
 
+    /// A limit set under a higher platform cap than today's: [`SizeLimit::max_bytes`] clamps it.
+    pub fn is_above(&self, platform_cap: u64) -> bool {
+        match *self {
+            SizeLimit::Unlimited => false,
+            SizeLimit::Limited { value, unit } => value.saturating_mul(unit.bytes()) > platform_cap,
+        }
+    }
+
     pub fn allows(&self, size: u64, platform_cap: u64) -> bool {
         size <= self.max_bytes(platform_cap)
     }

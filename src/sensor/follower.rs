@@ -102,7 +102,9 @@ impl Shared {
             return;
         }
         let revision = config.settings.revision;
-        match config.settings.document.parse(config.settings.max_message_bytes.max(1)) {
+        // The platform cap is the API's to apply (it serves the limit in force, clamped, as
+        // `max_message_bytes`); a stored limit above a cap lowered since is no reason to refuse.
+        match config.settings.document.parse(u64::MAX) {
             Ok(settings) => {
                 tracing::info!(revision, enabled = settings.enabled, "applied settings");
                 super::metrics::settings_revision(revision);

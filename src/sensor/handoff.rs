@@ -151,7 +151,13 @@ impl Handoff {
         // An API that takes the connection but stops reading must not hold the session forever.
         match tokio::time::timeout(self.answer_timeout, tx.send(Piece::Data(bytes))).await {
             Ok(Ok(())) => true,
-            _ => {
+            // The request ended before its body did: the API answered early (a 413 over the
+            // platform cap) or the connection broke. The task holds which, for `finish`.
+            Ok(Err(_)) => {
+                self.tx = None;
+                false
+            }
+            Err(_) => {
                 self.tx = None;
                 self.task.abort();
                 false

@@ -340,21 +340,22 @@ impl Session {
                 handoff.abort();
                 "554 5.5.2 text line longer than 998 characters (RFC 5321 §4.5.3.1.6); message refused".to_owned()
             }
-            None if received.handoff_failed => {
-                if let Err(e) = handoff.finish().await {
-                    tracing::warn!(error = %e, "hand-off failed mid-message");
-                }
-                "451 4.3.0 could not store the message, try again later".to_owned()
-            }
+            // The API may have answered while the body still streamed (a 413 when it is over the
+            // platform cap): what it said decides, as after a whole body.
             None => match handoff.finish().await {
-                Ok(id) => {
+                Ok(id) if !received.handoff_failed => {
                     super::metrics::message("stored");
                     format!("250 2.0.0 <{id}> stored")
+                }
+                Ok(_) => {
+                    tracing::warn!("hand-off failed mid-message");
+                    super::metrics::message("handoff_failed");
+                    "451 4.3.0 could not store the message, try again later".to_owned()
                 }
                 Err(e) if e.is_permanent() => {
                     tracing::warn!(error = %e, "the API refused the message");
                     super::metrics::message("refused");
-                    "554 5.6.0 the message cannot be stored as sent; refused".to_owned()
+                    refused_reply(&e)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "hand-off failed");
@@ -416,5 +417,16 @@ fn parse_error_reply(e: &ParseError) -> &'static str {
         ParseError::UnsupportedParameter { .. } => "555 5.5.4 parameter not supported",
         ParseError::InvalidParameter { .. } => "501 5.5.4 invalid parameter",
         _ => "501 5.5.2 syntax error",
+    }
+}
+
+/// The reply to a message the API refused for good: a sender must not retry it.
+fn refused_reply(e: &super::handoff::HandoffError) -> String {
+    match e {
+        // Over the platform cap, lowered since this worker last heard its limit.
+        super::handoff::HandoffError::Refused(413) => {
+            "552 5.3.4 message size exceeds the platform's fixed maximum; refused".to_owned()
+        }
+        _ => "554 5.6.0 the message cannot be stored as sent; refused".to_owned(),
     }
 }

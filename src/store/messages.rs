@@ -11,7 +11,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::db::{Mode, Reach, as_tenant, run, run_in};
-use super::entity::{message, message_chunk};
+use super::entity::{message, message_chunk, message_key};
 use super::{Page, PageRequest, StoreError, TenantScope};
 use crate::scan::yara::Envelope;
 use crate::scan::{EngineStatus, ScanReport, Verdict};
@@ -71,16 +71,38 @@ fn new_row(arrival: &Arrival<'_>, id: Uuid, status: &str) -> message::ActiveMode
     }
 }
 
-/// An earlier attempt under the same key that broke off is dropped, so this one starts over.
-async fn drop_broken_attempt(txn: &impl ConnectionTrait, arrival: &Arrival<'_>) -> Result<(), StoreError> {
-    message::Entity::delete_many()
-        .filter(message::Column::TenantId.eq(arrival.tenant))
-        .filter(message::Column::SensorId.eq(arrival.sensor))
-        .filter(message::Column::IdempotencyKey.eq(arrival.key))
-        .filter(message::Column::Status.eq(INCOMPLETE))
-        .exec(txn)
-        .await?;
-    Ok(())
+/// The row of `message_keys` that makes this message unique: its idempotency key and, when
+/// deduplicated, its content key.
+fn key_row(
+    arrival: &Arrival<'_>,
+    id: Uuid,
+    received_at: DateTime<Utc>,
+    content: Option<&Content>,
+) -> message_key::ActiveModel {
+    message_key::ActiveModel {
+        tenant_id: Set(arrival.tenant),
+        sensor_id: Set(arrival.sensor),
+        idempotency_key: Set(arrival.key.to_owned()),
+        content_key: Set(content.and_then(|c| c.dedup.as_ref()).map(|(key, _)| key.clone())),
+        message_id: Set(id),
+        received_at: Set(received_at),
+    }
+}
+
+/// Writes a new message's row and its keys (the keys first: a key taken meanwhile fails the
+/// insert before the row is written).
+async fn insert_with_keys(
+    txn: &DatabaseTransaction,
+    arrival: &Arrival<'_>,
+    row: message::ActiveModel,
+    content: Option<&Content>,
+) -> Result<message::Model, StoreError> {
+    let (id, received_at) = (row.id.clone().unwrap(), row.received_at.clone().unwrap());
+    message_key::Entity::insert(key_row(arrival, id, received_at, content))
+        .exec_without_returning(txn)
+        .await
+        .map_err(key_in_use)?;
+    Ok(sea_orm::ActiveModelTrait::insert(row, txn).await?)
 }
 
 fn key_in_use(e: sea_orm::DbErr) -> StoreError {
@@ -103,14 +125,10 @@ pub async fn begin(db: &DatabaseConnection, arrival: &Arrival<'_>) -> Result<Beg
     let id = Uuid::now_v7();
     as_tenant(db, arrival.tenant, async |txn| {
         super::scope::sensor(txn, TenantScope::whole_tenant(arrival.tenant), arrival.sensor).await?;
-        if let Some(stored) = earlier_copy(txn, arrival, None).await? {
+        if let Some(stored) = earlier_copy(txn, arrival, None, None).await? {
             return Ok(Begun::AlreadyStored(Box::new(stored)));
         }
-        drop_broken_attempt(txn, arrival).await?;
-        message::Entity::insert(new_row(arrival, id, INCOMPLETE))
-            .exec_without_returning(txn)
-            .await
-            .map_err(key_in_use)?;
+        insert_with_keys(txn, arrival, new_row(arrival, id, INCOMPLETE), None).await?;
         Ok(Begun::New(id))
     })
     .await
@@ -137,11 +155,14 @@ pub async fn chunk(db: &DatabaseConnection, tenant: Uuid, id: Uuid, seq: i32) ->
 }
 
 pub async fn abandon(db: &DatabaseConnection, tenant: Uuid, id: Uuid) -> Result<(), StoreError> {
-    as_tenant(db, tenant, async |txn| {
-        message::Entity::delete_by_id(id).exec(txn).await?;
-        Ok(())
-    })
-    .await
+    as_tenant(db, tenant, async |txn| delete_with_keys(txn, id).await).await
+}
+
+/// Deletes a message (its chunks go with it) and the keys that pointed at it.
+async fn delete_with_keys(txn: &DatabaseTransaction, id: Uuid) -> Result<(), StoreError> {
+    message_key::Entity::delete_many().filter(message_key::Column::MessageId.eq(id)).exec(txn).await?;
+    message::Entity::delete_by_id(id).exec(txn).await?;
+    Ok(())
 }
 
 /// Digest of the raw content, computed while it streamed in.
@@ -185,47 +206,60 @@ pub struct Content {
 }
 
 /// The copy of this message already stored, if any: under the same idempotency key, or — within
-/// the dedup window — with the same content key. Two copies finishing at once here queue on a lock
-/// of the content key first, so the second sees the first; one stored meanwhile by
-/// [`insert_at_once`] (which takes no lock) makes this one's insert fail instead, and
-/// [`store_whole`] looks again. A copy stored before the window gives its
-/// content key up, so this one can take it (the key is unique per sensor).
+/// the dedup window — with the same content key, both looked up in `message_keys` (which spans
+/// every partition of `messages`). `own` is the upload asking (its own key row is not an earlier
+/// copy). Two copies finishing at once here queue on a lock of the content key first, so the
+/// second sees the first; one stored meanwhile by [`insert_at_once`] (which takes no lock) makes
+/// this one's insert fail instead, and [`store_whole`] looks again.
+///
+/// What a key row points at decides: a stored message is the answer; an upload under the same
+/// idempotency key that broke off (still `incomplete`), or a message expired or erased since, gives
+/// its key up, so this one can take it; so does a copy stored before the window its content key.
 async fn earlier_copy(
     txn: &DatabaseTransaction,
     arrival: &Arrival<'_>,
     dedup: Option<&(String, DateTime<Utc>)>,
+    own: Option<Uuid>,
 ) -> Result<Option<message::Model>, StoreError> {
-    let stored = || {
-        message::Entity::find()
-            .filter(message::Column::TenantId.eq(arrival.tenant))
-            .filter(message::Column::SensorId.eq(arrival.sensor))
-            .filter(message::Column::Status.eq(STORED))
-    };
-    // Two lookups, each on a unique index, rather than one OR the planner may answer with a scan.
-    if let Some(by_key) = stored().filter(message::Column::IdempotencyKey.eq(arrival.key)).one(txn).await? {
-        return Ok(Some(by_key));
+    let by_key = message_key::Entity::find_by_id((arrival.sensor, arrival.key.to_owned())).one(txn).await?;
+    if let Some(key) = by_key.filter(|k| Some(k.message_id) != own && k.tenant_id == arrival.tenant) {
+        match message::Entity::find_by_id(key.message_id).one(txn).await? {
+            Some(stored) if stored.status == STORED => return Ok(Some(stored)),
+            Some(broken) => delete_with_keys(txn, broken.id).await?,
+            None => {
+                message_key::Entity::delete_by_id((key.sensor_id, key.idempotency_key)).exec(txn).await?;
+            }
+        }
     }
-    let Some((key, since)) = dedup else { return Ok(None) };
+    let Some((content_key, since)) = dedup else { return Ok(None) };
     if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
         txn.execute_raw(sea_orm::Statement::from_sql_and_values(
             sea_orm::DatabaseBackend::Postgres,
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            [key.clone().into()],
+            [content_key.clone().into()],
         ))
         .await?;
     }
-    match stored().filter(message::Column::ContentKey.eq(key.as_str())).one(txn).await? {
-        Some(earlier) if earlier.received_at >= *since => Ok(Some(earlier)),
-        Some(expired) => {
-            message::Entity::update_many()
-                .col_expr(message::Column::ContentKey, sea_orm::sea_query::Expr::value(Option::<String>::None))
-                .filter(message::Column::Id.eq(expired.id))
-                .exec(txn)
-                .await?;
-            Ok(None)
-        }
-        None => Ok(None),
+    let by_content = message_key::Entity::find()
+        .filter(message_key::Column::TenantId.eq(arrival.tenant))
+        .filter(message_key::Column::SensorId.eq(arrival.sensor))
+        .filter(message_key::Column::ContentKey.eq(content_key.as_str()))
+        .one(txn)
+        .await?;
+    let Some(key) = by_content.filter(|k| Some(k.message_id) != own) else { return Ok(None) };
+    if key.received_at >= *since
+        && let Some(earlier) = message::Entity::find_by_id(key.message_id).one(txn).await?
+        && earlier.status == STORED
+    {
+        return Ok(Some(earlier));
     }
+    message_key::Entity::update_many()
+        .col_expr(message_key::Column::ContentKey, sea_orm::sea_query::Expr::value(Option::<String>::None))
+        .filter(message_key::Column::SensorId.eq(key.sensor_id))
+        .filter(message_key::Column::IdempotencyKey.eq(key.idempotency_key))
+        .exec(txn)
+        .await?;
+    Ok(None)
 }
 
 fn mark_stored(active: &mut message::ActiveModel, content: &Content) {
@@ -272,14 +306,13 @@ async fn store_step_by_step(
 ) -> Result<Finished, StoreError> {
     as_tenant(db, arrival.tenant, async |txn| {
         super::scope::sensor(txn, TenantScope::whole_tenant(arrival.tenant), arrival.sensor).await?;
-        if let Some(earlier) = earlier_copy(txn, arrival, content.dedup.as_ref()).await? {
+        if let Some(earlier) = earlier_copy(txn, arrival, content.dedup.as_ref(), None).await? {
             return Ok(Finished::Duplicate(earlier));
         }
-        drop_broken_attempt(txn, arrival).await?;
         let id = Uuid::now_v7();
         let mut row = new_row(arrival, id, STORED);
         mark_stored(&mut row, content);
-        let stored = sea_orm::ActiveModelTrait::insert(row, txn).await.map_err(key_in_use)?;
+        let stored = insert_with_keys(txn, arrival, row, Some(content)).await?;
         let chunk = message_chunk::ActiveModel { message_id: Set(id), seq: Set(0), data: Set(data.to_vec()) };
         message_chunk::Entity::insert(chunk).exec_without_returning(txn).await?;
         Ok(Finished::Stored(stored))
@@ -293,43 +326,50 @@ enum AtOnce {
     Unsettled(Vec<u8>),
 }
 
-/// The whole of [`store_whole`] in one insert of the row and one of the content, for the usual
-/// case: the sensor exists and neither the idempotency key nor (within the window) the content key
-/// was stored before. Any unique index objecting — including a concurrent copy, once it commits —
-/// leaves nothing written and the message to the step-by-step path, which finds the earlier copy;
-/// so does a missing sensor.
+/// The whole of [`store_whole`] in two statements, for the usual case: the sensor exists and
+/// neither the idempotency key nor (within the window) the content key was stored before. The
+/// first writes the keys and, only if they went in, the row (one statement: a CTE); the second the
+/// content. A key taken — including by a concurrent copy, once it commits — leaves nothing written
+/// and the message to the step-by-step path, which finds the earlier copy; so does a missing sensor.
 async fn insert_at_once(
     db: &DatabaseConnection,
     arrival: &Arrival<'_>,
     data: Vec<u8>,
     content: &Content,
 ) -> Result<AtOnce, StoreError> {
-    use sea_orm::sea_query::{Expr, OnConflict, Query};
-    use sea_orm::{ActiveModelTrait, Iterable};
+    use sea_orm::sea_query::Value;
+    use sea_orm::{ActiveModelTrait, IdenStatic, Iterable};
     let id = Uuid::now_v7();
     let mut row = new_row(arrival, id, STORED);
     mark_stored(&mut row, content);
-    // The row as the step-by-step path would write it, inserted only if the sensor exists.
-    let (columns, values): (Vec<_>, Vec<_>) = message::Column::iter()
-        .filter_map(|column| row.get(column).into_value().map(|value| (column, Expr::val(value))))
+    let received_at = row.received_at.clone().unwrap();
+    let keys = key_row(arrival, id, received_at, Some(content));
+    let mut values: Vec<Value> = Vec::new();
+    let mut param = |value: Value| {
+        values.push(value);
+        format!("${}", values.len())
+    };
+    let key_values: Vec<String> =
+        message_key::Column::iter().filter_map(|column| keys.get(column).into_value()).map(&mut param).collect();
+    let (tenant, sensor) = (param(arrival.tenant.into()), param(arrival.sensor.into()));
+    let (columns, row_values): (Vec<String>, Vec<String>) = message::Column::iter()
+        .filter_map(|column| {
+            row.get(column).into_value().map(|value| (format!("\"{}\"", column.as_str()), param(value)))
+        })
         .unzip();
-    let sensor_exists = Query::select()
-        .expr(Expr::val(1))
-        .from(super::entity::sensor::Entity)
-        .and_where(super::entity::sensor::Column::TenantId.eq(arrival.tenant))
-        .and_where(super::entity::sensor::Column::Id.eq(arrival.sensor))
-        .to_owned();
-    let select = Query::select().exprs(values).and_where(Expr::exists(sensor_exists)).to_owned();
-    let insert = Query::insert()
-        .into_table(message::Entity)
-        .columns(columns)
-        .select_from(select)
-        .map_err(|e| StoreError::Db(sea_orm::DbErr::Custom(e.to_string())))?
-        .on_conflict(OnConflict::new().do_nothing().to_owned())
-        .returning_all()
-        .to_owned();
+    let key_columns: Vec<String> = message_key::Column::iter().map(|c| c.as_str().to_owned()).collect();
+    let sql = format!(
+        "WITH keys AS (INSERT INTO message_keys ({}) SELECT {} WHERE EXISTS \
+         (SELECT 1 FROM sensors WHERE tenant_id = {tenant} AND id = {sensor}) ON CONFLICT DO NOTHING RETURNING 1) \
+         INSERT INTO messages ({}) SELECT {} FROM keys RETURNING *",
+        key_columns.join(", "),
+        key_values.join(", "),
+        columns.join(", "),
+        row_values.join(", "),
+    );
     let txn = super::db::begin(db, Reach::Tenant(arrival.tenant), Mode::Durable).await?;
-    let Some(row) = txn.query_one_raw(DatabaseBackend::Postgres.build(&insert)).await? else {
+    let statement = sea_orm::Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values);
+    let Some(row) = txn.query_one_raw(statement).await? else {
         return Ok(AtOnce::Unsettled(data));
     };
     let row = message::Model::from_query_result(&row, "")?;
@@ -350,9 +390,16 @@ pub async fn finish(
 ) -> Result<Finished, StoreError> {
     as_tenant(db, arrival.tenant, async |txn| {
         let row = message::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("message"))?;
-        if let Some(earlier) = earlier_copy(txn, arrival, content.dedup.as_ref()).await? {
-            message::Entity::delete_by_id(id).exec(txn).await?;
+        if let Some(earlier) = earlier_copy(txn, arrival, content.dedup.as_ref(), Some(id)).await? {
+            delete_with_keys(txn, id).await?;
             return Ok(Finished::Duplicate(earlier));
+        }
+        if let Some((content_key, _)) = &content.dedup {
+            message_key::Entity::update_many()
+                .col_expr(message_key::Column::ContentKey, sea_orm::sea_query::Expr::value(content_key.clone()))
+                .filter(message_key::Column::MessageId.eq(id))
+                .exec(txn)
+                .await?;
         }
         let mut active: message::ActiveModel = row.into();
         mark_stored(&mut active, &content);

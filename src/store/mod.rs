@@ -7,6 +7,7 @@ mod error;
 pub mod messages;
 pub mod nodes;
 mod page;
+pub mod retention;
 pub mod retrohunts;
 pub mod revisions;
 pub mod rulesets;

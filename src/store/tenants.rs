@@ -21,10 +21,15 @@ pub async fn create(
     let id = Uuid::now_v7();
     as_tenant(db, id, async |txn| {
         let now = super::now();
-        let tenant =
-            tenant::ActiveModel { id: Set(id), name: Set(name.to_owned()), created_at: Set(now), updated_at: Set(now) }
-                .insert(txn)
-                .await?;
+        let tenant = tenant::ActiveModel {
+            id: Set(id),
+            name: Set(name.to_owned()),
+            created_at: Set(now),
+            updated_at: Set(now),
+            message_retention_days: Set(None),
+        }
+        .insert(txn)
+        .await?;
         let pcn = super::nodes::insert(txn, tenant.id, super::nodes::PCN, pcn_name).await?;
         audit::record(
             txn,

@@ -16,7 +16,8 @@ use crate::wire::{EventKind, Reset, StreamEvent};
 /// How long a resume token newer than this replica has seen may wait for the replica to catch up.
 pub const LAGGING_REPLICA_WAIT: Duration = Duration::from_secs(3);
 
-/// `<epoch>:<rev>`: everything up to `rev` of that database epoch has been delivered.
+/// `<epoch>:<rev>`: everything up to `rev` of that database epoch has been delivered. The epoch
+/// part is `<database epoch>~<platform size cap>` (opaque to subscribers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
     pub epoch: String,
@@ -219,10 +220,17 @@ pub async fn open(
     let receiver = feed.subscribe();
     let head = store::revisions::head(db).await?;
     let token = last_event_id.and_then(Token::parse);
+    // The tokens' epoch also names the platform size cap the settings were sent under: a worker
+    // resuming on a replica with another cap starts over and so learns its clamped limit, which
+    // replayed changes (each as its writer sent it) would not tell it.
+    let issued = format!("{}~{cap}", head.epoch);
     let reset_reason = match &token {
         None if last_event_id.is_some() => Some("the resume token is not one this API issued"),
         None => Some("no resume token"),
-        Some(t) if t.epoch != head.epoch => Some("the database epoch changed (restored from a backup?)"),
+        Some(t) if t.epoch.rsplit_once('~').map_or(t.epoch.as_str(), |(epoch, _)| epoch) != head.epoch => {
+            Some("the database epoch changed (restored from a backup?)")
+        }
+        Some(t) if t.epoch != issued => Some("the platform's message size cap changed"),
         Some(t) if t.rev + 1 < head.oldest_retained => Some("the resume token is older than the retained history"),
         // No replica can ever catch up with it: start over rather than answer 503 forever.
         Some(t) if t.rev > head.rev => Some("the resume token is newer than this database"),
@@ -234,7 +242,7 @@ pub async fn open(
         sensor,
         cap,
         replay: None,
-        epoch: head.epoch.clone(),
+        epoch: issued,
         receiver,
         position: 0,
         queued: VecDeque::new(),

@@ -207,6 +207,11 @@ pub struct SmtpIntegration {
     /// The size limit in bytes (read-only; "unlimited" means the platform cap).
     #[schema(read_only)]
     pub max_message_bytes: u64,
+    /// True when the stored limit is above the platform cap (lowered since it was set): the limit
+    /// in force, `max_message_bytes`, is the cap. The stored limit stays as chosen and may be kept
+    /// by writes that leave it unchanged.
+    #[schema(read_only)]
+    pub clamped_to_platform_cap: bool,
     /// Increases by one with every change; the `ETag` is this number in quotes.
     #[schema(read_only)]
     pub revision: i64,
@@ -222,12 +227,14 @@ pub struct SmtpIntegration {
 
 impl SmtpIntegration {
     /// Fields a client may echo back from a `GET` in a `PUT`; they are ignored there.
-    pub const READ_ONLY: &[&str] = &["max_message_bytes", "revision", "updated_at", "updated_by", "rollout"];
+    pub const READ_ONLY: &[&str] =
+        &["max_message_bytes", "clamped_to_platform_cap", "revision", "updated_at", "updated_by", "rollout"];
 
     pub fn new(settings: &SmtpSettings, revision: i64, updated_at: DateTime<Utc>, updated_by: &str, cap: u64) -> Self {
         SmtpIntegration {
             document: settings.into(),
             max_message_bytes: settings.max_message_bytes(cap),
+            clamped_to_platform_cap: settings.message_size_limit.is_above(cap),
             revision,
             updated_at,
             updated_by: updated_by.to_owned(),

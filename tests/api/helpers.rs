@@ -122,6 +122,15 @@ fn postgres_template() -> &'static str {
     })
 }
 
+/// An empty PostgreSQL database, not migrated at all (its URL, as the owner): for upgrade tests.
+pub async fn blank_postgres_database() -> String {
+    let name = format!("mailsensor_test_{}", Uuid::new_v4().simple());
+    let admin = admin_connection().await;
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+    admin.close().await.unwrap();
+    with_database(&admin_url(), &name)
+}
+
 /// A fresh, migrated, empty database URL for one test.
 pub async fn fresh_database(backend: Backend) -> String {
     match backend {

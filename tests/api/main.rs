@@ -15,6 +15,7 @@ mod isolation;
 mod layers;
 mod openapi;
 mod rescan;
+mod retention;
 mod retrohunts;
 mod roles;
 mod row_security;

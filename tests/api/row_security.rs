@@ -16,7 +16,7 @@ async fn tenant_tables(owner: &DatabaseConnection) -> Vec<String> {
         .query_all_raw(Statement::from_string(
             PG,
             "SELECT relname::text AS name FROM pg_class
-             WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'
+             WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p') AND NOT relispartition
                AND relname NOT IN ('seaql_migrations', 'revision_head')
              ORDER BY relname",
         ))
@@ -123,6 +123,33 @@ async fn the_login_role_alone_may_not_read_any_table() {
         let refused = count(&api, &format!("SELECT count(*) AS n FROM {table}")).await;
         let error = refused.expect_err(&format!("mailsensor_api read {table} without taking a role"));
         assert!(error.to_string().contains("permission denied"), "{table}: {error}");
+    }
+}
+
+/// The days of `messages` and `message_chunks` (their partitions) are reachable only through the
+/// tables, whose row security they would otherwise get around: neither role may read one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_reachable_only_through_their_table() {
+    let (w, _) = populated().await;
+    let rows = w
+        .app
+        .owner
+        .query_all_raw(Statement::from_string(
+            PG,
+            "SELECT c.relname::text AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent IN ('messages'::regclass, 'message_chunks'::regclass) ORDER BY 1",
+        ))
+        .await
+        .unwrap();
+    let partitions: Vec<String> = rows.iter().map(|r| r.try_get::<String>("", "name").unwrap()).collect();
+    assert!(partitions.len() >= 2 * 9, "a default and the days around today, twice: {partitions:?}");
+    for role in ["mailsensor_tenant", "mailsensor_platform"] {
+        for partition in &partitions {
+            let (_api, txn) = as_role(&w, role, Some(w.a.id)).await;
+            let refused = count(&txn, &format!("SELECT count(*) AS n FROM {partition}")).await;
+            let error = refused.expect_err(&format!("{role} read {partition} directly"));
+            assert!(error.to_string().contains("permission denied"), "{partition}: {error}");
+        }
     }
 }
 

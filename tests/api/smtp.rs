@@ -1250,7 +1250,83 @@ async fn any_bytes_are_stored_or_refused_for_good(backend: Backend) {
     worker.shutdown().await;
 }
 
+/// The operator lowers the platform cap below a sensor's stored limit and restarts the replicas:
+/// the limit is served clamped (and says so), other changes still save, the running worker learns
+/// the new cap without a restart, and a message over it is refused for good (552), never 451 —
+/// also when the worker still streamed it under the old limit and the API's 413 came mid-body.
+async fn a_lowered_cap_clamps_stored_limits_and_reaches_running_workers(backend: Backend) {
+    const OLD_CAP: u64 = 1 << 20;
+    const NEW_CAP: u64 = 64 << 10;
+    let w = world_configured(backend, |p| p.max_message_bytes = OLD_CAP).await;
+    let worker = mx(&w, settings(&["example.com"], &[], json!({"value": 1, "unit": "MB"})), |_| {}).await;
+    let path = w.a.settings_path(w.a.pcn_sensor);
+    let admin = w.admin_pcn();
+    // A session opened under the old limit keeps it (sessions keep the settings they started with).
+    let mut old_session = from(worker.smtp_addr, "127.0.0.1").connect_plain().await.unwrap();
+    old_session.ehlo("client.test").await.unwrap();
+
+    let address = w.app.address().to_owned();
+    w.app.stop().await;
+    let api = start_configured(&w.app.url, &address, |p| p.max_message_bytes = NEW_CAP).await;
+    let big = message("big", &format!("{}\r\n", "y".repeat(78)).repeat(1300));
+
+    // The running worker takes the new cap from the stream (no write needed): new sessions are
+    // greeted, told it, and held to it by the worker itself.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut c = from(worker.smtp_addr, "127.0.0.1").connect_plain().await.unwrap();
+        let ehlo = cmd(&mut c, "EHLO client.test").await;
+        if ehlo.1.contains(&format!("SIZE {NEW_CAP}")) {
+            c.mail_from("a@example.org", &Parameters::default()).await.unwrap();
+            c.rcpt_to("bob@example.com", &Parameters::default()).await.unwrap();
+            let Err(mail_send::Error::UnexpectedReply(reply)) = c.data(big.as_bytes()).await else {
+                panic!("over the limit, accepted")
+            };
+            assert_eq!((reply.code(), reply.esc), (552, [5, 3, 4]));
+            let reply = c.data(message("small", "fits").as_bytes()).await;
+            assert!(reply.is_err(), "no transaction open after the refusal");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never advertised the new limit: {ehlo:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let served = api.get(&path, &admin).await;
+    assert_eq!(served.status, 200);
+    assert_eq!(
+        served.body["message_size_limit"],
+        json!({"unlimited": false, "value": 1, "unit": "MB"}),
+        "stored as chosen"
+    );
+    assert_eq!(served.body["max_message_bytes"], NEW_CAP, "in force: the cap");
+    assert_eq!(served.body["clamped_to_platform_cap"], true);
+    let patched = api.patch(&path, &admin, json!({"destination_domains": ["example.com", "example.net"]})).await;
+    assert_eq!(patched.status, 200, "a change that keeps the size saves: {:?}", patched.body);
+    assert_eq!(patched.body["clamped_to_platform_cap"], true);
+    let put = api.put(&path, &admin, served.body.clone()).await;
+    assert_eq!(put.status, 200, "a PUT of what a GET served saves: {:?}", put.body);
+    let raised = api.patch(&path, &admin, json!({"message_size_limit": {"value": 2, "unit": "MB"}})).await;
+    assert_eq!(raised.status, 422, "a new limit above the cap is refused: {:?}", raised.body);
+    assert_eq!(raised.pointers(), ["/message_size_limit/value"]);
+    let lowered = api.patch(&path, &admin, json!({"message_size_limit": {"value": 32, "unit": "KB"}})).await;
+    assert_eq!(lowered.body["clamped_to_platform_cap"], false);
+    let back = api.patch(&path, &admin, json!({"message_size_limit": {"value": 60, "unit": "KB"}})).await;
+    assert_eq!((back.status.as_u16(), back.body["max_message_bytes"].as_u64()), (200, Some(60 << 10)));
+
+    // The old session still streams up to 1 MiB; the API refuses it over the new cap: 552.
+    old_session.mail_from("a@example.org", &Parameters::default()).await.unwrap();
+    old_session.rcpt_to("bob@example.com", &Parameters::default()).await.unwrap();
+    let r = old_session.data(big.as_bytes()).await;
+    let Err(mail_send::Error::UnexpectedReply(reply)) = r else { panic!("over the cap, accepted: {r:?}") };
+    assert_eq!((reply.code(), reply.esc), (552, [5, 3, 4]), "{}", reply.message());
+
+    let listed = api.get(&format!("/v1/tenants/{}/messages", w.a.id), &admin).await;
+    assert_eq!(listed.body["items"], json!([]), "nothing over the cap stored");
+    worker.shutdown().await;
+    api.stop().await;
+}
+
 on_both_backends!(
+    a_lowered_cap_clamps_stored_limits_and_reaches_running_workers,
     any_bytes_are_stored_or_refused_for_good,
     idle_timeout_and_worker_limit,
     slow_clients_are_cut_off,

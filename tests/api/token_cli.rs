@@ -62,3 +62,40 @@ fn without_a_key_names_the_signing_key() {
     assert!(stderr.contains("no signing key configured") && stderr.contains("MAILSENSOR_JWT_SIGNING_KEY"), "{stderr}");
     assert!(!stderr.contains("verification"), "{stderr}");
 }
+
+/// The production set-up of the operator's guide: a key pair made with `openssl`, the private half
+/// given to `mailsensor token` alone (the public half is the API's), and the token it mints
+/// verifies against the public half.
+#[test]
+fn mints_with_a_signing_key_alone() {
+    let dir = std::env::temp_dir().join(format!("mailsensor-token-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (private, public) = (dir.join("k1.pem"), dir.join("k1.pub.pem"));
+    for args in [
+        vec!["genpkey", "-algorithm", "ed25519", "-out", private.to_str().unwrap()],
+        vec!["pkey", "-in", private.to_str().unwrap(), "-pubout", "-out", public.to_str().unwrap()],
+    ] {
+        let status = Command::new("openssl").args(&args).status().expect("openssl (Debian package openssl) runs");
+        assert!(status.success(), "openssl {args:?}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_mailsensor"))
+        .args(["token", "--role", "platform_operator", "--sub", "ops"])
+        .env_remove("MAILSENSOR_JWT_HS256_SECRET")
+        .env_remove("MAILSENSOR_JWT_PUBLIC_KEYS")
+        .env("MAILSENSOR_JWT_SIGNING_KEY", format!("k1=EdDSA:{}", private.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let token = String::from_utf8(out.stdout).unwrap();
+    let verifier = mailsensor::auth::KeySet::from_config(&mailsensor::auth::AuthConfig {
+        issuer: "mailsensor".into(),
+        audience: "mailsensor-api".into(),
+        public_keys: vec![format!("k1=EdDSA:{}", public.display()).parse().unwrap()],
+        ..Default::default()
+    })
+    .unwrap();
+    let principal = verifier.verify(token.trim()).expect("the API's public key verifies it");
+    assert!(matches!(&principal, mailsensor::auth::Principal::Operator { sub } if sub == "ops"), "{principal:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -10,6 +10,7 @@ pub mod detection_ruleset;
 pub mod detection_ruleset_revision;
 pub mod message;
 pub mod message_chunk;
+pub mod message_key;
 pub mod node;
 pub mod retrohunt;
 pub mod retrohunt_match;

@@ -1,0 +1,307 @@
+//! Mail expires: a tenant's retention through the API (who may read and change it, the bounds),
+//! the expiry run as of a later day (a test clock, not waiting), with everything about an expired
+//! message gone and nothing of another tenant touched; on PostgreSQL whole days dropped, a retry
+//! recognised across a day boundary, and the upgrade of a database that already holds mail.
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use mailsensor::auth::Role;
+use mailsensor::store::retention::{self, RetentionPolicy};
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::*;
+use crate::on_both_backends;
+
+const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+const POLICY: RetentionPolicy = RetentionPolicy { default_days: 30, max_days: 90 };
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn settings_path(tenant: &TenantFixture) -> String {
+    format!("/v1/tenants/{}/settings", tenant.id)
+}
+
+/// Who may read and change a tenant's retention, and within which bounds.
+async fn retention_through_the_api(backend: Backend) {
+    let w = world(backend).await;
+    let path = settings_path(&w.a);
+    let admin = w.admin_pcn();
+    let r = w.app.get(&path, &admin).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.body,
+        json!({"message_retention_days": 30, "message_retention_is_default": true, "clamped_to_platform_cap": false,
+               "platform_default_retention_days": 30, "platform_max_retention_days": 90})
+    );
+    let r = w.app.patch(&path, &admin, json!({"message_retention_days": 7})).await;
+    assert_eq!((r.status.as_u16(), r.body["message_retention_days"].as_u64()), (200, Some(7)), "{:?}", r.body);
+    assert_eq!(r.body["message_retention_is_default"], false);
+    // What a GET served may be sent back; read-only fields are ignored.
+    let mut echoed = w.app.get(&path, &admin).await.body;
+    echoed["message_retention_days"] = json!(14);
+    let r = w.app.patch(&path, &admin, echoed).await;
+    assert_eq!(r.body["message_retention_days"], 14, "{:?}", r.body);
+
+    for (body, pointers) in [
+        (json!({"message_retention_days": 0}), vec!["/message_retention_days"]),
+        (json!({"message_retention_days": 91}), vec!["/message_retention_days"]),
+        (json!({"message_retention_days": "7"}), vec!["/message_retention_days"]),
+        (json!({"message_retention_days": 7, "keep_forever": true}), vec!["/keep_forever"]),
+    ] {
+        let r = w.app.patch(&path, &admin, body.clone()).await;
+        assert_eq!(r.status, 422, "{body}: {:?}", r.body);
+        assert_eq!(r.pointers(), pointers, "{body}");
+    }
+    assert_eq!(w.app.get(&path, &admin).await.body["message_retention_days"], 14, "a refused patch changes nothing");
+
+    // Who: the PCN's administrator changes it; auditors, officers and the operator read it; an
+    // SCN's administrator neither; another tenant's people do not see the tenant at all.
+    let scn = w.app.post(&format!("/v1/tenants/{}/nodes", w.a.id), &admin, json!({"name": "Branch"})).await;
+    assert_eq!(scn.status, 201, "{:?}", scn.body);
+    let scn = Uuid::parse_str(scn.body["id"].as_str().unwrap()).unwrap();
+    for (token, read, write) in [
+        (w.member(&w.a, Role::SecurityAuditor, w.a.pcn), 200, 403),
+        (w.member(&w.a, Role::SeniorSecurityOfficer, w.a.pcn), 200, 403),
+        (w.member(&w.a, Role::SecurityOfficer, scn), 200, 403),
+        (w.operator.clone(), 200, 403),
+        (w.member(&w.a, Role::Administrator, scn), 403, 403),
+        (w.member(&w.b, Role::Administrator, w.b.pcn), 404, 404),
+        (w.sensor_token(&w.a, w.a.pcn_sensor), 404, 404),
+    ] {
+        assert_eq!(w.app.get(&path, &token).await.status, read);
+        assert_eq!(w.app.patch(&path, &token, json!({"message_retention_days": 3})).await.status, write);
+    }
+    let r = w.app.patch(&path, &admin, json!({"message_retention_days": null})).await;
+    assert_eq!(
+        (r.body["message_retention_days"].as_u64(), r.body["message_retention_is_default"].as_bool()),
+        (Some(30), Some(true))
+    );
+    let audit = w.app.get(&format!("/v1/tenants/{}/audit-events", w.a.id), &admin).await;
+    let changes = audit.body["items"].as_array().unwrap().iter().filter(|e| e["action"] == "tenant.retention").count();
+    assert_eq!(changes, 3, "every change audited: {:?}", audit.body);
+}
+
+/// A message of `tenant` with everything that hangs off it: its content, its scan result (EICAR:
+/// malicious, so an alert event), and a retro-hunt's match.
+async fn mail_with_everything(w: &World, tenant: &TenantFixture) -> (Uuid, String) {
+    let raw = format!("From: a@example.org\r\nTo: b@example.com\r\nSubject: old\r\n\r\n{EICAR}\r\n");
+    let id = message_with(w, tenant, tenant.pcn_sensor, &raw).await;
+    let admin = w.member(tenant, Role::Administrator, tenant.pcn);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w.app.get(&format!("/v1/tenants/{}/alert-events", tenant.id), &admin).await.body["items"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(Instant::now() < deadline, "the EICAR message raised no alert event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let officer = w.member(tenant, Role::SeniorSecurityOfficer, tenant.pcn);
+    let hunt = json!({"source": "rule everything { condition: true }",
+        "since": "2026-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"});
+    let r = w.app.post(&format!("/v1/tenants/{}/retrohunts", tenant.id), &officer, hunt).await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let hunt = r.header("location").unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w.app.get(&hunt, &officer).await.body["state"] != "finished" {
+        assert!(Instant::now() < deadline, "the retro-hunt did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (id, hunt)
+}
+
+/// What `tenant` can still see of the mail `mail_with_everything` made: the message, the hunt's
+/// matches, and the alert events (message.detected, retrohunt.matched, retrohunt.finished).
+async fn still_there(w: &World, tenant: &TenantFixture, (id, hunt): &(Uuid, String)) -> [usize; 3] {
+    let admin = w.member(tenant, Role::Administrator, tenant.pcn);
+    let officer = w.member(tenant, Role::SeniorSecurityOfficer, tenant.pcn);
+    let message = w.app.get(&format!("/v1/tenants/{}/messages/{id}", tenant.id), &admin).await;
+    assert!(message.status == 200 || message.status == 404, "{:?}", message.body);
+    let matches = w.app.get(&format!("{hunt}/matches"), &officer).await;
+    let events = w.app.get(&format!("/v1/tenants/{}/alert-events", tenant.id), &admin).await;
+    let count = |v: &Value| v["items"].as_array().map_or(0, Vec::len);
+    [usize::from(message.status == 200), count(&matches.body), count(&events.body)]
+}
+
+async fn owner_count(w: &World, sql: &str) -> i64 {
+    let row = w
+        .app
+        .owner
+        .query_one_raw(Statement::from_string(w.app.owner.get_database_backend(), sql.to_owned()))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+/// A message past its tenant's retention is gone — content, scan result, retro-hunt matches and
+/// alert events with it — and one inside it is not; lowering the retention takes effect at the
+/// next run; the other tenant's mail is untouched; on PostgreSQL, once every tenant's retention has
+/// passed a day, the day is dropped whole.
+async fn expiry_as_of_later_days(backend: Backend) {
+    let w = world_configured(backend, |p| p.expire_every = None).await;
+    let a = mail_with_everything(&w, &w.a).await;
+    let b = mail_with_everything(&w, &w.b).await;
+    assert_eq!(still_there(&w, &w.a, &a).await, [1, 1, 3]);
+    let now = Utc::now();
+    let run = |days: i64| retention::expire(&w.app.db, POLICY, DAY, now + chrono::Duration::days(days));
+
+    // Eight days on, the default 30 keeps everything.
+    let expired = run(8).await.unwrap();
+    assert_eq!(expired.messages, 0, "{expired:?}");
+    assert_eq!(still_there(&w, &w.a, &a).await, [1, 1, 3]);
+    assert_eq!(expired.keys, 2, "the dedup window (a day) is long past: the keys go");
+
+    // Tenant A lowers its retention to 7 days: at the next run its mail is gone, B's is not.
+    let r = w.app.patch(&settings_path(&w.a), &w.admin_pcn(), json!({"message_retention_days": 7})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let expired = run(8).await.unwrap();
+    assert_eq!((expired.messages, expired.retrohunt_matches, expired.days_dropped), (1, 1, 0), "{expired:?}");
+    assert!(expired.alert_events >= 1, "{expired:?}");
+    assert_eq!(still_there(&w, &w.a, &a).await, [0, 0, 0], "A's mail and all about it");
+    assert_eq!(still_there(&w, &w.b, &b).await, [1, 1, 3], "B's mail is untouched");
+    let content = format!("SELECT count(*) FROM message_chunks WHERE message_id = '{}'", a.0);
+    assert_eq!(owner_count(&w, &content).await, 0, "A's content is gone");
+
+    // 31 days on, B's 30 days have passed too.
+    let expired = run(31).await.unwrap();
+    assert_eq!(still_there(&w, &w.b, &b).await, [0, 0, 0], "{expired:?}");
+    if backend == Backend::Postgres {
+        // Every tenant's retention has passed today: the day went whole, not row by row.
+        assert_eq!(expired.messages, 0, "{expired:?}");
+        assert!(expired.days_dropped >= 1, "{expired:?}");
+        let today = format!("messages_p{}", now.format("%Y%m%d"));
+        let left = format!(
+            "SELECT count(*) FROM pg_class WHERE relname IN ('{today}', 'message_chunks_p{}')",
+            now.format("%Y%m%d")
+        );
+        assert_eq!(owner_count(&w, &left).await, 0, "{today} and its content were dropped");
+        // …and the days ahead were made, so tomorrow's mail has its table.
+        let ahead = now + chrono::Duration::days(31 + 7);
+        let made = format!("SELECT count(*) FROM pg_class WHERE relname = 'messages_p{}'", ahead.format("%Y%m%d"));
+        assert_eq!(owner_count(&w, &made).await, 1);
+    } else {
+        assert_eq!(expired.messages, 1, "{expired:?}");
+    }
+    // The mail that arrives now is stored and kept.
+    let fresh = message_of(&w, &w.a, w.a.pcn_sensor).await;
+    let r = w.app.get(&format!("/v1/tenants/{}/messages/{fresh}", w.a.id), &w.admin_pcn()).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+/// The dedup window answers a retry whose first copy is stored in yesterday's partition (a
+/// message received just before midnight, retried just after): the keys live beside the days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_recognised_across_a_day_boundary() {
+    let w = world(Backend::Postgres).await;
+    let sensor = w.a.pcn_sensor;
+    let token = w.sensor_token(&w.a, sensor);
+    let raw = "From: a@example.org\r\nSubject: twice\r\n\r\nsame bytes\r\n";
+    let first = message_with(&w, &w.a, sensor, raw).await;
+    // Move the first copy into yesterday's partition, as if received there (the owner, by hand).
+    let yesterday = retention::uuid_at(Utc::now() - chrono::Duration::days(1)).as_u128()
+        | (first.as_u128() & 0xffff_ffff_ffff_ffff_ffff);
+    let moved = Uuid::from_u128(yesterday);
+    for sql in [
+        format!(
+            "INSERT INTO messages SELECT '{moved}'::uuid AS id, m.tenant_id, m.sensor_id, m.idempotency_key, m.status,
+                 m.received_at, m.client_ip, m.helo, m.mail_from, m.rcpt_to, m.tls, m.worker, m.size, m.sha256, m.md5,
+                 m.header_from, m.header_to, m.subject, m.message_id, m.date, m.verdict, m.detections, m.parts,
+                 m.content_key, m.scan_attempts, m.scan_after, m.scanned_at, m.earlier_scans, m.engines
+                 FROM messages m WHERE m.id = '{first}'"
+        ),
+        format!("UPDATE message_chunks SET message_id = '{moved}' WHERE message_id = '{first}'"),
+        format!("UPDATE message_keys SET message_id = '{moved}' WHERE message_id = '{first}'"),
+        format!("DELETE FROM messages WHERE id = '{first}'"),
+    ] {
+        w.app.owner.execute_unprepared(&sql).await.unwrap();
+    }
+    let partition = format!(
+        "SELECT count(*) FROM messages WHERE id = '{moved}' AND tableoid = 'messages_p{}'::regclass",
+        (Utc::now() - chrono::Duration::days(1)).format("%Y%m%d")
+    );
+    assert_eq!(owner_count(&w, &partition).await, 1, "the first copy is in yesterday's partition");
+    // The retry: another hand-off (another idempotency key) of the same message.
+    let r = hand_off_request(&w.app.http, &w.app.base, sensor, &token, &Uuid::new_v4().to_string(), raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a retry within the window answers with the stored copy");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["id"], moved.to_string());
+    assert_eq!(owner_count(&w, "SELECT count(*) FROM messages").await, 1, "stored once");
+}
+
+/// The upgrade: a database that holds mail from before `retention` (messages over several days,
+/// large and small, two tenants) keeps every message, content byte and key when its tables become
+/// partitioned, each in the partition of its day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_partitioning_migration_keeps_every_message() {
+    use migration::{Migrator, MigratorTrait};
+    let url = blank_postgres_database().await;
+    let db = sea_orm::Database::connect(&url).await.unwrap();
+    let before_retention = Migrator::migrations().len() - 1;
+    Migrator::up(&db, Some(before_retention as u32)).await.unwrap();
+    // Two tenants with a sensor each, and 40 messages over the last ten days, written as the
+    // code of the time did (a row, and its content in 1 or 3 chunks).
+    let mut expected = Vec::new();
+    for t in 0..2 {
+        let (tenant, sensor) = (Uuid::now_v7(), Uuid::now_v7());
+        db.execute_unprepared(&format!(
+            "INSERT INTO tenants (id, name, created_at, updated_at) VALUES ('{tenant}', 'T{t}', now(), now())"
+        ))
+        .await
+        .unwrap();
+        for i in 0..20i64 {
+            let at = Utc::now() - chrono::Duration::hours(12 * i);
+            let id = Uuid::from_u128(retention::uuid_at(at).as_u128() | u128::from(Uuid::new_v4().as_u128() as u64));
+            let chunks = if i % 5 == 0 { 3 } else { 1 };
+            db.execute_unprepared(&format!(
+                "INSERT INTO messages (id, tenant_id, sensor_id, idempotency_key, status, received_at, client_ip, helo,
+                  mail_from, rcpt_to, tls, worker, size, sha256, md5, verdict, detections, parts, content_key)
+                 VALUES ('{id}', '{tenant}', '{sensor}', 'key-{t}-{i}', 'stored', '{}', '192.0.2.1', 'h', 'a@example.org',
+                  '[\"b@example.com\"]', false, 'w1', {}, 'sha', 'md5', 'pending', '[]', '[]', 'ck-{t}-{i}')",
+                at.to_rfc3339(),
+                chunks * 4
+            ))
+            .await
+            .unwrap();
+            for seq in 0..chunks {
+                db.execute_unprepared(&format!(
+                    "INSERT INTO message_chunks (message_id, seq, data) VALUES ('{id}', {seq}, '\\x{:08x}')",
+                    seq
+                ))
+                .await
+                .unwrap();
+            }
+            expected.push((id, chunks));
+        }
+    }
+    Migrator::up(&db, None).await.expect("the partitioning migration applies over existing mail");
+    let count = |sql: String| {
+        let db = db.clone();
+        async move {
+            let row = db
+                .query_one_raw(Statement::from_string(sea_orm::DatabaseBackend::Postgres, sql))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get_by_index::<i64>(0).unwrap()
+        }
+    };
+    assert_eq!(count("SELECT count(*) FROM messages".into()).await, 40);
+    assert_eq!(count("SELECT count(*) FROM message_chunks".into()).await, expected.iter().map(|(_, c)| c).sum::<i64>());
+    assert_eq!(count("SELECT count(*) FROM message_keys WHERE content_key LIKE 'ck-%'".into()).await, 40);
+    assert_eq!(count("SELECT count(*) FROM messages_default".into()).await, 0, "every message in its day");
+    assert!(count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'messages'::regclass".into()).await >= 10 + 7);
+    for (id, chunks) in &expected {
+        let found = count(format!(
+            "SELECT count(*) FROM message_chunks c JOIN messages m ON m.id = c.message_id WHERE m.id = '{id}'"
+        ))
+        .await;
+        assert_eq!(found, *chunks, "{id}");
+    }
+    db.close().await.unwrap();
+}
+
+on_both_backends!(retention_through_the_api, expiry_as_of_later_days);
