@@ -119,6 +119,17 @@ async fn expire(
             Ok(expired) => tracing::info!(?expired, "expired mail past its tenant's retention"),
             Err(e) => tracing::warn!(error = %e, "expiring mail failed; trying again next time"),
         }
+        // Tenants deleted while their erasure was cut short (a replica stopped midway).
+        match crate::store::erasure::pending(&db).await {
+            Ok(tenants) => {
+                for tenant in tenants {
+                    if let Err(e) = crate::store::erasure::erase_tenant(&db, tenant).await {
+                        tracing::warn!(%tenant, error = %e, "erasing a deleted tenant failed; trying again next time");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing deleted tenants failed"),
+        }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stopping.wait_for(|stop| *stop) => return,

@@ -1,5 +1,6 @@
 //! Mail expires. Each tenant may choose its message retention (`tenants.message_retention_days`;
-//! NULL: the platform default), and on PostgreSQL `messages` and `message_chunks` become tables
+//! NULL: the platform default); a deleted tenant is marked (`tenants.erasing_since`) while its mail
+//! is erased in the background; and on PostgreSQL `messages` and `message_chunks` become tables
 //! partitioned by day, so the expiry of a whole day costs a `DROP TABLE`, whatever it held.
 //!
 //! - **The partition key is the id.** Message ids are UUIDv7, whose first 48 bits are the Unix
@@ -31,6 +32,7 @@ enum Tenants {
     Table,
     Id,
     MessageRetentionDays,
+    ErasingSince,
 }
 
 #[derive(DeriveIden)]
@@ -173,6 +175,16 @@ impl MigrationTrait for Migration {
                 Table::alter()
                     .table(Tenants::Table)
                     .add_column(ColumnDef::new(Tenants::MessageRetentionDays).integer().null())
+                    .to_owned(),
+            )
+            .await?;
+        // A deleted tenant is gone from the API at once; its mail is erased in the background, in
+        // batches, and the row goes last (`store::erasure`).
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Tenants::Table)
+                    .add_column(ColumnDef::new(Tenants::ErasingSince).timestamp_with_time_zone().null())
                     .to_owned(),
             )
             .await?;

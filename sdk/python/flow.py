@@ -39,9 +39,16 @@ from mailsensor_client.api.detection import (
 )
 from mailsensor_client.api.evaluate import evaluate_smtp_integration
 from mailsensor_client.api.fleet import list_sensor_workers
-from mailsensor_client.api.messages import get_message, get_raw_message, list_messages, rescan_message
+from mailsensor_client.api.messages import (
+    erase_messages_of_address,
+    get_message,
+    get_raw_message,
+    list_messages,
+    rescan_message,
+)
 from mailsensor_client.api.revisions import list_settings_revisions, restore_settings_revision
 from mailsensor_client.api.sensors import create_sensor, delete_sensor
+from mailsensor_client.api.tenants import get_tenant_settings, update_tenant_settings
 from mailsensor_client.api.smtp_integration import (
     get_smtp_integration,
     replace_smtp_integration,
@@ -57,6 +64,8 @@ from mailsensor_client.models import (
     CreateDetectionRuleset,
     CreateRetrohunt,
     CreateSensor,
+    ErasureRequest,
+    TenantSettingsPatch,
     RulesetTest,
     UpdateDetectionRuleset,
     EvaluateRequest,
@@ -268,6 +277,33 @@ check(replayed.status_code == 202, f"replay: {replayed.content!r}")
 events = list_alert_events.sync(TENANT, client=auditor)
 check(any(e.id == sent.parsed.event_id for e in events.items), "the test event is listed")
 check(delete_alert_destination.sync_detailed(TENANT, destination, client=admin).status_code == 204, "delete destination")
+
+# Retention: the tenant's administrator chooses within the platform's cap; null follows the default.
+settings = get_tenant_settings.sync(TENANT, client=auditor)
+check(settings.message_retention_is_default, f"no choice made yet: {settings}")
+chosen = update_tenant_settings.sync_detailed(TENANT, client=admin, body=TenantSettingsPatch(message_retention_days=7))
+check(chosen.status_code == 200 and chosen.parsed.message_retention_days == 7, f"choose: {chosen.content!r}")
+too_long = update_tenant_settings.sync_detailed(
+    TENANT, client=admin, body=TenantSettingsPatch(message_retention_days=settings.platform_max_retention_days + 1)
+)
+check(
+    too_long.status_code == 422 and [e.pointer for e in too_long.parsed.errors] == ["/message_retention_days"],
+    f"above the cap: {too_long.content!r}",
+)
+back = update_tenant_settings.sync(TENANT, client=admin, body=TenantSettingsPatch(message_retention_days=None))
+check(back.message_retention_is_default and back.message_retention_days == settings.platform_default_retention_days, "default")
+
+# A data-subject request: everything from one address is erased, counted.
+someone = f"erase-me-{uuid.uuid4().hex[:8]}@example.org"
+with smtplib.SMTP("127.0.0.1", SMTP_PORT, timeout=30) as smtp:
+    smtp.sendmail(someone, ["bob@example.com"], b"Subject: mine\r\n\r\nplease forget me\r\n")
+for _ in range(50):
+    if any(m.envelope.mail_from == someone for m in list_messages.sync(TENANT, client=admin, limit=500).items):
+        break
+    time.sleep(0.1)
+erased = erase_messages_of_address.sync_detailed(TENANT, client=admin, body=ErasureRequest(address=someone.upper()))
+check(erased.status_code == 200 and erased.parsed.messages_erased == 1, f"erase: {erased.content!r}")
+check(not any(m.envelope.mail_from == someone for m in list_messages.sync(TENANT, client=admin, limit=500).items), "erased")
 
 check(delete_sensor.sync_detailed(TENANT, sensor, client=admin).status_code == 204, "delete")
 print("python sdk: the README flow passed")

@@ -255,6 +255,32 @@ async function main(): Promise<void> {
   const dropped = await admin.DELETE("/v1/tenants/{tenant_id}/alert-destinations/{destination_id}", { params: at });
   check(dropped.response.status === 204, "delete the destination");
 
+  // Retention: chosen within the platform's cap, above it a 422 on the field, null for the default.
+  const tenantPath = { path: { tenant_id } };
+  const before = await auditor.GET("/v1/tenants/{tenant_id}/settings", { params: tenantPath });
+  check(before.data?.message_retention_is_default === true, "no retention chosen yet");
+  const chosen = await admin.PATCH("/v1/tenants/{tenant_id}/settings", {
+    params: tenantPath,
+    body: { message_retention_days: 7 },
+  });
+  check(chosen.data?.message_retention_days === 7, "choose 7 days");
+  const tooLong = await admin.PATCH("/v1/tenants/{tenant_id}/settings", {
+    params: tenantPath,
+    body: { message_retention_days: before.data.platform_max_retention_days + 1 },
+  });
+  check(tooLong.response.status === 422 && tooLong.error?.errors?.[0]?.pointer === "/message_retention_days", "above the cap");
+  const reset = await admin.PATCH("/v1/tenants/{tenant_id}/settings", {
+    params: tenantPath,
+    body: { message_retention_days: null },
+  });
+  check(reset.data?.message_retention_is_default === true, "back to the platform default");
+  // A data-subject request for an address nothing was sent from: erased none, and said so.
+  const erased = await admin.POST("/v1/tenants/{tenant_id}/erasures", {
+    params: tenantPath,
+    body: { address: `nobody-${randomUUID()}@example.org` },
+  });
+  check(erased.response.status === 200 && erased.data?.messages_erased === 0, "erase an address");
+
   const deleted = await admin.DELETE("/v1/tenants/{tenant_id}/sensors/{sensor_id}", { params: { path } });
   check(deleted.response.status === 204, "delete");
   console.log("typescript sdk: the README flow passed");

@@ -35,6 +35,7 @@ pub enum Permission {
     ManageAlerts,
     ReadRetention,
     ManageRetention,
+    EraseMessages,
 }
 
 impl Permission {
@@ -58,6 +59,7 @@ impl Permission {
             Permission::ManageAlerts => "manage alert destinations",
             Permission::ReadRetention => "read the tenant's message retention",
             Permission::ManageRetention => "change the tenant's message retention",
+            Permission::EraseMessages => "erase messages",
         }
     }
 }
@@ -141,6 +143,7 @@ impl Caller {
                 _ => true,
             },
             ManageRetention => role == Role::Administrator && self.at_pcn,
+            EraseMessages => role == Role::Administrator,
         };
         if allowed { Ok(()) } else { Err(ApiError::forbidden(role, what.describe())) }
     }

@@ -10,6 +10,7 @@ mod caller;
 mod codec_errors;
 mod config_stream;
 mod detection_rulesets;
+mod erasures;
 mod error;
 mod evaluate;
 mod fleet;
@@ -95,6 +96,7 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(tenants::rename_tenant)
         .service(tenants::delete_tenant)
         .service(tenant_settings::get_tenant_settings)
+        .service(erasures::erase_messages_of_address)
         .service(tenant_settings::update_tenant_settings)
         .service(nodes::create_scn)
         .service(nodes::list_nodes)

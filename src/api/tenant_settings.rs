@@ -1,7 +1,7 @@
 //! A tenant's own settings: how long its mail is kept (ARCHITECTURE §13). The operator sets the
 //! platform's default and cap (`serve --retention-default-days/--retention-max-days`); the
 //! tenant's administrator at the PCN chooses within them.
-use actix_web::{get, patch, web};
+use actix_web::{HttpRequest, HttpResponse, get, http::header, patch, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -11,6 +11,7 @@ use super::body::{Fields, JsonObject};
 use super::caller::{Caller, Permission};
 use super::error::{ApiError, FieldError};
 use super::responses::*;
+use super::settings::IfMatch;
 use crate::store;
 use crate::store::retention::RetentionPolicy;
 
@@ -82,13 +83,13 @@ fn parse_patch(body: JsonObject, policy: RetentionPolicy) -> Result<Option<Optio
     Ok(days.map(|d| d.and_then(|n| i32::try_from(n).ok())))
 }
 
-/// Read a tenant's settings: its message retention, and the platform's bounds.
+/// Read a tenant's settings: its message retention, and the platform's bounds (with `ETag`).
 #[utoipa::path(
     operation_id = "get_tenant_settings",
     tag = "tenants",
     params(("tenant_id" = Uuid, Path)),
     responses(
-        (status = 200, body = TenantSettings),
+        (status = 200, body = TenantSettings, headers(("ETag" = String, description = "Current version, for If-Match"))),
         (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound),
     ),
     security(("bearer" = []))
@@ -98,12 +99,18 @@ pub async fn get_tenant_settings(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<Uuid>,
-) -> Result<web::Json<TenantSettings>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let tenant = path.into_inner();
-    let (_, chosen) = caller
-        .reach(&state, tenant, Permission::ReadRetention, async |s| store::retention::chosen(&state.db, s).await)
+    let (_, (chosen, version)) = caller
+        .reach(&state, tenant, Permission::ReadRetention, async |_| store::retention::chosen(&state.db, tenant).await)
         .await?;
-    Ok(web::Json(TenantSettings::new(state.retention, chosen)))
+    Ok(answer(&state, chosen, version))
+}
+
+fn answer(state: &AppState, chosen: Option<i32>, version: i64) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, store::retention::etag(version)))
+        .json(TenantSettings::new(state.retention, chosen))
 }
 
 /// Change a tenant's settings (JSON merge patch): its administrator at the PCN chooses the
@@ -112,12 +119,16 @@ pub async fn get_tenant_settings(
 #[utoipa::path(
     operation_id = "update_tenant_settings",
     tag = "tenants",
-    params(("tenant_id" = Uuid, Path)),
+    params(
+        ("tenant_id" = Uuid, Path),
+        ("If-Match" = Option<String>, Header, description = "ETag from a previous read; the write fails with 412 if the settings changed since"),
+    ),
     request_body(content = TenantSettingsPatch, content_type = "application/merge-patch+json"),
     responses(
-        (status = 200, body = TenantSettings),
+        (status = 200, body = TenantSettings, headers(("ETag" = String, description = "New version"))),
         (status = 400, response = BadRequest), (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
-        (status = 404, response = NotFound), (status = 415, response = UnsupportedMediaType), (status = 422, response = Unprocessable),
+        (status = 404, response = NotFound), (status = 412, response = PreconditionFailed),
+        (status = 415, response = UnsupportedMediaType), (status = 422, response = Unprocessable),
     ),
     security(("bearer" = []))
 )]
@@ -125,19 +136,21 @@ pub async fn get_tenant_settings(
 pub async fn update_tenant_settings(
     state: web::Data<AppState>,
     caller: Caller,
+    req: HttpRequest,
     path: web::Path<Uuid>,
     body: JsonObject,
-) -> Result<web::Json<TenantSettings>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let tenant = path.into_inner();
-    let (_, chosen) = caller
-        .reach(&state, tenant, Permission::ManageRetention, async |s| store::retention::chosen(&state.db, s).await)
+    let (_, (chosen, version)) = caller
+        .reach(&state, tenant, Permission::ManageRetention, async |_| store::retention::chosen(&state.db, tenant).await)
         .await?;
-    let chosen = match parse_patch(body, state.retention)? {
+    // 412 when the caller's ETag is not the current one; the store checks again under its lock.
+    IfMatch::of(&req).against(version, || store::retention::etag(version))?;
+    match parse_patch(body, state.retention)? {
         Some(days) if days != chosen => {
-            store::retention::choose(&state.db, tenant, days, &caller.actor()).await?;
-            days
+            let version = store::retention::choose(&state.db, tenant, days, Some(version), &caller.actor()).await?;
+            Ok(answer(&state, days, version))
         }
-        _ => chosen,
-    };
-    Ok(web::Json(TenantSettings::new(state.retention, chosen)))
+        _ => Ok(answer(&state, chosen, version)),
+    }
 }

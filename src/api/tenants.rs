@@ -153,7 +153,9 @@ pub async fn rename_tenant(
     Ok(web::Json(TenantView::new(tenant, pcn.id)))
 }
 
-/// Delete a tenant with its nodes, sensors and settings.
+/// Delete a tenant: it is gone at once (with its nodes, sensors and settings; no token of its
+/// people or workers is accepted after), and its mail — messages, content, scan results,
+/// retro-hunts and alerts — is erased in the background, a batch at a time. Audit events stay.
 #[utoipa::path(
     tag = "tenants",
     params(("tenant_id" = Uuid, Path)),
@@ -170,5 +172,16 @@ pub async fn delete_tenant(
     caller.scope(&state, id).await?;
     caller.require(Permission::ManageTenants)?;
     store::tenants::delete(&state.db, id, &caller.actor()).await?;
+    // Its mail goes in the background, a batch at a time; a replica that stops midway leaves the
+    // rest to the next expiry run of any replica.
+    let db = state.db.clone();
+    tokio::spawn(async move {
+        match store::erasure::erase_tenant(&db, id).await {
+            Ok(messages) => tracing::info!(tenant = %id, messages, "erased a deleted tenant"),
+            Err(e) => {
+                tracing::warn!(tenant = %id, error = %e, "erasing a deleted tenant failed; the next expiry run goes on")
+            }
+        }
+    });
     Ok(HttpResponse::NoContent().finish())
 }

@@ -53,3 +53,9 @@ pub use findings::{
     MAX_LISTED_SYMBOLS, Part, ScanReport, SpamCheck, SpamSymbol, Verdict,
 };
 pub use scanner::{Explained, YaraRun, explain, scan, scan_with_yara};
+
+/// The From, To, Subject, Message-ID and Date of a raw message, read from its top-level headers
+/// alone (for a message not scanned yet, whose summary is not stored).
+pub fn headers_of(raw: &[u8]) -> HeaderSummary {
+    mime::parse_headers(raw).map(|message| mime::header_summary(&message)).unwrap_or_default()
+}

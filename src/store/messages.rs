@@ -616,7 +616,7 @@ pub async fn purge_incomplete(db: &DatabaseConnection, older_than: DateTime<Utc>
     run(db, Reach::Platform, async |txn| Ok(purge.exec(txn).await?.rows_affected)).await
 }
 
-fn scoped(scope: TenantScope) -> sea_orm::Select<message::Entity> {
+pub(super) fn scoped(scope: TenantScope) -> sea_orm::Select<message::Entity> {
     let mut query = message::Entity::find()
         .filter(message::Column::TenantId.eq(scope.tenant))
         .filter(message::Column::Status.eq(STORED));

@@ -3,6 +3,7 @@ pub mod alerts;
 pub mod audit;
 mod db;
 pub mod entity;
+pub mod erasure;
 mod error;
 pub mod messages;
 pub mod nodes;

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::db::{Reach, as_tenant, run};
 use super::entity::{alert_attempt, alert_event, message, message_key, retrohunt_match, tenant};
-use super::{Actor, StoreError, TenantScope};
+use super::{Actor, StoreError};
 
 /// How often each replica runs the expiry: well within the hour the retention promises.
 pub const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
@@ -54,28 +54,46 @@ impl RetentionPolicy {
     }
 }
 
-/// A tenant's retention as stored: its choice, `None` for the platform default. A scope that sees
-/// nothing of the tenant does not see this either.
-pub async fn chosen(db: &DatabaseConnection, scope: TenantScope) -> Result<Option<i32>, StoreError> {
-    if scope.sees_nothing() {
-        return Err(StoreError::NotFound("tenant"));
-    }
-    let tenant = scope.tenant;
+/// A tenant's retention as stored: its choice (`None`: the platform default) and the version of
+/// the tenant's settings (for `ETag`/`If-Match`: the time of their last change, in microseconds).
+pub async fn chosen(db: &DatabaseConnection, tenant: Uuid) -> Result<(Option<i32>, i64), StoreError> {
     as_tenant(db, tenant, async |txn| {
         let row = tenant::Entity::find_by_id(tenant).one(txn).await?.ok_or(StoreError::NotFound("tenant"))?;
-        Ok(row.message_retention_days)
+        Ok((row.message_retention_days, row.updated_at.timestamp_micros()))
     })
     .await
 }
 
-/// Sets (or, with `None`, clears) a tenant's retention; audited. The caller checked the bounds.
-pub async fn choose(db: &DatabaseConnection, tenant: Uuid, days: Option<i32>, actor: &Actor) -> Result<(), StoreError> {
+/// The `ETag` of a tenant's settings at `version`.
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// Sets (or, with `None`, clears) a tenant's retention, if its settings are still at `expected`
+/// (when given); audited. Returns the new version. The caller checked the bounds.
+pub async fn choose(
+    db: &DatabaseConnection,
+    tenant: Uuid,
+    days: Option<i32>,
+    expected: Option<i64>,
+    actor: &Actor,
+) -> Result<i64, StoreError> {
     as_tenant(db, tenant, async |txn| {
-        let row = tenant::Entity::find_by_id(tenant).one(txn).await?.ok_or(StoreError::NotFound("tenant"))?;
+        let mut find = tenant::Entity::find_by_id(tenant);
+        if txn.get_database_backend() == DatabaseBackend::Postgres {
+            find = find.lock_exclusive();
+        }
+        let row = find.one(txn).await?.ok_or(StoreError::NotFound("tenant"))?;
+        let version = row.updated_at.timestamp_micros();
+        if expected.is_some_and(|e| e != version) {
+            return Err(StoreError::Stale { current_etag: etag(version) });
+        }
         let before = row.message_retention_days;
         let mut active: tenant::ActiveModel = row.into();
         active.message_retention_days = Set(days);
-        active.updated_at = Set(super::now());
+        // A new version even within the same microsecond as the last (a clock that did not move).
+        let now = super::now().max(chrono::DateTime::from_timestamp_micros(version + 1).unwrap_or_default());
+        active.updated_at = Set(now);
         active.update(txn).await?;
         super::audit::record(
             txn,
@@ -91,7 +109,7 @@ pub async fn choose(db: &DatabaseConnection, tenant: Uuid, days: Option<i32>, ac
             },
         )
         .await?;
-        Ok(())
+        Ok(now.timestamp_micros())
     })
     .await
 }
@@ -212,7 +230,7 @@ pub async fn expire(
 
 /// Runs the delete `batch(BATCH)` builds, one transaction each, until one removes fewer than
 /// [`BATCH`] rows; returns how many went in all.
-async fn in_batches<E: EntityTrait>(
+pub(super) async fn in_batches<E: EntityTrait>(
     db: &DatabaseConnection,
     reach: Reach,
     batch: impl Fn(u64) -> sea_orm::DeleteMany<E>,

@@ -32,11 +32,6 @@ impl TenantScope {
     pub fn nothing_of(tenant: Uuid) -> Self {
         TenantScope { tenant, node: Some(Uuid::nil()), sensor: Some(Uuid::nil()) }
     }
-
-    /// Whether this is [`TenantScope::nothing_of`]: even the tenant's own settings are missing.
-    pub fn sees_nothing(&self) -> bool {
-        self.node == Some(Uuid::nil())
-    }
 }
 
 /// The sensors in `scope`.

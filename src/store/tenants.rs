@@ -27,6 +27,7 @@ pub async fn create(
             created_at: Set(now),
             updated_at: Set(now),
             message_retention_days: Set(None),
+            erasing_since: Set(None),
         }
         .insert(txn)
         .await?;
@@ -59,7 +60,7 @@ pub async fn list(
 ) -> Result<Page<(tenant::Model, Uuid)>, StoreError> {
     let reach = only.map_or(Reach::Platform, Reach::Tenant);
     run(db, reach, async |txn| {
-        let mut query = tenant::Entity::find();
+        let mut query = live();
         if let Some(id) = only {
             query = query.filter(tenant::Column::Id.eq(id));
         }
@@ -82,9 +83,16 @@ pub async fn list(
     .await
 }
 
+/// The tenants not deleted: one being erased is gone from the API.
+fn live() -> sea_orm::Select<tenant::Entity> {
+    tenant::Entity::find().filter(tenant::Column::ErasingSince.is_null())
+}
+
 pub async fn get(db: &DatabaseConnection, id: Uuid) -> Result<tenant::Model, StoreError> {
-    as_tenant(db, id, async |txn| tenant::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("tenant")))
-        .await
+    as_tenant(db, id, async |txn| {
+        live().filter(tenant::Column::Id.eq(id)).one(txn).await?.ok_or(StoreError::NotFound("tenant"))
+    })
+    .await
 }
 
 pub async fn pcn_of(db: &DatabaseConnection, tenant_id: Uuid) -> Result<node::Model, StoreError> {
@@ -101,7 +109,7 @@ pub async fn pcn_of(db: &DatabaseConnection, tenant_id: Uuid) -> Result<node::Mo
 
 pub async fn rename(db: &DatabaseConnection, id: Uuid, name: &str, actor: &Actor) -> Result<tenant::Model, StoreError> {
     as_tenant(db, id, async |txn| {
-        let before = tenant::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("tenant"))?;
+        let before = live().filter(tenant::Column::Id.eq(id)).one(txn).await?.ok_or(StoreError::NotFound("tenant"))?;
         let mut active: tenant::ActiveModel = before.clone().into();
         active.name = Set(name.to_owned());
         active.updated_at = Set(super::now());
@@ -125,12 +133,23 @@ pub async fn rename(db: &DatabaseConnection, id: Uuid, name: &str, actor: &Actor
     .await
 }
 
-/// Deletes the tenant with its nodes, sensors and settings (foreign keys cascade). The audit row
-/// stays, as audit rows outlive what they describe.
+/// Deletes a tenant, as far as anyone can tell at once: in one transaction it is marked as being
+/// erased (gone from every read, its name free again), and its sensors and nodes go with their
+/// settings, history and rulesets, so no token of its people or workers is accepted any more. Its
+/// mail and everything about it are erased afterwards in batches ([`super::erasure`]), the row
+/// last. The audit rows stay, as audit rows outlive what they describe.
 pub async fn delete(db: &DatabaseConnection, id: Uuid, actor: &Actor) -> Result<(), StoreError> {
     as_tenant(db, id, async |txn| {
-        let before = tenant::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("tenant"))?;
-        tenant::Entity::delete_by_id(id).exec(txn).await?;
+        let before = live().filter(tenant::Column::Id.eq(id)).one(txn).await?.ok_or(StoreError::NotFound("tenant"))?;
+        let mut erasing: tenant::ActiveModel = before.clone().into();
+        erasing.name = Set(format!("(erasing) {id}"));
+        erasing.erasing_since = Set(Some(super::now()));
+        erasing.update(txn).await?;
+        super::entity::sensor::Entity::delete_many()
+            .filter(super::entity::sensor::Column::TenantId.eq(id))
+            .exec(txn)
+            .await?;
+        node::Entity::delete_many().filter(node::Column::TenantId.eq(id)).exec(txn).await?;
         audit::record(
             txn,
             actor,
@@ -152,8 +171,5 @@ pub async fn delete(db: &DatabaseConnection, id: Uuid, actor: &Actor) -> Result<
 
 /// Cross-tenant by nature (names are unique across the platform): the platform path.
 pub async fn find_by_name(db: &DatabaseConnection, name: &str) -> Result<Option<tenant::Model>, StoreError> {
-    run(db, Reach::Platform, async |txn| {
-        Ok(tenant::Entity::find().filter(tenant::Column::Name.eq(name)).one(txn).await?)
-    })
-    .await
+    run(db, Reach::Platform, async |txn| Ok(live().filter(tenant::Column::Name.eq(name)).one(txn).await?)).await
 }

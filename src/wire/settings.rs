@@ -197,6 +197,7 @@ pub struct Rollout {
     "clients": ["192.0.2.0/24", "!192.0.2.7", "2001:db8::/32"],
     "message_size_limit": {"unlimited": false, "value": 25, "unit": "MB"},
     "max_message_bytes": 26214400,
+    "clamped_to_platform_cap": false,
     "revision": 7,
     "updated_at": "2026-11-28T10:00:00Z",
     "updated_by": "alice"
@@ -210,6 +211,8 @@ pub struct SmtpIntegration {
     /// True when the stored limit is above the platform cap (lowered since it was set): the limit
     /// in force, `max_message_bytes`, is the cap. The stored limit stays as chosen and may be kept
     /// by writes that leave it unchanged.
+    // Absent from documents written before it existed (the revision log keeps them as sent).
+    #[serde(default)]
     #[schema(read_only)]
     pub clamped_to_platform_cap: bool,
     /// Increases by one with every change; the `ETag` is this number in quotes.

@@ -67,11 +67,38 @@ async fn retention_through_the_api(backend: Backend) {
         (w.operator.clone(), 200, 403),
         (w.member(&w.a, Role::Administrator, scn), 403, 403),
         (w.member(&w.b, Role::Administrator, w.b.pcn), 404, 404),
-        (w.sensor_token(&w.a, w.a.pcn_sensor), 404, 404),
+        (w.sensor_token(&w.a, w.a.pcn_sensor), 403, 403),
     ] {
         assert_eq!(w.app.get(&path, &token).await.status, read);
         assert_eq!(w.app.patch(&path, &token, json!({"message_retention_days": 3})).await.status, write);
     }
+    // Conditional writes: an ETag that is no longer current answers 412 and changes nothing.
+    let read = w.app.get(&path, &admin).await;
+    let etag = read.header("etag").unwrap().to_owned();
+    let r = w
+        .app
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&admin),
+            Some(json!({"message_retention_days": 21})),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_ne!(r.header("etag"), Some(etag.as_str()), "a new version");
+    let r = w
+        .app
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&admin),
+            Some(json!({"message_retention_days": 3})),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(r.status, 412, "{:?}", r.body);
+    assert_eq!(w.app.get(&path, &admin).await.body["message_retention_days"], 21);
     let r = w.app.patch(&path, &admin, json!({"message_retention_days": null})).await;
     assert_eq!(
         (r.body["message_retention_days"].as_u64(), r.body["message_retention_is_default"].as_bool()),
@@ -79,7 +106,7 @@ async fn retention_through_the_api(backend: Backend) {
     );
     let audit = w.app.get(&format!("/v1/tenants/{}/audit-events", w.a.id), &admin).await;
     let changes = audit.body["items"].as_array().unwrap().iter().filter(|e| e["action"] == "tenant.retention").count();
-    assert_eq!(changes, 3, "every change audited: {:?}", audit.body);
+    assert_eq!(changes, 4, "every change audited: {:?}", audit.body);
 }
 
 /// A message of `tenant` with everything that hangs off it: its content, its scan result (EICAR:
@@ -123,6 +150,14 @@ async fn still_there(w: &World, tenant: &TenantFixture, (id, hunt): &(Uuid, Stri
     [usize::from(message.status == 200), count(&matches.body), count(&events.body)]
 }
 
+/// `id` as an SQL literal of the world's backend (SQLite keeps UUIDs as 16-byte blobs).
+fn lit(w: &World, id: Uuid) -> String {
+    match w.app.owner.get_database_backend() {
+        sea_orm::DatabaseBackend::Sqlite => format!("X'{}'", id.simple()),
+        _ => format!("'{id}'"),
+    }
+}
+
 async fn owner_count(w: &World, sql: &str) -> i64 {
     let row = w
         .app
@@ -160,7 +195,7 @@ async fn expiry_as_of_later_days(backend: Backend) {
     assert!(expired.alert_events >= 1, "{expired:?}");
     assert_eq!(still_there(&w, &w.a, &a).await, [0, 0, 0], "A's mail and all about it");
     assert_eq!(still_there(&w, &w.b, &b).await, [1, 1, 3], "B's mail is untouched");
-    let content = format!("SELECT count(*) FROM message_chunks WHERE message_id = '{}'", a.0);
+    let content = format!("SELECT count(*) FROM message_chunks WHERE message_id = {}", lit(&w, a.0));
     assert_eq!(owner_count(&w, &content).await, 0, "A's content is gone");
 
     // 31 days on, B's 30 days have passed too.
@@ -304,4 +339,146 @@ async fn the_partitioning_migration_keeps_every_message() {
     db.close().await.unwrap();
 }
 
-on_both_backends!(retention_through_the_api, expiry_as_of_later_days);
+/// Hands `raw` off with its own envelope (sender, recipients); returns the stored id.
+async fn hand_off_as(w: &World, tenant: &TenantFixture, from: &str, to: &[&str], raw: &str) -> Uuid {
+    let envelope = json!({"client_ip": "192.0.2.1", "helo": "mx", "mail_from": from, "rcpt_to": to,
+        "tls": false, "worker": "w1"});
+    let r = w
+        .app
+        .http
+        .post(format!("{}/v1/sensors/{}/messages", w.app.base, tenant.pcn_sensor))
+        .bearer_auth(w.sensor_token(tenant, tenant.pcn_sensor))
+        .header("content-type", "application/vnd.mailsensor.handoff")
+        .header("idempotency-key", Uuid::new_v4().to_string())
+        .body(format!("{envelope}\n{raw}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    Uuid::parse_str(r.json::<Value>().await.unwrap()["id"].as_str().unwrap()).unwrap()
+}
+
+/// The ids of `tenant`'s messages its PCN administrator lists, sorted.
+async fn listed(w: &World, tenant: &TenantFixture) -> Vec<String> {
+    let token = w.member(tenant, Role::Administrator, tenant.pcn);
+    let r = w.app.get(&format!("/v1/tenants/{}/messages?limit=100", tenant.id), &token).await;
+    let mut ids: Vec<String> =
+        r.body["items"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+/// A data-subject request: every message to or from one address (envelope or `From`/`To`
+/// header, any case) is erased with what hangs off it; the rest stays; audited with the count.
+async fn a_data_subject_request_erases_one_addresses_mail(backend: Backend) {
+    let w = world(backend).await;
+    let admin = w.admin_pcn();
+    let alice = [
+        hand_off_as(&w, &w.a, "Alice@Example.org", &["x@example.com"], "Subject: from her\r\n\r\nx\r\n").await,
+        hand_off_as(&w, &w.a, "x@example.com", &["y@example.com", "alice@example.org"], "Subject: to her\r\n\r\nx\r\n")
+            .await,
+        hand_off_as(
+            &w,
+            &w.a,
+            "list@example.com",
+            &["y@example.com"],
+            &format!("From: \"Alice\" <alice@example.org>\r\nSubject: via a list\r\n\r\n{EICAR}\r\n"),
+        )
+        .await,
+    ];
+    let others = [
+        hand_off_as(&w, &w.a, "malice@example.org", &["alice@example.org.evil"], "Subject: near\r\n\r\nx\r\n").await,
+        hand_off_as(&w, &w.b, "alice@example.org", &["x@example.com"], "Subject: tenant b\r\n\r\nx\r\n").await,
+    ];
+    let path = format!("/v1/tenants/{}/erasures", w.a.id);
+    for (body, pointer) in [
+        (json!({}), "/address"),
+        (json!({"address": "not an address"}), "/address"),
+        (json!({"address": "@example.org"}), "/address"),
+        (json!({"address": "alice@example.org", "also": 1}), "/also"),
+    ] {
+        let r = w.app.post(&path, &admin, body.clone()).await;
+        assert_eq!(r.status, 422, "{body}: {:?}", r.body);
+        assert_eq!(r.pointers(), [pointer], "{body}");
+    }
+    let auditor = w.member(&w.a, Role::SecurityAuditor, w.a.pcn);
+    assert_eq!(w.app.post(&path, &auditor, json!({"address": "alice@example.org"})).await.status, 403);
+    let b_admin = w.member(&w.b, Role::Administrator, w.b.pcn);
+    assert_eq!(w.app.post(&path, &b_admin, json!({"address": "alice@example.org"})).await.status, 404);
+    assert_eq!(listed(&w, &w.a).await.len(), 4, "every message refused above is still there");
+
+    let r = w.app.post(&path, &admin, json!({"address": "ALICE@example.org"})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body, json!({"address": "alice@example.org", "messages_erased": 3}));
+    assert_eq!(listed(&w, &w.a).await, vec![others[0].to_string()]);
+    assert_eq!(listed(&w, &w.b).await, vec![others[1].to_string()], "another tenant's mail is untouched");
+    for id in alice {
+        let r = w.app.get(&format!("/v1/tenants/{}/messages/{id}", w.a.id), &admin).await;
+        assert_eq!(r.status, 404);
+        let sql = format!("SELECT count(*) FROM message_chunks WHERE message_id = {}", lit(&w, id));
+        assert_eq!(owner_count(&w, &sql).await, 0, "content of {id}");
+        let sql = format!("SELECT count(*) FROM alert_events WHERE message_id = {}", lit(&w, id));
+        assert_eq!(owner_count(&w, &sql).await, 0, "alert events about {id}");
+    }
+    let audit = w.app.get(&format!("/v1/tenants/{}/audit-events", w.a.id), &admin).await;
+    let erased: Vec<&Value> =
+        audit.body["items"].as_array().unwrap().iter().filter(|e| e["action"] == "messages.erase").collect();
+    assert_eq!(erased.len(), 1, "{:?}", audit.body);
+    assert_eq!(erased[0]["after"]["messages_erased"], 3);
+    // Again: nothing left to erase.
+    let r = w.app.post(&path, &admin, json!({"address": "alice@example.org"})).await;
+    assert_eq!(r.body["messages_erased"], 0);
+}
+
+/// Deleting a tenant answers at once and nobody of it gets in after; its mail (more than one
+/// batch of it) is erased in the background, the row last; the other tenant keeps everything.
+async fn a_deleted_tenant_is_erased_in_the_background(backend: Backend) {
+    use futures_util::StreamExt;
+    let w = world(backend).await;
+    let a_hunt = mail_with_everything(&w, &w.a).await;
+    let b = mail_with_everything(&w, &w.b).await;
+    let stored: Vec<Uuid> = futures_util::stream::iter(0..1200)
+        .map(|i| {
+            let (w, raw) = (&w, format!("Subject: {i}\r\n\r\nx\r\n"));
+            async move { hand_off_as(w, &w.a, "a@example.org", &["b@example.com"], &raw).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert_eq!(stored.len(), 1200);
+    let (admin, sensor) = (w.admin_pcn(), w.sensor_token(&w.a, w.a.pcn_sensor));
+    let a = lit(&w, w.a.id);
+    let before = owner_count(&w, &format!("SELECT count(*) FROM messages WHERE tenant_id = {a}")).await;
+    assert_eq!(before, 1201, "the query sees the tenant's rows (else the checks below prove nothing)");
+    let tenant = format!("/v1/tenants/{}", w.a.id);
+    let r = w.app.delete(&tenant, &w.operator).await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert_eq!(w.app.get(&tenant, &w.operator).await.status, 404, "gone at once");
+    assert_eq!(w.app.get(&format!("{tenant}/messages"), &admin).await.status, 401, "its people are out");
+    let r = w.app.put(&format!("/v1/sensors/{}/workers/w1", w.a.pcn_sensor), &sensor, json!({"version": "1"})).await;
+    assert_eq!(r.status, 401, "its workers are out");
+    let r = w.app.post("/v1/tenants", &w.operator, json!({"name": "Tenant A"})).await;
+    assert_eq!(r.status, 201, "its name is free again: {:?}", r.body);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while owner_count(&w, &format!("SELECT count(*) FROM tenants WHERE id = {a}")).await > 0 {
+        assert!(Instant::now() < deadline, "the tenant row is still there after 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for table in ["messages", "message_keys", "retrohunts", "retrohunt_matches", "alert_events", "alert_deliveries"] {
+        let left = owner_count(&w, &format!("SELECT count(*) FROM {table} WHERE tenant_id = {a}")).await;
+        assert_eq!(left, 0, "{table} still holds rows of the erased tenant");
+    }
+    let content = format!("SELECT count(*) FROM message_chunks WHERE message_id = {}", lit(&w, a_hunt.0));
+    assert_eq!(owner_count(&w, &content).await, 0);
+    assert_eq!(still_there(&w, &w.b, &b).await, [1, 1, 3], "B's mail is untouched");
+    let audit = format!("SELECT count(*) FROM audit_events WHERE tenant_id = {a} AND action = 'tenant.delete'");
+    assert_eq!(owner_count(&w, &audit).await, 1, "the audit trail stays");
+}
+
+on_both_backends!(
+    retention_through_the_api,
+    expiry_as_of_later_days,
+    a_data_subject_request_erases_one_addresses_mail,
+    a_deleted_tenant_is_erased_in_the_background
+);

@@ -466,6 +466,27 @@ fn rows(w: &World) -> Vec<Row> {
             [403, 200, 200, 200, 200, 200, 200, 200, 403, 404],
         ),
         row(
+            "read the tenant's settings (retention)",
+            Method::GET,
+            fixed(format!("/v1/tenants/{t}/settings")),
+            None,
+            [200, 200, 403, 200, 200, 200, 200, 200, 403, 404],
+        ),
+        row(
+            "change the tenant's retention",
+            Method::PATCH,
+            fixed(format!("/v1/tenants/{t}/settings")),
+            Some(json!({"message_retention_days": 14})),
+            [403, 200, 403, 403, 403, 403, 403, 403, 403, 404],
+        ),
+        row(
+            "erase an address's messages",
+            Method::POST,
+            fixed(format!("/v1/tenants/{t}/erasures")),
+            Some(json!({"address": "nobody-{n}@example.org"})),
+            [403, 200, 200, 403, 403, 403, 403, 403, 403, 404],
+        ),
+        row(
             "list audit events",
             Method::GET,
             fixed(format!("/v1/tenants/{t}/audit-events")),

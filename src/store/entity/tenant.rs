@@ -10,6 +10,8 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// Days a message is kept; `None`: the platform default.
     pub message_retention_days: Option<i32>,
+    /// Set when the tenant was deleted: gone from the API, its mail being erased.
+    pub erasing_since: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
