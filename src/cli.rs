@@ -25,6 +25,9 @@ pub enum Command {
     Dev(DevArgs),
     /// Apply pending database migrations and exit.
     Migrate(MigrateArgs),
+    /// Run the expiry once and exit: mail past its tenant's retention, and deleted tenants' mail
+    /// (every `serve` replica does this every 15 minutes by itself).
+    Expire(ExpireArgs),
     /// Mint a JWT signed with the configured key (HS256 secret or MAILSENSOR_JWT_SIGNING_KEY).
     Token(TokenArgs),
     /// Print the OpenAPI 3.1 document.
@@ -208,6 +211,22 @@ pub struct DevArgs {
 pub struct MigrateArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExpireArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// How long, in hours, the message keys must recognise a retry (serve's dedup window; at least
+    /// a day is kept).
+    #[arg(long, env = "MAILSENSOR_DEDUP_WINDOW_HOURS", default_value_t = 24)]
+    pub dedup_window_hours: u64,
+    /// Expire as of this time (RFC 3339) instead of now: what a later run would remove, for a
+    /// test or a benchmark of simulated days. Never set it later than now on real mail you keep.
+    #[arg(long)]
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Args)]

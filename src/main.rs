@@ -53,6 +53,32 @@ async fn main() -> anyhow::Result<()> {
             };
             println!("{}", keys.mint(&claims)?);
         }
+        Command::Expire(args) => {
+            init_tracing();
+            let db = store::connect(&args.database.database_url, 2).await?;
+            let policy = mailsensor::dev::retention(&args.retention)?;
+            let keys_kept = std::time::Duration::from_secs(args.dedup_window_hours.max(24) * 3600);
+            let now = args.as_of.unwrap_or_else(chrono::Utc::now);
+            let expired = store::retention::expire(&db, policy, keys_kept, now).await?;
+            let mut tenants_erased = 0;
+            for tenant in store::erasure::pending(&db).await? {
+                store::erasure::erase_tenant(&db, tenant).await?;
+                tenants_erased += 1;
+            }
+            println!(
+                "{}",
+                serde_json::json!({
+                    "as_of": now,
+                    "days_dropped": expired.days_dropped,
+                    "messages": expired.messages,
+                    "retrohunt_matches": expired.retrohunt_matches,
+                    "alert_events": expired.alert_events,
+                    "alert_attempts": expired.alert_attempts,
+                    "keys": expired.keys,
+                    "tenants_erased": tenants_erased,
+                })
+            );
+        }
         Command::Migrate(args) => {
             init_tracing();
             let db = store::connect(&args.database.database_url, 2).await?;

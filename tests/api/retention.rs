@@ -476,7 +476,27 @@ async fn a_deleted_tenant_is_erased_in_the_background(backend: Backend) {
     assert_eq!(owner_count(&w, &audit).await, 1, "the audit trail stays");
 }
 
+/// `mailsensor expire` runs the expiry once, as of a later time when asked, and says what it did.
+async fn the_expire_command(backend: Backend) {
+    let w = world_configured(backend, |p| p.expire_every = None).await;
+    let id = message_of(&w, &w.a, w.a.pcn_sensor).await;
+    let as_of = (Utc::now() + chrono::Duration::days(31)).to_rfc3339();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailsensor"))
+        .args(["expire", "--database-url", &w.app.url, "--as-of", &as_of])
+        .env_remove("MAILSENSOR_DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gone = report["messages"].as_u64().unwrap() + report["days_dropped"].as_u64().unwrap();
+    assert!(gone >= 1, "{report}");
+    let r = w.app.get(&format!("/v1/tenants/{}/messages/{id}", w.a.id), &w.admin_pcn()).await;
+    assert_eq!(r.status, 404, "expired: {report}");
+}
+
 on_both_backends!(
+    the_expire_command,
     retention_through_the_api,
     expiry_as_of_later_days,
     a_data_subject_request_erases_one_addresses_mail,
