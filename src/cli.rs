@@ -94,6 +94,14 @@ pub struct ServeArgs {
     /// `--database-url` user (`mailsensor_api`); without it, migrations use `--database-url`.
     #[arg(long, env = "MAILSENSOR_MIGRATE_DATABASE_URL", hide_env_values = true, conflicts_with = "no_migrate")]
     pub migrate_database_url: Option<String>,
+    /// Every SQL statement is cut off after this many seconds (0: never), so nothing waits forever
+    /// on a database host that stopped answering.
+    #[arg(long, env = "MAILSENSOR_DATABASE_STATEMENT_TIMEOUT_SECS", default_value_t = 60)]
+    pub database_statement_timeout_secs: u64,
+    /// How long a transaction that could not run (no writable primary: a failover, an outage) is
+    /// tried again before the API answers 503 (and a worker's hand-off 451), in seconds.
+    #[arg(long, env = "MAILSENSOR_DATABASE_RETRY_BUDGET_SECS", default_value_t = 10)]
+    pub database_retry_budget_secs: u64,
     /// Platform hard cap on message size in bytes; "unlimited" settings mean this cap.
     #[arg(long, env = "MAILSENSOR_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: u64,

@@ -93,15 +93,28 @@ async fn main() -> anyhow::Result<()> {
                 store::migrate(&owner).await.context("applying migrations")?;
                 owner.close().await?;
             }
-            let db = store::connect(&args.database.database_url, args.database.database_max_connections)
-                .await
-                .context("connecting to the database")?;
-            if !args.no_migrate && args.migrate_database_url.is_none() && store::is_ready(&db).await.is_err() {
-                store::migrate(&db).await.context(
-                    "applying migrations (if this user does not own the tables, give the owner's URL with \
-                     --migrate-database-url or run `mailsensor migrate` as the owner)",
-                )?;
+            if !args.no_migrate && args.migrate_database_url.is_none() {
+                // A trial with one URL: migrations as this user, without the statement timeout.
+                let trial =
+                    store::connect(&args.database.database_url, 2).await.context("connecting to the database")?;
+                if store::is_ready(&trial).await.is_err() {
+                    store::migrate(&trial).await.context(
+                        "applying migrations (if this user does not own the tables, give the owner's URL with \
+                         --migrate-database-url or run `mailsensor migrate` as the owner)",
+                    )?;
+                }
+                trial.close().await?;
             }
+            store::set_retry_budget(std::time::Duration::from_secs(args.database_retry_budget_secs));
+            let statement_timeout = (args.database_statement_timeout_secs > 0)
+                .then(|| std::time::Duration::from_secs(args.database_statement_timeout_secs));
+            let db = store::connect_with(
+                &args.database.database_url,
+                args.database.database_max_connections,
+                statement_timeout,
+            )
+            .await
+            .context("connecting to the database")?;
             let listener = TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
             tracing::info!(address = %args.listen, "control plane listening");
             let mut parts = ServerParts::new(db.clone(), keys, args.max_message_bytes);

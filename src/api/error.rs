@@ -179,6 +179,12 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(message) => ApiError::Conflict(message),
             StoreError::Stale { current_etag } => ApiError::PreconditionFailed(current_etag),
             StoreError::Invalid(errors) => ApiError::validation(errors),
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "the database is unavailable");
+                ApiError::Unavailable(
+                    "the database is unavailable (a failover may be under way); try again shortly".into(),
+                )
+            }
             StoreError::Db(e) => ApiError::Internal(e.into()),
         }
     }

@@ -1,4 +1,5 @@
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
@@ -13,7 +14,21 @@ use super::StoreError;
 ///
 /// SQLite gets one connection: two of its deferred transactions that both read and then write
 /// fail with SQLITE_BUSY instead of waiting, so the embedded database serialises every use.
+///
+/// On PostgreSQL a connection that lands on a read-only server (a standby, e.g. behind a proxy
+/// that has not yet noticed a failover) is refused when it is made, so the pool only ever holds
+/// connections to the primary; connecting gives up after 5 s.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+    connect_with(url, max_connections, None).await
+}
+
+/// [`connect`], with every statement cut off after `statement_timeout` (PostgreSQL): the server's
+/// pool, so nothing waits forever on a database host that stopped answering.
+pub async fn connect_with(
+    url: &str,
+    max_connections: u32,
+    statement_timeout: Option<Duration>,
+) -> Result<DatabaseConnection, DbErr> {
     let sqlite = url.starts_with("sqlite:");
     let max_connections = if sqlite { 1 } else { max_connections };
     let url = if sqlite && !url.contains("mode=") {
@@ -26,10 +41,29 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     options
         .max_connections(max_connections)
         .min_connections(1)
-        .acquire_timeout(Duration::from_secs(30))
+        // Waiting for a connection ends, like connecting, after 5 s: the pool retries connecting
+        // until then, and the retry budget (`run_in`) decides how long a request goes on trying.
+        .acquire_timeout(Duration::from_secs(5))
         .connect_timeout(Duration::from_secs(5))
         .sqlx_logging(false);
+    if let Some(timeout) = statement_timeout {
+        options.statement_timeout(timeout);
+    }
+    if !sqlite {
+        options.map_sqlx_postgres_pool_opts(|pool| pool.after_connect(|conn, _| Box::pin(refuse_a_standby(conn))));
+    }
     Database::connect(options).await
+}
+
+/// Fails a new connection to a server in recovery (a standby): it could not take a write.
+async fn refuse_a_standby(conn: &mut sea_orm::sqlx::PgConnection) -> Result<(), sea_orm::sqlx::Error> {
+    let standby: bool = sea_orm::sqlx::query_scalar("SELECT pg_is_in_recovery()").fetch_one(conn).await?;
+    if standby {
+        return Err(sea_orm::sqlx::Error::Protocol(
+            "the server is a read-only standby, not the primary; connecting again".into(),
+        ));
+    }
+    Ok(())
 }
 
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
@@ -122,17 +156,85 @@ pub(super) async fn narrow_to_tenant(txn: &DatabaseTransaction, tenant: Uuid) ->
     Ok(())
 }
 
-/// Runs `work` in one transaction acting as `reach`, committed if it succeeds.
+/// How long a transaction that could not run (the connection went, the server is a standby, a
+/// serialization failure) is tried again before [`StoreError::Unavailable`] (milliseconds).
+static RETRY_BUDGET_MS: AtomicU64 = AtomicU64::new(10_000);
+
+/// Sets how long [`run_in`] keeps trying a transaction that could not run (`serve
+/// --database-retry-budget-secs`): about as long as a failover takes.
+pub fn set_retry_budget(budget: Duration) {
+    RETRY_BUDGET_MS.store(u64::try_from(budget.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
+/// Opens a transaction as [`begin`] does, trying again while no writable database answers (the
+/// connection refused, the server a read-only standby, a failover under way) for up to the
+/// retry budget; past it, [`StoreError::Unavailable`].
+async fn begin_retried(db: &DatabaseConnection, reach: Reach, mode: Mode) -> Result<DatabaseTransaction, StoreError> {
+    let deadline = Instant::now() + retry_budget();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match begin(db, reach, mode).await.map_err(StoreError::from) {
+            Err(StoreError::Unavailable(why)) if Instant::now() + pause < deadline => {
+                tracing::debug!(error = %why, "no writable database yet; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn retry_budget() -> Duration {
+    Duration::from_millis(RETRY_BUDGET_MS.load(Ordering::Relaxed))
+}
+
+/// Runs `work` in one transaction acting as `reach`, committed if it succeeds. Opening it waits
+/// out a failover ([`begin_retried`]); a failure after that is the caller's, as
+/// [`StoreError::Unavailable`] when the database went away mid-way ([`run_retried`] runs the whole
+/// transaction again instead).
 pub(super) async fn run_in<T>(
     db: &DatabaseConnection,
     reach: Reach,
     mode: Mode,
     work: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    let txn = begin(db, reach, mode).await?;
+    let txn = begin_retried(db, reach, mode).await?;
     let out = work(&txn).await?;
     txn.commit().await?;
     Ok(out)
+}
+
+/// Runs `work` in one durable transaction acting as `reach`; one that could not run — its
+/// connection went (a failover, a restart), it landed on a read-only standby, it lost a
+/// serialization race — is run again whole, after 50 ms, 100 ms … (at most 1 s apart), within the
+/// retry budget; past it, [`StoreError::Unavailable`]. A commit that fails that way is not run
+/// again: whether it took effect is unknown, and the caller's own retry (an idempotent hand-off, a
+/// client's) must settle it.
+pub(super) async fn run_retried<T>(
+    db: &DatabaseConnection,
+    reach: Reach,
+    work: impl AsyncFn(&DatabaseTransaction) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let deadline = Instant::now() + retry_budget();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let failed = match begin(db, reach, Mode::Durable).await {
+            Err(e) => StoreError::from(e),
+            Ok(txn) => match work(&txn).await {
+                Ok(out) => return txn.commit().await.map(|()| out).map_err(StoreError::from),
+                // Dropping the transaction rolls it back.
+                Err(e) => e,
+            },
+        };
+        match failed {
+            StoreError::Unavailable(why) if Instant::now() + pause < deadline => {
+                tracing::debug!(error = %why, "the database could not run a transaction; running it again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            e => return Err(e),
+        }
+    }
 }
 
 /// [`run_in`] a durable transaction.

@@ -10,7 +10,7 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::db::{Mode, Reach, as_tenant, run, run_in};
+use super::db::{Mode, Reach, as_tenant, run, run_in, run_retried};
 use super::entity::{message, message_chunk, message_key};
 use super::{Page, PageRequest, StoreError, TenantScope};
 use crate::scan::yara::Envelope;
@@ -112,6 +112,19 @@ fn key_in_use(e: sea_orm::DbErr) -> StoreError {
     }
 }
 
+/// Makes the transaction's commit wait, like a write's, until the synchronous standby has
+/// everything before it (PostgreSQL: taking a transaction id makes the commit write a record, and
+/// a commit returns only once the standby has it and all before it). For an answer that stores
+/// nothing new — "already stored, here is its id" — about a copy another transaction committed: on
+/// the primary a commit is visible before its standby confirms it, so without this the sender
+/// could hear `250` for a copy a failover then loses.
+async fn on_the_standby_too(txn: &DatabaseTransaction) -> Result<(), StoreError> {
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        txn.execute_unprepared("SELECT pg_current_xact_id()").await?;
+    }
+    Ok(())
+}
+
 /// Where the upload of a message larger than one chunk starts.
 pub enum Begun {
     /// An `incomplete` row its chunks hang off.
@@ -123,9 +136,10 @@ pub enum Begun {
 /// Starts a message larger than one chunk, unless its idempotency key was already stored.
 pub async fn begin(db: &DatabaseConnection, arrival: &Arrival<'_>) -> Result<Begun, StoreError> {
     let id = Uuid::now_v7();
-    as_tenant(db, arrival.tenant, async |txn| {
+    run_retried(db, Reach::Tenant(arrival.tenant), async |txn| {
         super::scope::sensor(txn, TenantScope::whole_tenant(arrival.tenant), arrival.sensor).await?;
         if let Some(stored) = earlier_copy(txn, arrival, None, None).await? {
+            on_the_standby_too(txn).await?;
             return Ok(Begun::AlreadyStored(Box::new(stored)));
         }
         insert_with_keys(txn, arrival, new_row(arrival, id, INCOMPLETE), None).await?;
@@ -142,8 +156,8 @@ pub async fn append_chunk(
     data: Vec<u8>,
 ) -> Result<(), StoreError> {
     let chunk = message_chunk::ActiveModel { message_id: Set(id), seq: Set(seq), data: Set(data) };
-    as_tenant(db, tenant, async |txn| {
-        message_chunk::Entity::insert(chunk).exec_without_returning(txn).await?;
+    run_retried(db, Reach::Tenant(tenant), async |txn| {
+        message_chunk::Entity::insert(chunk.clone()).exec_without_returning(txn).await?;
         Ok(())
     })
     .await
@@ -304,9 +318,10 @@ async fn store_step_by_step(
     data: &[u8],
     content: &Content,
 ) -> Result<Finished, StoreError> {
-    as_tenant(db, arrival.tenant, async |txn| {
+    run_retried(db, Reach::Tenant(arrival.tenant), async |txn| {
         super::scope::sensor(txn, TenantScope::whole_tenant(arrival.tenant), arrival.sensor).await?;
         if let Some(earlier) = earlier_copy(txn, arrival, content.dedup.as_ref(), None).await? {
+            on_the_standby_too(txn).await?;
             return Ok(Finished::Duplicate(earlier));
         }
         let id = Uuid::now_v7();
@@ -388,7 +403,7 @@ pub async fn finish(
     id: Uuid,
     content: Content,
 ) -> Result<Finished, StoreError> {
-    as_tenant(db, arrival.tenant, async |txn| {
+    run_retried(db, Reach::Tenant(arrival.tenant), async |txn| {
         let row = message::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("message"))?;
         if let Some(earlier) = earlier_copy(txn, arrival, content.dedup.as_ref(), Some(id)).await? {
             delete_with_keys(txn, id).await?;

@@ -19,7 +19,7 @@ pub mod tenants;
 pub mod workers;
 
 pub use audit::Actor;
-pub use db::{connect, is_ready, migrate};
+pub use db::{connect, connect_with, is_ready, migrate, set_retry_budget};
 pub use error::StoreError;
 pub use page::{Page, PageRequest};
 pub use scope::TenantScope;

@@ -6,6 +6,7 @@ mod api_surface;
 mod audit;
 mod bodies;
 mod daemons;
+mod database_outage;
 mod defence;
 mod detection;
 mod dev;
