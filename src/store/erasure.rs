@@ -11,7 +11,7 @@ use super::entity::{
     alert_attempt, alert_delivery, alert_destination, alert_event, alert_sequence, message, message_chunk, message_key,
     retrohunt, retrohunt_match, tenant,
 };
-use super::retention::{BATCH, in_batches};
+use super::retention::{BATCH, in_batches, rows_of};
 use super::{Actor, StoreError, TenantScope};
 
 /// The tenants deleted whose erasure has not finished (the platform path).
@@ -28,19 +28,14 @@ pub async fn pending(db: &DatabaseConnection) -> Result<Vec<Uuid>, StoreError> {
     .await
 }
 
-/// Deletes, a batch at a time, the rows of `E` whose `tenant` column is `tenant`.
+/// Deletes, a batch at a time, every row of `E` that is `tenant`'s.
 async fn all_rows_of<E: EntityTrait>(
     db: &DatabaseConnection,
     tenant: Uuid,
     id: E::Column,
     tenant_column: E::Column,
 ) -> Result<u64, StoreError> {
-    in_batches(db, Reach::Tenant(tenant), |limit| {
-        let batch =
-            Query::select().column(id).from(E::default()).and_where(tenant_column.eq(tenant)).limit(limit).to_owned();
-        E::delete_many().filter(id.in_subquery(batch))
-    })
-    .await
+    rows_of::<E>(db, tenant, [id, tenant_column], None).await
 }
 
 /// Erases what a deleted tenant ([`super::tenants::delete`]) left: its messages with their

@@ -180,38 +180,26 @@ pub async fn expire(
             message::Entity::delete_many().filter(message::Column::Id.in_subquery(older))
         })
         .await?;
-        expired.retrohunt_matches += in_batches(db, Reach::Tenant(tenant), |limit| {
-            let older = Query::select()
-                .column(retrohunt_match::Column::Id)
-                .from(retrohunt_match::Entity)
-                .and_where(retrohunt_match::Column::TenantId.eq(tenant))
-                .and_where(retrohunt_match::Column::ReceivedAt.lt(cutoff))
-                .limit(limit)
-                .to_owned();
-            retrohunt_match::Entity::delete_many().filter(retrohunt_match::Column::Id.in_subquery(older))
-        })
+        expired.retrohunt_matches += rows_of::<retrohunt_match::Entity>(
+            db,
+            tenant,
+            [retrohunt_match::Column::Id, retrohunt_match::Column::TenantId],
+            Some((retrohunt_match::Column::ReceivedAt, cutoff)),
+        )
         .await?;
-        expired.alert_events += in_batches(db, Reach::Tenant(tenant), |limit| {
-            let older = Query::select()
-                .column(alert_event::Column::Id)
-                .from(alert_event::Entity)
-                .and_where(alert_event::Column::TenantId.eq(tenant))
-                .and_where(alert_event::Column::OccurredAt.lt(cutoff))
-                .limit(limit)
-                .to_owned();
-            alert_event::Entity::delete_many().filter(alert_event::Column::Id.in_subquery(older))
-        })
+        expired.alert_events += rows_of::<alert_event::Entity>(
+            db,
+            tenant,
+            [alert_event::Column::Id, alert_event::Column::TenantId],
+            Some((alert_event::Column::OccurredAt, cutoff)),
+        )
         .await?;
-        expired.alert_attempts += in_batches(db, Reach::Tenant(tenant), |limit| {
-            let older = Query::select()
-                .column(alert_attempt::Column::Id)
-                .from(alert_attempt::Entity)
-                .and_where(alert_attempt::Column::TenantId.eq(tenant))
-                .and_where(alert_attempt::Column::AttemptedAt.lt(cutoff))
-                .limit(limit)
-                .to_owned();
-            alert_attempt::Entity::delete_many().filter(alert_attempt::Column::Id.in_subquery(older))
-        })
+        expired.alert_attempts += rows_of::<alert_attempt::Entity>(
+            db,
+            tenant,
+            [alert_attempt::Column::Id, alert_attempt::Column::TenantId],
+            Some((alert_attempt::Column::AttemptedAt, cutoff)),
+        )
         .await?;
     }
     let keys_cutoff = now - Duration::from_std(keys_kept).unwrap_or(Duration::days(1));
@@ -226,6 +214,26 @@ pub async fn expire(
     })
     .await?;
     Ok(expired)
+}
+
+/// Deletes, a batch at a time in the tenant's own context, the rows of `E` whose tenant column
+/// (`[id, tenant]` name the two columns) is `tenant` and, if given, whose time column is before the
+/// cutoff. Returns how many went.
+pub(super) async fn rows_of<E: EntityTrait>(
+    db: &DatabaseConnection,
+    tenant: Uuid,
+    [id, tenant_column]: [E::Column; 2],
+    older: Option<(E::Column, DateTime<Utc>)>,
+) -> Result<u64, StoreError> {
+    in_batches(db, Reach::Tenant(tenant), |limit| {
+        let mut batch =
+            Query::select().column(id).from(E::default()).and_where(tenant_column.eq(tenant)).limit(limit).to_owned();
+        if let Some((at, cutoff)) = older {
+            batch.and_where(at.lt(cutoff));
+        }
+        E::delete_many().filter(id.in_subquery(batch))
+    })
+    .await
 }
 
 /// Runs the delete `batch(BATCH)` builds, one transaction each, until one removes fewer than

@@ -75,28 +75,15 @@ async fn retention_through_the_api(backend: Backend) {
     // Conditional writes: an ETag that is no longer current answers 412 and changes nothing.
     let read = w.app.get(&path, &admin).await;
     let etag = read.header("etag").unwrap().to_owned();
-    let r = w
-        .app
-        .call(
-            reqwest::Method::PATCH,
-            &path,
-            Some(&admin),
-            Some(json!({"message_retention_days": 21})),
-            &[("if-match", &etag)],
-        )
-        .await;
+    let patch_if_match = |days: u32| {
+        let (app, path, admin, etag) = (&w.app, &path, &admin, &etag);
+        let body = json!({"message_retention_days": days});
+        async move { app.call(reqwest::Method::PATCH, path, Some(admin), Some(body), &[("if-match", etag)]).await }
+    };
+    let r = patch_if_match(21).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_ne!(r.header("etag"), Some(etag.as_str()), "a new version");
-    let r = w
-        .app
-        .call(
-            reqwest::Method::PATCH,
-            &path,
-            Some(&admin),
-            Some(json!({"message_retention_days": 3})),
-            &[("if-match", &etag)],
-        )
-        .await;
+    let r = patch_if_match(3).await;
     assert_eq!(r.status, 412, "{:?}", r.body);
     assert_eq!(w.app.get(&path, &admin).await.body["message_retention_days"], 21);
     let r = w.app.patch(&path, &admin, json!({"message_retention_days": null})).await;
