@@ -181,6 +181,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(errors) => ApiError::validation(errors),
             StoreError::Unavailable(why) => {
                 tracing::warn!(error = %why, "the database is unavailable");
+                metrics::counter!("mailsensor_database_unavailable_total").increment(1);
                 ApiError::Unavailable(
                     "the database is unavailable (a failover may be under way); try again shortly".into(),
                 )

@@ -116,8 +116,8 @@ pub(super) enum Mode {
     Redoable,
 }
 
-/// Opens a transaction that acts as `reach`.
-pub(super) async fn begin(db: &DatabaseConnection, reach: Reach, mode: Mode) -> Result<DatabaseTransaction, DbErr> {
+/// Opens a transaction that acts as `reach`, once.
+async fn begin_once(db: &DatabaseConnection, reach: Reach, mode: Mode) -> Result<DatabaseTransaction, DbErr> {
     if db.get_database_backend() != DatabaseBackend::Postgres {
         return db.begin().await;
     }
@@ -166,16 +166,21 @@ pub fn set_retry_budget(budget: Duration) {
     RETRY_BUDGET_MS.store(u64::try_from(budget.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
 
-/// Opens a transaction as [`begin`] does, trying again while no writable database answers (the
+/// Opens a transaction that acts as `reach`, trying again while no writable database answers (the
 /// connection refused, the server a read-only standby, a failover under way) for up to the
 /// retry budget; past it, [`StoreError::Unavailable`].
-async fn begin_retried(db: &DatabaseConnection, reach: Reach, mode: Mode) -> Result<DatabaseTransaction, StoreError> {
+pub(super) async fn begin(
+    db: &DatabaseConnection,
+    reach: Reach,
+    mode: Mode,
+) -> Result<DatabaseTransaction, StoreError> {
     let deadline = Instant::now() + retry_budget();
     let mut pause = Duration::from_millis(50);
     loop {
-        match begin(db, reach, mode).await.map_err(StoreError::from) {
+        match begin_once(db, reach, mode).await.map_err(StoreError::from) {
             Err(StoreError::Unavailable(why)) if Instant::now() + pause < deadline => {
                 tracing::debug!(error = %why, "no writable database yet; trying again");
+                metrics::counter!("mailsensor_database_retries_total").increment(1);
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(1));
             }
@@ -189,7 +194,7 @@ fn retry_budget() -> Duration {
 }
 
 /// Runs `work` in one transaction acting as `reach`, committed if it succeeds. Opening it waits
-/// out a failover ([`begin_retried`]); a failure after that is the caller's, as
+/// out a failover ([`begin`]); a failure after that is the caller's, as
 /// [`StoreError::Unavailable`] when the database went away mid-way ([`run_retried`] runs the whole
 /// transaction again instead).
 pub(super) async fn run_in<T>(
@@ -198,7 +203,7 @@ pub(super) async fn run_in<T>(
     mode: Mode,
     work: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    let txn = begin_retried(db, reach, mode).await?;
+    let txn = begin(db, reach, mode).await?;
     let out = work(&txn).await?;
     txn.commit().await?;
     Ok(out)
@@ -218,7 +223,7 @@ pub(super) async fn run_retried<T>(
     let deadline = Instant::now() + retry_budget();
     let mut pause = Duration::from_millis(50);
     loop {
-        let failed = match begin(db, reach, Mode::Durable).await {
+        let failed = match begin_once(db, reach, Mode::Durable).await {
             Err(e) => StoreError::from(e),
             Ok(txn) => match work(&txn).await {
                 Ok(out) => return txn.commit().await.map(|()| out).map_err(StoreError::from),
@@ -229,6 +234,7 @@ pub(super) async fn run_retried<T>(
         match failed {
             StoreError::Unavailable(why) if Instant::now() + pause < deadline => {
                 tracing::debug!(error = %why, "the database could not run a transaction; running it again");
+                metrics::counter!("mailsensor_database_retries_total").increment(1);
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(1));
             }
