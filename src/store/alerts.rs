@@ -202,7 +202,7 @@ pub async fn list(
         query = query.filter(dest::Column::Id.gt(after));
     }
     let query = query.order_by_asc(dest::Column::Id).limit(page.limit + 1);
-    let rows = as_tenant(db, scope.tenant, async |txn| Ok(query.all(txn).await?)).await?;
+    let rows = as_tenant(db, scope.tenant, async |txn| Ok(query.clone().all(txn).await?)).await?;
     Ok(Page::from_rows(rows, page, |r| r.id))
 }
 
@@ -228,17 +228,17 @@ pub async fn update(
             check_references(txn, scope, filters).await?;
         }
         let mut active: dest::ActiveModel = before.clone().into();
-        if let Some(name) = change.name {
+        if let Some(name) = change.name.clone() {
             active.name = Set(name);
         }
-        if let Some(config) = change.config {
+        if let Some(config) = change.config.clone() {
             active.config = Set(config);
         }
-        if let Some(secret) = change.secret {
+        if let Some(secret) = change.secret.clone() {
             active.secret = Set(Some(secret));
         }
-        if let Some(filters) = change.filters {
-            active.filters = Set(serde_json::to_value(&filters).unwrap_or_default());
+        if let Some(filters) = &change.filters {
+            active.filters = Set(serde_json::to_value(filters).unwrap_or_default());
         }
         active.updated_at = Set(super::now());
         let after = active.update(txn).await?;
@@ -304,7 +304,7 @@ pub async fn rotate_secret(
         let mut active: dest::ActiveModel = before.clone().into();
         active.previous_secret = Set(before.secret.clone());
         active.previous_secret_until = Set(Some(now + ROTATION_OVERLAP));
-        active.secret = Set(Some(secret));
+        active.secret = Set(Some(secret.clone()));
         active.updated_at = Set(now);
         let after = active.update(txn).await?;
         audit::record(
@@ -370,7 +370,7 @@ pub async fn deliveries(
     let query = query.order_by_asc(delivery::Column::Id).limit(page.limit + 1);
     let rows = as_tenant(db, scope.tenant, async |txn| {
         one(txn, scope, id).await?;
-        let rows = query.all(txn).await?;
+        let rows = query.clone().all(txn).await?;
         let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
         let events: HashMap<Uuid, (String, i64)> = event::Entity::find()
             .filter(event::Column::TenantId.eq(scope.tenant))
@@ -515,7 +515,7 @@ pub async fn events(
         query = query.filter(event::Column::Id.gt(after));
     }
     let query = query.order_by_asc(event::Column::Id).limit(page.limit + 1);
-    let rows = as_tenant(db, scope.tenant, async |txn| Ok(query.all(txn).await?)).await?;
+    let rows = as_tenant(db, scope.tenant, async |txn| Ok(query.clone().all(txn).await?)).await?;
     Ok(Page::from_rows(rows, page, |r| r.id))
 }
 
@@ -1010,5 +1010,5 @@ async fn record_one(txn: &impl ConnectionTrait, due: &Due, attempted: &Attempted
 pub async fn pending(db: &DatabaseConnection) -> Result<u64, StoreError> {
     use sea_orm::PaginatorTrait;
     let query = delivery::Entity::find().filter(delivery::Column::State.eq(PENDING));
-    super::db::run(db, Reach::Platform, async |txn| Ok(query.count(txn).await?)).await
+    super::db::run(db, Reach::Platform, async |txn| Ok(query.clone().count(txn).await?)).await
 }

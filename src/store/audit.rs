@@ -93,6 +93,6 @@ pub async fn list(
         query = query.filter(C::Id.gt(after));
     }
     let query = query.order_by_asc(C::Id).limit(page.limit + 1);
-    let rows = super::db::as_tenant(db, scope.tenant, async |txn| Ok(query.all(txn).await?)).await?;
+    let rows = super::db::as_tenant(db, scope.tenant, async |txn| Ok(query.clone().all(txn).await?)).await?;
     Ok(Page::from_rows(rows, page, |r| r.id))
 }

@@ -252,13 +252,14 @@ pub(super) async fn run<T>(
     run_in(db, reach, Mode::Durable, work).await
 }
 
-/// [`run`] for one tenant.
+/// [`run_retried`] for one tenant: what a request or a worker does on behalf of a tenant is run
+/// again whole when it could not run (a failover), within the retry budget.
 pub(super) async fn as_tenant<T>(
     db: &DatabaseConnection,
     tenant: Uuid,
-    work: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, StoreError>,
+    work: impl AsyncFn(&DatabaseTransaction) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    run(db, Reach::Tenant(tenant), work).await
+    run_retried(db, Reach::Tenant(tenant), work).await
 }
 
 /// A read prepared once per pooled connection (SQL `PREPARE`), for [`read_at_once`].

@@ -619,7 +619,7 @@ fn scan_result(
 pub async fn scan_queue_depth(db: &DatabaseConnection) -> Result<u64, StoreError> {
     use sea_orm::PaginatorTrait;
     let query = message::Entity::find().filter(message::Column::Verdict.eq(PENDING));
-    run(db, Reach::Platform, async |txn| Ok(query.count(txn).await?)).await
+    run(db, Reach::Platform, async |txn| Ok(query.clone().count(txn).await?)).await
 }
 
 /// Drops uploads that broke off and were never retried: housekeeping across tenants, the
@@ -727,13 +727,13 @@ pub async fn list(
         query = query.filter(C::Id.gt(after));
     }
     let query = query.order_by_asc(C::Id).limit(page.limit + 1);
-    let rows = as_tenant(db, scope.tenant, async |txn| Ok(query.all(txn).await?)).await?;
+    let rows = as_tenant(db, scope.tenant, async |txn| Ok(query.clone().all(txn).await?)).await?;
     Ok(Page::from_rows(rows, page, |m| m.id))
 }
 
 pub async fn get(db: &DatabaseConnection, scope: TenantScope, id: Uuid) -> Result<message::Model, StoreError> {
     let query = scoped(scope).filter(message::Column::Id.eq(id));
-    as_tenant(db, scope.tenant, async |txn| query.one(txn).await?.ok_or(StoreError::NotFound("message"))).await
+    as_tenant(db, scope.tenant, async |txn| query.clone().one(txn).await?.ok_or(StoreError::NotFound("message"))).await
 }
 
 /// An earlier scan's result, kept when the message is scanned again.

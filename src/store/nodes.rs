@@ -51,7 +51,7 @@ pub async fn list(
         query = query.filter(node::Column::Id.gt(after));
     }
     let rows = as_tenant(db, scope.tenant, async |txn| {
-        Ok(query.order_by_asc(node::Column::Id).limit(page.limit + 1).all(txn).await?)
+        Ok(query.clone().order_by_asc(node::Column::Id).limit(page.limit + 1).all(txn).await?)
     })
     .await?;
     Ok(Page::from_rows(rows, page, |n| n.id))

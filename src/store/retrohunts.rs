@@ -69,7 +69,7 @@ pub async fn list(
         query = query.filter(hunt::Column::Id.gt(after));
     }
     let query = query.order_by_asc(hunt::Column::Id).limit(page.limit + 1);
-    let rows = as_tenant(db, scope.tenant, async |txn| Ok(query.all(txn).await?)).await?;
+    let rows = as_tenant(db, scope.tenant, async |txn| Ok(query.clone().all(txn).await?)).await?;
     Ok(Page::from_rows(rows, page, |r| r.id))
 }
 
@@ -212,7 +212,7 @@ pub async fn matches(
     let query = query.order_by_asc(found::Column::Id).limit(page.limit + 1);
     let rows = as_tenant(db, scope.tenant, async |txn| {
         one(txn, scope, id).await?;
-        Ok(query.all(txn).await?)
+        Ok(query.clone().all(txn).await?)
     })
     .await?;
     Ok(Page::from_rows(rows, page, |r| r.id))

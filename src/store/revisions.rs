@@ -168,7 +168,7 @@ pub async fn after(db: &DatabaseConnection, after: i64, limit: u64) -> Result<Ve
         .filter(revision_log::Column::Rev.gt(after))
         .order_by_asc(revision_log::Column::Rev)
         .limit(limit);
-    let rows = run(db, Reach::Platform, async |txn| Ok(query.all(txn).await?)).await?;
+    let rows = run(db, Reach::Platform, async |txn| Ok(query.clone().all(txn).await?)).await?;
     Ok(rows.into_iter().map(Revision::from).collect())
 }
 
@@ -188,7 +188,7 @@ pub async fn for_sensor(
         .filter(revision_log::Column::Rev.lte(upto))
         .order_by_asc(revision_log::Column::Rev)
         .limit(limit);
-    let rows = as_tenant(db, tenant, async |txn| Ok(query.all(txn).await?)).await?;
+    let rows = as_tenant(db, tenant, async |txn| Ok(query.clone().all(txn).await?)).await?;
     Ok(rows.into_iter().map(Revision::from).collect())
 }
 
@@ -207,7 +207,7 @@ pub async fn deleted_between(
         .filter(revision_log::Column::Kind.eq(ChangeKind::Delete.as_str()))
         .filter(revision_log::Column::Rev.gt(after))
         .filter(revision_log::Column::Rev.lte(upto));
-    let deletes = as_tenant(db, tenant, async |txn| Ok(query.count(txn).await?)).await?;
+    let deletes = as_tenant(db, tenant, async |txn| Ok(query.clone().count(txn).await?)).await?;
     Ok(deletes > 0)
 }
 

@@ -101,7 +101,7 @@ pub async fn list(
         query = query.filter(ruleset::Column::Id.gt(after));
     }
     let query = query.order_by_asc(ruleset::Column::Id).limit(page.limit + 1);
-    let rows = as_tenant(db, scope.tenant, async |txn| Ok(query.all(txn).await?)).await?;
+    let rows = as_tenant(db, scope.tenant, async |txn| Ok(query.clone().all(txn).await?)).await?;
     Ok(Page::from_rows(rows, page, |r| r.id))
 }
 
@@ -273,7 +273,7 @@ pub async fn history(
     let query = query.order_by_desc(revision::Column::Revision).limit(limit + 1);
     let mut rows = as_tenant(db, scope.tenant, async |txn| {
         one(txn, scope, id).await?;
-        Ok(query.all(txn).await?)
+        Ok(query.clone().all(txn).await?)
     })
     .await?;
     let more = rows.len() as u64 > limit;

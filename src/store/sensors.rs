@@ -32,7 +32,7 @@ pub async fn list(
         query = query.filter(sensor::Column::Id.gt(after));
     }
     let query = query.order_by_asc(sensor::Column::Id).limit(page.limit + 1);
-    let rows = as_tenant(db, scope.tenant, async |txn| Ok(query.all(txn).await?)).await?;
+    let rows = as_tenant(db, scope.tenant, async |txn| Ok(query.clone().all(txn).await?)).await?;
     Ok(Page::from_rows(rows, page, |s| s.id))
 }
 

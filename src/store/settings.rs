@@ -278,7 +278,7 @@ pub async fn read_as_member(
         db::read_at_once(db, tenant, &read, &[tenant, node, sensor_id]).await?.into_iter().next()
     } else {
         let statement = Statement::from_sql_and_values(backend, READ, [tenant.into(), node.into(), sensor_id.into()]);
-        as_tenant(db, tenant, async |txn| Ok(txn.query_one_raw(statement).await?)).await?
+        as_tenant(db, tenant, async |txn| Ok(txn.query_one_raw(statement.clone()).await?)).await?
     };
     let Some(row) = row else { return Ok(MemberRead { at_pcn: None, settings: None }) };
     let at_pcn = row.try_get::<String>("", "node_kind")? == super::nodes::PCN;
@@ -440,7 +440,7 @@ pub async fn history(
     let query = query.order_by_desc(settings_revision::Column::Revision).limit(limit + 1);
     let mut rows = as_tenant(db, scope.tenant, async |txn| {
         scope::sensor(txn, scope, sensor_id).await?;
-        Ok(query.all(txn).await?)
+        Ok(query.clone().all(txn).await?)
     })
     .await?;
     let more = rows.len() as u64 > limit;
