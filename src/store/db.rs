@@ -174,18 +174,37 @@ pub(super) async fn begin(
     reach: Reach,
     mode: Mode,
 ) -> Result<DatabaseTransaction, StoreError> {
-    let deadline = Instant::now() + retry_budget();
-    let mut pause = Duration::from_millis(50);
+    let mut backoff = Backoff::new();
     loop {
         match begin_once(db, reach, mode).await.map_err(StoreError::from) {
-            Err(StoreError::Unavailable(why)) if Instant::now() + pause < deadline => {
-                tracing::debug!(error = %why, "no writable database yet; trying again");
-                metrics::counter!("mailsensor_database_retries_total").increment(1);
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
+            Err(StoreError::Unavailable(why)) if backoff.wait(&why).await => {}
             other => return other,
         }
+    }
+}
+
+/// The pauses between tries of what could not run: 50 ms, 100 ms … at most 1 s apart, until the
+/// retry budget is spent.
+struct Backoff {
+    deadline: Instant,
+    pause: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff { deadline: Instant::now() + retry_budget(), pause: Duration::from_millis(50) }
+    }
+
+    /// Waits before the next try and says `true`, or says `false` when the budget would run out.
+    async fn wait(&mut self, why: &str) -> bool {
+        if Instant::now() + self.pause >= self.deadline {
+            return false;
+        }
+        tracing::debug!(error = %why, "the database could not run a transaction; trying it again");
+        metrics::counter!("mailsensor_database_retries_total").increment(1);
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_secs(1));
+        true
     }
 }
 
@@ -220,8 +239,7 @@ pub(super) async fn run_retried<T>(
     reach: Reach,
     work: impl AsyncFn(&DatabaseTransaction) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    let deadline = Instant::now() + retry_budget();
-    let mut pause = Duration::from_millis(50);
+    let mut backoff = Backoff::new();
     loop {
         let failed = match begin_once(db, reach, Mode::Durable).await {
             Err(e) => StoreError::from(e),
@@ -232,12 +250,7 @@ pub(super) async fn run_retried<T>(
             },
         };
         match failed {
-            StoreError::Unavailable(why) if Instant::now() + pause < deadline => {
-                tracing::debug!(error = %why, "the database could not run a transaction; running it again");
-                metrics::counter!("mailsensor_database_retries_total").increment(1);
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
+            StoreError::Unavailable(why) if backoff.wait(&why).await => {}
             e => return Err(e),
         }
     }

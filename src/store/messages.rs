@@ -10,7 +10,7 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::db::{Mode, Reach, as_tenant, run, run_in, run_retried};
+use super::db::{Mode, Reach, as_tenant, run, run_in};
 use super::entity::{message, message_chunk, message_key};
 use super::{Page, PageRequest, StoreError, TenantScope};
 use crate::scan::yara::Envelope;
@@ -136,7 +136,7 @@ pub enum Begun {
 /// Starts a message larger than one chunk, unless its idempotency key was already stored.
 pub async fn begin(db: &DatabaseConnection, arrival: &Arrival<'_>) -> Result<Begun, StoreError> {
     let id = Uuid::now_v7();
-    run_retried(db, Reach::Tenant(arrival.tenant), async |txn| {
+    as_tenant(db, arrival.tenant, async |txn| {
         super::scope::sensor(txn, TenantScope::whole_tenant(arrival.tenant), arrival.sensor).await?;
         if let Some(stored) = earlier_copy(txn, arrival, None, None).await? {
             on_the_standby_too(txn).await?;
@@ -156,7 +156,7 @@ pub async fn append_chunk(
     data: Vec<u8>,
 ) -> Result<(), StoreError> {
     let chunk = message_chunk::ActiveModel { message_id: Set(id), seq: Set(seq), data: Set(data) };
-    run_retried(db, Reach::Tenant(tenant), async |txn| {
+    as_tenant(db, tenant, async |txn| {
         message_chunk::Entity::insert(chunk.clone()).exec_without_returning(txn).await?;
         Ok(())
     })
@@ -318,7 +318,7 @@ async fn store_step_by_step(
     data: &[u8],
     content: &Content,
 ) -> Result<Finished, StoreError> {
-    run_retried(db, Reach::Tenant(arrival.tenant), async |txn| {
+    as_tenant(db, arrival.tenant, async |txn| {
         super::scope::sensor(txn, TenantScope::whole_tenant(arrival.tenant), arrival.sensor).await?;
         if let Some(earlier) = earlier_copy(txn, arrival, content.dedup.as_ref(), None).await? {
             on_the_standby_too(txn).await?;
@@ -403,7 +403,7 @@ pub async fn finish(
     id: Uuid,
     content: Content,
 ) -> Result<Finished, StoreError> {
-    run_retried(db, Reach::Tenant(arrival.tenant), async |txn| {
+    as_tenant(db, arrival.tenant, async |txn| {
         let row = message::Entity::find_by_id(id).one(txn).await?.ok_or(StoreError::NotFound("message"))?;
         if let Some(earlier) = earlier_copy(txn, arrival, content.dedup.as_ref(), Some(id)).await? {
             delete_with_keys(txn, id).await?;
