@@ -15,9 +15,18 @@
 #                %timegenerated% (microseconds) by omfile;
 #       e-mail:  a private Postfix (as tests/api/alerts.rs: virtual delivery of alerts.test into a
 #                Maildir); receipt = the Maildir file's mtime, the event id from its Message-ID;
-#   - the load: bench/alerts_measure.py's asyncio SMTP client, SESSIONS persistent connections,
-#     MAIL/RCPT/DATA pipelined, one message per slot of a RATE/s schedule, each carrying the EICAR
-#     test string (the built-in checks say `malicious`, so each message raises one event);
+#   - the load, from one of two sources (SOURCE):
+#       rescan (the default): PRELOAD messages carrying the EICAR test string are stored through
+#         SMTP and scanned before any destination exists; the load is then bench/alerts_measure.py's
+#         asyncio HTTP client, SESSIONS kept-alive connections, asking a senior security officer's
+#         `POST …/messages/{id}/rescan` of them in turn, one per slot of a RATE/s schedule: each puts
+#         its message back in the scan queue, whose scan commits `malicious` again and raises one
+#         event. The detections come from the product's own scan queue and outbox, without SMTP
+#         intake beside them: on 2 cores, intake alone at 1000 messages/s takes the whole machine,
+#         so with SOURCE=smtp the rate of detections is bounded by intake + scan, not by delivery;
+#       smtp: bench/alerts_measure.py's asyncio SMTP client, SESSIONS persistent connections,
+#         MAIL/RCPT/DATA pipelined, one message per slot of a RATE/s schedule, each carrying the
+#         EICAR test string (the built-in checks say `malicious`, so each message raises one event);
 #   - once a second during the load and after it, GET /metrics of the API
 #     (mailsensor_alert_outbox_depth, mailsensor_scan_queue_depth, scanned, events) and what each
 #     receiver holds; after the load, until every message is scanned and every event is at every
@@ -34,7 +43,10 @@
 #     BENCH_REV=HEAD bench/alerts.sh            # the last commit, not the working tree
 #
 # Environment:
-#   RATE          messages (so detections) per second asked of the client. Default 1000.
+#   RATE          rescans or messages (so detections) per second asked of the client. Default 1000.
+#   SOURCE        rescan or smtp (above). Default rescan.
+#   PRELOAD       messages stored before the load, for SOURCE=rescan (each rescanned every
+#                 PRELOAD/RATE s). Default 10000.
 #   DURATION      seconds of load. Default 60.
 #   SESSIONS      SMTP connections of the client. Default 50.
 #   STEADY_SKIP   seconds at the start of the load left out of the steady-state figures. Default 10.
@@ -70,12 +82,15 @@ ALERT_WORKERS=${ALERT_WORKERS:-2}
 SCAN_WORKERS=${SCAN_WORKERS:-2}
 WARMUP=${WARMUP:-5}
 DESTINATIONS=${DESTINATIONS:-webhook,syslog,email}
+SOURCE=${SOURCE:-rescan}
+PRELOAD=${PRELOAD:-10000}
 RECEIVER_NODELAY=${RECEIVER_NODELAY:-0}
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/results}
 DB=mailsensor_alerts_bench
 TOKEN_TTL=14400
 
-for v in RATE DURATION SESSIONS DRAIN_MAX ALERT_WORKERS SCAN_WORKERS WARMUP; do
+[[ $SOURCE == rescan || $SOURCE == smtp ]] || die "SOURCE must be rescan or smtp, got '$SOURCE'"
+for v in RATE DURATION SESSIONS DRAIN_MAX ALERT_WORKERS SCAN_WORKERS WARMUP PRELOAD; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number, got '${!v}'"
 done
 [[ $DESTINATIONS =~ ^(webhook|syslog|email)(,(webhook|syslog|email))*$ ]] \
@@ -235,6 +250,27 @@ create_tenant_and_sensor alerts-bench bench-admin # OPERATOR, TENANT, PCN, ADMIN
 api_call PUT "/v1/tenants/$TENANT/sensors/$SENSOR/smtp-integration" "$ADMIN" 200 \
     '{"enabled": true, "destination_domains": ["example.com"], "clients": [], "message_size_limit": {"unlimited": false, "value": 10, "unit": "MB"}}' >/dev/null
 
+SENSOR_TOKEN=$(mint_token --role sensor --tenant "$TENANT" --sensor "$SENSOR" --sub bench-worker)
+SMTP_PORT=$(free_port) || die "no free port"
+ADMIN_PORT=$(free_port) || die "no free port"
+"$BIN" sensor --api "$API" --token "$SENSOR_TOKEN" --listen "127.0.0.1:$SMTP_PORT" \
+    --admin-listen "127.0.0.1:$ADMIN_PORT" --max-sessions-per-ip 2000 --max-sessions 5000 \
+    --hostname bench-sensor.example.net --instance-id "bench-worker-$$" >"$WORK/sensor.log" 2>&1 &
+PIDS[sensor]=$!
+wait_http_200 "mailsensor sensor" "${PIDS[sensor]}" "http://127.0.0.1:$ADMIN_PORT/readyz"
+
+if [[ $SOURCE == rescan ]]; then
+    # Before any destination exists: their events are older than the load and reach nobody.
+    log "preload: $PRELOAD malicious messages stored and scanned, to be rescanned in turn by the load"
+    python3 bench/alerts_measure.py preload --port "$SMTP_PORT" --count "$PRELOAD" --api-metrics "$API/metrics" \
+        --ids-out "$WORK/preload.ids" >"$WORK/preload.json" || die "the preload failed"
+    OFFICER=$(mint_token --role senior_security_officer --tenant "$TENANT" --node "$PCN" --sub bench-officer)
+    LOAD_ARGS=(--source rescan --ids "$WORK/preload.ids" --api "$API" --tenant "$TENANT")
+else
+    OFFICER=""
+    LOAD_ARGS=(--source smtp)
+fi
+
 DESTS_PATH=/v1/tenants/$TENANT/alert-destinations
 if wants webhook; then
     created=$(api_call POST "$DESTS_PATH" "$ADMIN" 201 "{\"name\":\"bench-webhook\",\"webhook\":{\"url\":\"http://127.0.0.1:$WH_PORT/hook\"}}")
@@ -250,15 +286,6 @@ if wants email; then
 fi
 log "destinations: $DESTINATIONS (webhook, syslog over TCP, e-mail without TLS through the loopback relay)"
 
-SENSOR_TOKEN=$(mint_token --role sensor --tenant "$TENANT" --sensor "$SENSOR" --sub bench-worker)
-SMTP_PORT=$(free_port) || die "no free port"
-ADMIN_PORT=$(free_port) || die "no free port"
-"$BIN" sensor --api "$API" --token "$SENSOR_TOKEN" --listen "127.0.0.1:$SMTP_PORT" \
-    --admin-listen "127.0.0.1:$ADMIN_PORT" --max-sessions-per-ip 2000 --max-sessions 5000 \
-    --hostname bench-sensor.example.net --instance-id "bench-worker-$$" >"$WORK/sensor.log" 2>&1 &
-PIDS[sensor]=$!
-wait_http_200 "mailsensor sensor" "${PIDS[sensor]}" "http://127.0.0.1:$ADMIN_PORT/readyz"
-
 RECEIVERS=(--dests "$DESTINATIONS" --webhook-dir "$WH" --syslog-file "$SYSLOG_FILE" --maildir "$MAILDIR")
 log "warm-up: $WARMUP malicious messages, waiting for them at every receiver"
 python3 bench/alerts_measure.py warmup --port "$SMTP_PORT" --count "$WARMUP" --timeout 60 "${RECEIVERS[@]}" >"$WORK/warmup.json" \
@@ -267,8 +294,8 @@ sleep 2
 
 # ---------------------------------------------------------------- the load
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-log "load: $RATE malicious messages/s for $DURATION s over $SESSIONS connections; then up to $DRAIN_MAX s for the rest"
-python3 bench/alerts_measure.py run --port "$SMTP_PORT" --rate "$RATE" --duration "$DURATION" --sessions "$SESSIONS" \
+log "load ($SOURCE): $RATE detections/s for $DURATION s over $SESSIONS connections; then up to $DRAIN_MAX s for the rest"
+ALERTS_TOKEN=$OFFICER python3 bench/alerts_measure.py run "${LOAD_ARGS[@]}" --port "$SMTP_PORT" --rate "$RATE" --duration "$DURATION" --sessions "$SESSIONS" \
     --api-metrics "$API/metrics" --worker-metrics "http://127.0.0.1:$ADMIN_PORT/metrics" --drain-max "$DRAIN_MAX" \
     --cpu "serve=${PIDS[serve]}" --cpu "sensor=${PIDS[sensor]}" --cpu postgres=postgres \
     --cpu "webhook-receiver=${PIDS[webhook]}" --cpu "rsyslogd=${PIDS[rsyslog]}" --cpu "postfix=$PF_MASTER+" \
@@ -281,7 +308,7 @@ PF_QUEUE=$(find "$PF/queue/incoming" "$PF/queue/active" "$PF/queue/deferred" -ty
 describe_commit
 mkdir -p "$OUT_DIR"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$OUT_DIR/alerts-$STAMP-rate$RATE-${DURATION}s
+OUT=$OUT_DIR/alerts-$STAMP-$SOURCE-rate$RATE-${DURATION}s
 {
     cat <<EOF
 
@@ -290,6 +317,7 @@ OUT=$OUT_DIR/alerts-$STAMP-rate$RATE-${DURATION}s
   date        $(date -u +%Y-%m-%dT%H:%M:%SZ)
   machine     nproc $(nproc); load avg (1/5/15 min) before the load: $LOAD_START, at the end: $(cut -d' ' -f1-3 /proc/loadavg)
   destinations $DESTINATIONS
+  source      $SOURCE$([[ $SOURCE == rescan ]] && echo " ($PRELOAD stored messages rescanned in turn)")
   API         mailsensor serve ${SERVE_FLAGS[*]} (PostgreSQL $("$PSQL" -d postgres -Atqc 'show server_version' 2>/dev/null)), one worker, one tenant, one sensor
   receivers   webhook: tests/receivers/webhook.py$([[ $RECEIVER_NODELAY == 1 ]] && echo ' with TCP_NODELAY (RECEIVER_NODELAY=1)') (standardwebhooks $(python3 -c 'import importlib.metadata as m; print(m.version("standardwebhooks"))' 2>/dev/null || echo '?'));
               syslog: $("$RSYSLOGD" -v 2>/dev/null | awk 'NR == 1 { print "rsyslogd " $2; exit }') imtcp -> omfile; e-mail: Postfix $(postconf -d -h mail_version 2>/dev/null || echo '?') -> virtual -> Maildir

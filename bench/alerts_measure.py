@@ -326,6 +326,64 @@ async def send_messages(port, sessions, stop_at, stats, ids, interval=None, coun
     await asyncio.gather(*(session(n) for n in range(sessions)))
 
 
+async def rescan_messages(api, tenant, token, ids, sessions, stop_at, stats, interval):
+    """SESSIONS kept-alive HTTP/1.1 connections asking `POST …/messages/{id}/rescan` of the stored
+    messages `ids` in turn, paced at one request per `interval` s shared by all, until `stop_at`.
+    Each rescan puts a message that carries EICAR back into the scan queue: its scan commits a
+    `malicious` verdict again, and that raises one `message.detected`."""
+    host, port = api.removeprefix("http://").split(":")
+    state = {"next": time.monotonic(), "i": 0}
+
+    async def session(n):
+        while time.monotonic() < stop_at:
+            try:
+                reader, writer = await asyncio.open_connection(host, int(port))
+            except OSError as e:
+                stats["errors"] += 1
+                _sample(stats, f"connect: {e}")
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                while True:
+                    now = time.monotonic()
+                    state["next"] = max(state["next"], now - 1.0)  # catch up at most 1 s
+                    slot = state["next"]
+                    state["next"] += interval
+                    if slot > now:
+                        await asyncio.sleep(slot - now)
+                    if time.monotonic() >= stop_at:
+                        return
+                    mid = ids[state["i"] % len(ids)]
+                    state["i"] += 1
+                    stats["sent"] += 1
+                    writer.write((f"POST /v1/tenants/{tenant}/messages/{mid}/rescan HTTP/1.1\r\nHost: {host}\r\n"
+                                  f"Authorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n").encode())
+                    status = await reader.readline()
+                    if not status:
+                        raise ConnectionError("closed by the server")
+                    length = 0
+                    while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                        name, _, value = line.decode("latin-1").partition(":")
+                        if name.strip().lower() == "content-length":
+                            length = int(value.strip())
+                    body = await reader.readexactly(length) if length else b""
+                    code = int(status.split()[1])
+                    if code == 202:
+                        stats["ok"] += 1
+                    else:
+                        stats["refused"] += 1
+                        r = stats.setdefault("refusals", {})
+                        key = f"{code} {body[:60].decode('utf-8', 'replace')}"
+                        r[key] = r.get(key, 0) + 1
+            except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
+                stats["errors"] += 1
+                _sample(stats, str(e))
+            finally:
+                writer.close()
+
+    await asyncio.gather(*(session(n) for n in range(sessions)))
+
+
 def _sample(stats, text):
     samples = stats.setdefault("error_samples", [])
     if len(samples) < 10:
@@ -355,6 +413,26 @@ def cmd_warmup(a):
         time.sleep(0.25)
 
 
+def cmd_preload(a):
+    """COUNT malicious messages through SMTP as fast as taken, before any destination exists; waits
+    until each is scanned; their ids to --ids-out (what the rescan load asks for again)."""
+    stats, ids = new_stats(), []
+    asyncio.run(send_messages(a.port, a.sessions, time.monotonic() + 3600, stats, ids, count=a.count))
+    if len(ids) != a.count:
+        sys.exit(f"preload: {len(ids)} of {a.count} messages stored: {stats}")
+    deadline = time.monotonic() + a.timeout
+    while True:
+        snap = api_snapshot(fetch(a.api_metrics) or "")
+        if snap.get("scan_depth") == 0 and (snap.get("scanned") or 0) >= a.count:
+            break
+        if time.monotonic() > deadline:
+            sys.exit(f"preload: not every message scanned after {a.timeout} s: {snap}")
+        time.sleep(0.5)
+    with open(a.ids_out, "w") as f:
+        f.write("\n".join(ids) + "\n")
+    print(json.dumps({"stored": len(ids)}))
+
+
 # ---------------------------------------------------------------- run
 async def run_async(a):
     rec = Receivers(a.webhook_dir, a.syslog_file, a.maildir)
@@ -379,7 +457,12 @@ async def run_async(a):
     wall0 = time.time()
     stop_at = t0 + a.duration
     stats, ids = new_stats(), []
-    sender = asyncio.create_task(send_messages(a.port, a.sessions, stop_at, stats, ids, interval=1.0 / a.rate))
+    if a.source == "rescan":
+        again = [line.strip() for line in open(a.ids) if line.strip()]
+        sender = asyncio.create_task(rescan_messages(a.api, a.tenant, os.environ["ALERTS_TOKEN"], again, a.sessions,
+                                                     stop_at, stats, 1.0 / a.rate))
+    else:
+        sender = asyncio.create_task(send_messages(a.port, a.sessions, stop_at, stats, ids, interval=1.0 / a.rate))
     k = 1
     while time.monotonic() < stop_at:
         await asyncio.sleep(max(0.0, min(t0 + k, stop_at) - time.monotonic()))
@@ -394,7 +477,9 @@ async def run_async(a):
     end = await asyncio.to_thread(sample, "end", None, t0)
     cpu["end"] = cpu_ticks(a.cpu)
     self1 = os.times()
-    taken = int((end["stored"] or 0) - (first["stored"] or 0))
+    # Taken: messages stored (smtp), or put back in the scan queue (rescan; one still waiting for
+    # its scan when asked again is answered as it is, so this may count a message twice).
+    taken = int((end["stored"] or 0) - (first["stored"] or 0)) if a.source == "smtp" else stats["ok"]
     base_rec = first["received"]
     done_at = None
     deadline = time.monotonic() + a.drain_max
@@ -403,14 +488,14 @@ async def run_async(a):
         s = await asyncio.to_thread(sample, "drain", None, t0)
         events = (s.get("events") or 0) - (first.get("events") or 0)
         scanned = (s.get("scanned") or 0) - (first.get("scanned") or 0)
-        if (scanned >= taken and s.get("scan_depth") == 0 and s.get("outbox") == 0
+        if ((scanned >= taken or a.source == "rescan") and s.get("scan_depth") == 0 and s.get("outbox") == 0
                 and all(s["received"][k] - base_rec[k] >= events for k in DESTS)):
             done_at = round(s["t"] - end["t"], 2)
             break
     cpu["drain"] = cpu_ticks(a.cpu)
     self2 = os.times()
     out = {
-        "rate": a.rate, "duration": a.duration, "sessions": a.sessions, "drain_max": a.drain_max,
+        "source": a.source, "rate": a.rate, "duration": a.duration, "sessions": a.sessions, "drain_max": a.drain_max,
         "t0_wall": wall0, "load_end_wall": load_end_wall, "load_s": end["t"],
         "client": stats, "accepted_ids": len(ids), "taken": taken,
         "all_done_after_s": done_at,
@@ -518,7 +603,11 @@ def cmd_report(a):
         rows.append(kind)
 
     sessions, rate = run["sessions"], run["rate"]
-    print(f"  Load: {rate:g} messages/s asked for {dur:g} s ({sessions} SMTP connections, pipelined, EICAR in the body)")
+    if run.get("source") == "rescan":
+        print(f"  Load: {rate:g} rescans/s asked for {dur:g} s ({sessions} HTTP connections, POST …/messages/{{id}}/rescan"
+              f" of stored messages that carry EICAR in the body, in turn)")
+    else:
+        print(f"  Load: {rate:g} messages/s asked for {dur:g} s ({sessions} SMTP connections, pipelined, EICAR in the body)")
     print(f"  {'':40s} {'count':>9s} {'per s':>9s} {'of RATE':>8s}")
 
     def line(label, n, per=None):
@@ -527,7 +616,8 @@ def cmd_report(a):
         print(f"  {label:40s} {n:9d} {per:9.1f} {per / rate * 100:7.1f}%")
 
     line("sent by the client", c["sent"])
-    line("accepted (250, the worker's stored count)", run["taken"])
+    line("rescans accepted (202)" if run.get("source") == "rescan" else "accepted (250, the worker's stored count)",
+         run["taken"])
     line("scanned during the load", int(d(end, "scanned")))
     line("events raised during the load", in_load)
     print(f"  {'events raised in all (message.detected)':40s} {raised:9d}   (after the load: {raised - in_load};"
@@ -679,8 +769,20 @@ def main():
     r.add_argument("--worker-metrics", required=True)
     r.add_argument("--drain-max", type=float, default=120)
     r.add_argument("--cpu", action="append", default=[])
+    r.add_argument("--source", choices=("smtp", "rescan"), default="smtp")
+    r.add_argument("--ids", help="rescan: the stored messages to ask for again (preload's --ids-out)")
+    r.add_argument("--api", help="rescan: the API's base URL (token in $ALERTS_TOKEN)")
+    r.add_argument("--tenant", help="rescan: the messages' tenant")
     r.add_argument("--out", required=True)
     receivers(r)
+    pl = sub.add_parser("preload")
+    pl.add_argument("--port", type=int, required=True)
+    pl.add_argument("--count", type=int, required=True)
+    pl.add_argument("--sessions", type=int, default=20)
+    pl.add_argument("--api-metrics", required=True)
+    pl.add_argument("--timeout", type=float, default=600)
+    pl.add_argument("--ids-out", required=True)
+    pl.add_argument("--dests", default=",".join(ALL))
     q = sub.add_parser("report")
     q.add_argument("--run", required=True)
     q.add_argument("--api", required=True)
@@ -691,7 +793,7 @@ def main():
     a = p.parse_args()
     global DESTS
     DESTS = tuple(k for k in ALL if k in a.dests.split(","))
-    {"warmup": cmd_warmup, "run": cmd_run, "report": cmd_report}[a.cmd](a)
+    {"warmup": cmd_warmup, "preload": cmd_preload, "run": cmd_run, "report": cmd_report}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 //! may take the next chunk), yielding first to intake and to live scans; starts queued hunts within
 //! the platform's cap. Each hunt's rules are compiled once per replica and kept while it runs.
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use crate::store::{self, retrohunts::ToHunt, retrohunts::Turn};
 /// How a replica runs retro-hunts.
 #[derive(Debug, Clone, Copy)]
 pub struct HuntOptions {
-    /// Messages per chunk (one transaction).
+    /// Messages per chunk (one transaction), within 16 MiB of content.
     pub chunk: u64,
     /// Hunts running at once, platform-wide.
     pub max_running: u64,
@@ -24,12 +25,14 @@ pub struct HuntOptions {
 
 impl Default for HuntOptions {
     fn default() -> Self {
-        HuntOptions { chunk: 100, max_running: 2 }
+        HuntOptions { chunk: 250, max_running: 2 }
     }
 }
 
 /// How often an idle runner looks for work.
 const POLL: Duration = Duration::from_secs(1);
+/// Messages per chunk while hand-offs are in progress on this replica.
+const CHUNK_BESIDE_INTAKE: u64 = 20;
 /// The longest a chunk waits for live scans to drain.
 const YIELD_TO_SCANS: Duration = Duration::from_secs(1);
 
@@ -42,18 +45,39 @@ pub(super) async fn run(
     mut stopping: watch::Receiver<bool>,
 ) {
     let compiled: Compiled = Arc::default();
+    let mut ahead = None;
     while !*stopping.borrow() {
         intake.yield_to_intake().await;
         let until = Instant::now() + YIELD_TO_SCANS;
-        while intake.depth.load(std::sync::atomic::Ordering::Relaxed) > 0 && Instant::now() < until {
+        while intake.depth.load(Ordering::Relaxed) > 0 && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // While intake goes on, a chunk is short: it is the time a chunk's scan takes from intake.
+        let chunk = if intake.receiving.load(Ordering::SeqCst) > 0 {
+            options.chunk.min(CHUNK_BESIDE_INTAKE)
+        } else {
+            options.chunk
+        };
         let rules = compiled.clone();
-        let turn = store::retrohunts::work_next(&db, options.chunk, options.max_running, async |hunt, batch| {
+        let taken = ahead.take();
+        let next = &mut ahead;
+        let turn = store::retrohunts::work_next(&db, chunk, options.max_running, taken, async |hunt, batch| {
             let (id, source, namespace) = (hunt.id, hunt.source.clone(), hunt.ruleset_name.clone());
-            tokio::task::spawn_blocking(move || scan_chunk(&rules, id, &namespace, &source, batch))
-                .await
-                .map_err(|e| format!("the retro-hunt's scan failed: {e}"))?
+            // The next chunk is read while this one is scanned.
+            let after = batch.last().map(|m| m.id);
+            let read = async {
+                match after {
+                    Some(after) => store::retrohunts::read_ahead(&db, hunt, after, chunk).await,
+                    None => Ok(None),
+                }
+            };
+            let scan = tokio::task::spawn_blocking(move || scan_chunk(&rules, id, &namespace, &source, batch));
+            let (scanned, read) = tokio::join!(scan, read);
+            *next = read.unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "reading a retro-hunt's next chunk ahead failed; its turn reads it");
+                None
+            });
+            scanned.map_err(|e| format!("the retro-hunt's scan failed: {e}"))?
         })
         .await;
         match turn {
@@ -105,45 +129,41 @@ fn scan_chunk(
             }
         }
     };
-    // The chunk's halves on two threads, each with its own scanner (a scanner is per thread): a
-    // hunt works as fast as the live scan's two workers, and still yields to intake between chunks.
-    let half = batch.len().div_ceil(2);
-    let mut second = batch;
-    let first: Vec<ToHunt> = second.drain(..half).collect();
-    let (mut found, rest) = std::thread::scope(|threads| {
-        let other = threads.spawn(|| hunt_each(&rules, second));
-        (hunt_each(&rules, first), other.join())
+    // Two threads, each with its own scanner (a scanner is per thread), take the chunk's messages
+    // one at a time, so a large message holds up only its own thread: a hunt works as fast as the
+    // live scan's two workers, and still yields to intake between chunks.
+    let next = AtomicUsize::new(0);
+    let found: Vec<Mutex<Vec<Explained>>> = batch.iter().map(|_| Mutex::default()).collect();
+    let scanned = std::thread::scope(|threads| {
+        let other = threads.spawn(|| hunt_each(&rules, &batch, &next, &found));
+        hunt_each(&rules, &batch, &next, &found);
+        other.join()
     });
     // Never a chunk with half its results: the chunk is redone.
-    found.extend(rest.map_err(|_| "a retro-hunt scan thread failed".to_owned())?);
-    Ok(found)
+    scanned.map_err(|_| "a retro-hunt scan thread failed".to_owned())?;
+    Ok(found.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).collect())
 }
 
-/// `batch` through `rules`, in order, one scanner for all of it.
-fn hunt_each(rules: &yara::Rules, batch: Vec<ToHunt>) -> Vec<Vec<Explained>> {
+/// The messages of `batch` not yet taken (`next`) through `rules`, one scanner for all of them;
+/// each message's matches into its place in `found`.
+fn hunt_each(rules: &yara::Rules, batch: &[ToHunt], next: &AtomicUsize, found: &[Mutex<Vec<Explained>>]) {
     let mut scanner = rules.scanner();
-    batch
-        .into_iter()
-        .map(|m| match m.raw {
-            Some(raw) => {
-                let run = scan::YaraRun::new(vec![&mut scanner], m.envelope);
-                let explained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scan::explain(&raw, run).1));
-                let mut found = explained.unwrap_or_default();
-                // A rule that matched a part matched the raw message too: one match per rule and object.
-                found.sort_by(|a, b| {
-                    (&a.matched.namespace, &a.matched.rule).cmp(&(&b.matched.namespace, &b.matched.rule))
-                });
-                let objects: Vec<(String, String)> = found
-                    .iter()
-                    .filter(|e| e.part.is_some())
-                    .map(|e| (e.matched.namespace.clone(), e.matched.rule.clone()))
-                    .collect();
-                found.retain(|e| {
-                    e.part.is_some() || !objects.contains(&(e.matched.namespace.clone(), e.matched.rule.clone()))
-                });
-                found
-            }
-            None => Vec::new(),
-        })
-        .collect()
+    loop {
+        let at = next.fetch_add(1, Ordering::Relaxed);
+        let Some(m) = batch.get(at) else { return };
+        let Some(raw) = &m.raw else { continue };
+        let run = scan::YaraRun::new(vec![&mut scanner], m.envelope.clone());
+        let explained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scan::explain(raw, run).1));
+        let mut matched = explained.unwrap_or_default();
+        // A rule that matched a part matched the raw message too: one match per rule and object.
+        matched.sort_by(|a, b| (&a.matched.namespace, &a.matched.rule).cmp(&(&b.matched.namespace, &b.matched.rule)));
+        let objects: Vec<(String, String)> = matched
+            .iter()
+            .filter(|e| e.part.is_some())
+            .map(|e| (e.matched.namespace.clone(), e.matched.rule.clone()))
+            .collect();
+        matched
+            .retain(|e| e.part.is_some() || !objects.contains(&(e.matched.namespace.clone(), e.matched.rule.clone())));
+        *found[at].lock().unwrap_or_else(|e| e.into_inner()) = matched;
+    }
 }

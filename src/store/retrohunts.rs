@@ -7,6 +7,9 @@
 //! the job's cursor are read and scanned, and their matches, the messages' retro detections and
 //! the job's progress are written together. A chunk cut short by a crash is redone whole: no match
 //! is counted twice.
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait,
@@ -240,6 +243,131 @@ pub enum Turn {
 }
 
 /// The messages a hunt reads (within its tenant; the transaction's row security keeps it there).
+/// A chunk keeps messages only while their sizes add up to this much (and always keeps one), so a
+/// runner holds a bounded amount in memory (twice this, with the chunk read ahead); the rest wait
+/// for the next chunk.
+const CHUNK_BYTES: i64 = 16 * 1024 * 1024;
+
+/// The first of `rows` (in order) within [`CHUNK_BYTES`], at least one.
+fn within_chunk_bytes<T>(mut rows: Vec<T>, size: impl Fn(&T) -> i64) -> Vec<T> {
+    let mut total = 0;
+    let kept = rows
+        .iter()
+        .position(|m| {
+            total += size(m);
+            total > CHUNK_BYTES
+        })
+        .unwrap_or(rows.len())
+        .max(1);
+    rows.truncate(kept);
+    rows
+}
+
+/// The contents of the messages `ids` that still have theirs.
+async fn contents_of(txn: &impl ConnectionTrait, ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<u8>>, StoreError> {
+    let pieces = message_chunk::Entity::find()
+        .filter(message_chunk::Column::MessageId.is_in(ids.iter().copied()))
+        .order_by_asc(message_chunk::Column::MessageId)
+        .order_by_asc(message_chunk::Column::Seq)
+        .all(txn)
+        .await?;
+    let mut contents: HashMap<Uuid, Vec<u8>> = HashMap::with_capacity(ids.len());
+    for piece in pieces {
+        match contents.entry(piece.message_id) {
+            Entry::Occupied(mut raw) => raw.get_mut().extend_from_slice(&piece.data),
+            Entry::Vacant(raw) => {
+                raw.insert(piece.data);
+            }
+        }
+    }
+    Ok(contents)
+}
+
+/// The next chunk of a hunt, read outside the chunk's transaction while the chunk before it is
+/// scanned, so reading overlaps scanning. A stored message's content never changes, so what was
+/// read ahead is as good as reading it in the transaction, as long as it is still there
+/// ([`ReadAhead::still_held`]); which messages the chunk holds is always decided in it.
+pub struct ReadAhead {
+    hunt: Uuid,
+    contents: HashMap<Uuid, Vec<u8>>,
+}
+
+impl ReadAhead {
+    /// The contents of `ids` as the chunk's transaction sees them: read ahead where they still
+    /// exist, read now where they were not read ahead.
+    async fn still_held(
+        mut self,
+        txn: &impl ConnectionTrait,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, Vec<u8>>, StoreError> {
+        // Expiry or an erasure may have deleted some since: only the first piece is looked up.
+        let present: HashSet<Uuid> = message_chunk::Entity::find()
+            .select_only()
+            .column(message_chunk::Column::MessageId)
+            .filter(message_chunk::Column::MessageId.is_in(ids.iter().copied()))
+            .filter(message_chunk::Column::Seq.eq(0))
+            .into_tuple()
+            .all(txn)
+            .await?
+            .into_iter()
+            .collect();
+        let mut contents = HashMap::with_capacity(ids.len());
+        let mut unread = Vec::new();
+        for id in ids.iter().filter(|id| present.contains(id)) {
+            match self.contents.remove(id) {
+                Some(raw) => {
+                    contents.insert(*id, raw);
+                }
+                None => unread.push(*id),
+            }
+        }
+        if !unread.is_empty() {
+            contents.extend(contents_of(txn, &unread).await?);
+        }
+        Ok(contents)
+    }
+}
+
+/// Reads the up to `chunk` messages of hunt `h` after message `after` (see [`ReadAhead`]); `None`
+/// on SQLite, whose one connection is the chunk's transaction's.
+pub async fn read_ahead(
+    db: &DatabaseConnection,
+    h: &hunt::Model,
+    after: Uuid,
+    chunk: u64,
+) -> Result<Option<ReadAhead>, StoreError> {
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        return Ok(None);
+    }
+    let query = messages_of(h)
+        .filter(message::Column::Id.gt(after))
+        .select_only()
+        .column(message::Column::Id)
+        .column(message::Column::Size)
+        .order_by_asc(message::Column::Id)
+        .limit(chunk);
+    run_in(db, Reach::Tenant(h.tenant_id), Mode::Snapshot, async |txn| {
+        keyset_plan(txn).await?;
+        let listed: Vec<(Uuid, i64)> = query.into_tuple().all(txn).await?;
+        let ids: Vec<Uuid> = within_chunk_bytes(listed, |m| m.1).into_iter().map(|m| m.0).collect();
+        let contents = contents_of(txn, &ids).await?;
+        Ok(Some(ReadAhead { hunt: h.id, contents }))
+    })
+    .await
+}
+
+/// Has the rest of `txn` read a chunk (the next messages by id) in id order from the index on
+/// (tenant, id), stopping at the chunk's end. Without statistics — a day's partition has none
+/// until autovacuum first analyzes it, and never where autovacuum is off — PostgreSQL takes the
+/// tenant for a handful of rows and reads every message after the cursor, bitmap and sort, for
+/// each chunk: a hunt's time then grows with the square of its messages.
+async fn keyset_plan(txn: &impl ConnectionTrait) -> Result<(), StoreError> {
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        txn.execute_unprepared("SET LOCAL enable_bitmapscan = off").await?;
+    }
+    Ok(())
+}
+
 fn messages_of(h: &hunt::Model) -> sea_orm::Select<message::Entity> {
     let mut query = message::Entity::find()
         .filter(message::Column::TenantId.eq(h.tenant_id))
@@ -298,6 +426,7 @@ pub async fn work_next(
     db: &DatabaseConnection,
     chunk: u64,
     max_running: u64,
+    ahead: Option<ReadAhead>,
     scan: impl AsyncFnOnce(&hunt::Model, Vec<ToHunt>) -> Result<Vec<Vec<Explained>>, String>,
 ) -> Result<Turn, StoreError> {
     if let Some(started) = start_one(db, max_running).await? {
@@ -316,34 +445,31 @@ pub async fn work_next(
         };
         // From here on, only this tenant's rows.
         narrow_to_tenant(txn, h.tenant_id).await?;
+        keyset_plan(txn).await?;
         let mut query = messages_of(&h);
         if let Some(cursor) = h.cursor {
             query = query.filter(message::Column::Id.gt(cursor));
         }
         let rows = query.order_by_asc(message::Column::Id).limit(chunk).all(txn).await?;
+        let rows = within_chunk_bytes(rows, |m| m.size);
         let hunt_id = h.id;
         if rows.is_empty() {
             finish(txn, h, FINISHED, None).await?;
             return Ok(Turn::Ended { hunt: hunt_id, state: FINISHED });
         }
-        let contents = message_chunk::Entity::find()
-            .filter(message_chunk::Column::MessageId.is_in(rows.iter().map(|m| m.id)))
-            .order_by_asc(message_chunk::Column::MessageId)
-            .order_by_asc(message_chunk::Column::Seq)
-            .all(txn)
-            .await?;
-        let mut batch: Vec<ToHunt> = rows
+        let ids: Vec<Uuid> = rows.iter().map(|m| m.id).collect();
+        let mut contents = match ahead.filter(|a| a.hunt == hunt_id) {
+            Some(ahead) => ahead.still_held(txn, &ids).await?,
+            None => contents_of(txn, &ids).await?,
+        };
+        let batch: Vec<ToHunt> = rows
             .iter()
             .map(|m| {
                 let rcpt_to: Vec<String> = serde_json::from_value(m.rcpt_to.clone()).unwrap_or_default();
-                ToHunt { id: m.id, raw: None, envelope: Envelope::of(Some(&m.mail_from), &rcpt_to) }
+                let envelope = Envelope::of(Some(&m.mail_from), &rcpt_to);
+                ToHunt { id: m.id, raw: contents.remove(&m.id), envelope }
             })
             .collect();
-        for piece in contents {
-            if let Some(at) = rows.iter().position(|m| m.id == piece.message_id) {
-                batch[at].raw.get_or_insert_with(Vec::new).extend_from_slice(&piece.data);
-            }
-        }
         let present: Vec<bool> = batch.iter().map(|m| m.raw.is_some()).collect();
         let bytes: i64 = batch.iter().filter_map(|m| m.raw.as_ref()).map(|r| r.len() as i64).sum();
         let found = match scan(&h, batch).await {
