@@ -109,20 +109,24 @@ impl Senders {
         }
     }
 
-    /// One destination's deliveries of a claim, in order (a syslog connection carries one record
-    /// at a time; an e-mail relay one session) or a few at a time (webhooks); their attempts
-    /// recorded together.
+    /// One destination's deliveries of a claim: in one write (syslog), in order over one session
+    /// (an e-mail relay) or a few at a time (webhooks); their attempts recorded together.
     async fn deliver(&self, db: &DatabaseConnection, group: Vec<Due>) {
         let attempted: Vec<(Due, Attempted)> = match group[0].destination.kind.as_str() {
             "email" => email::send_all(group, &self.options).await,
-            kind => {
-                let at_once = if kind == "webhook" { WEBHOOKS_AT_ONCE } else { 1 };
+            "syslog" => {
+                let started = Instant::now();
+                let result = self.syslog.send_all(&group, &self.options).await;
+                let latency = started.elapsed();
+                group.into_iter().map(|due| (due, attempted(result.clone(), latency))).collect()
+            }
+            _ => {
                 futures_util::stream::iter(group)
                     .map(|due| async move {
                         let attempted = self.send(&due).await;
                         (due, attempted)
                     })
-                    .buffered(at_once)
+                    .buffered(WEBHOOKS_AT_ONCE)
                     .collect()
                     .await
             }
@@ -138,7 +142,6 @@ impl Senders {
         let started = Instant::now();
         let result = match due.destination.kind.as_str() {
             "webhook" => self.webhooks.send(due).await,
-            "syslog" => self.syslog.send(due, &self.options).await,
             other => Err(Failure::failed(format!("unknown destination kind {other:?}"))),
         };
         attempted(result, started.elapsed())
@@ -162,6 +165,7 @@ fn attempted(result: Result<Sent, Failure>, latency: Duration) -> Attempted {
 }
 
 /// What a receiver answered (for webhooks, also a refusal carried in an answer: 410, 429, 503, …).
+#[derive(Clone)]
 pub(crate) struct Sent {
     outcome: Outcome,
     status: Option<i32>,
@@ -170,6 +174,7 @@ pub(crate) struct Sent {
 }
 
 /// An attempt that did not reach a receiver, or that it refused.
+#[derive(Clone)]
 pub(crate) struct Failure {
     outcome: Outcome,
     status: Option<i32>,

@@ -83,12 +83,20 @@ pub(super) struct Connections {
 }
 
 impl Connections {
-    pub(super) async fn send(&self, due: &Due, options: &DeliveryOptions) -> Result<Sent, Failure> {
-        let config: SyslogConfig = serde_json::from_value(due.destination.config.clone())
+    /// One destination's share of a claim (`group`, not empty), every record framed and written
+    /// at once: one turn of the destination's connection, not one per record. A write that fails
+    /// fails them all (the receiver may have some: at least once).
+    pub(super) async fn send_all(&self, group: &[Due], options: &DeliveryOptions) -> Result<Sent, Failure> {
+        let destination = &group[0].destination;
+        let config: SyslogConfig = serde_json::from_value(destination.config.clone())
             .map_err(|e| Failure::failed(format!("the destination's settings are unreadable: {e}")))?;
-        let record = cef::record(&due.event, env!("CARGO_PKG_VERSION"), &options.host);
-        let frame = cef::frame(&due.event, &record, &options.host);
-        let slot = self.open.lock().await.entry(due.destination.id).or_default().clone();
+        let mut frames = Vec::new();
+        for due in group {
+            let record = cef::record(&due.event, env!("CARGO_PKG_VERSION"), &options.host);
+            frames.extend_from_slice(&cef::frame(&due.event, &record, &options.host));
+        }
+        let frame = frames;
+        let slot = self.open.lock().await.entry(destination.id).or_default().clone();
         let mut slot = slot.lock().await;
         for fresh in [false, true] {
             let reusable = match slot.as_mut() {
