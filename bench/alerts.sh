@@ -151,14 +151,6 @@ wait_port() { # NAME PORT LOG
     done
     die "$1 is not accepting on 127.0.0.1:$2 after 15 s: $(tail -n 5 "$3" 2>/dev/null)"
 }
-wait_http_200() { # NAME PID URL
-    for _ in $(seq 300); do
-        kill -0 "$2" 2>/dev/null || die "$1 exited during start-up"
-        [[ $(curl -s -o /dev/null -w '%{http_code}' "$3" || true) == 200 ]] && return 0
-        sleep 0.2
-    done
-    die "$1: $3 not 200 after 60 s"
-}
 
 # ---------------------------------------------------------------- receivers
 WH_PORT=$(free_port) || die "no free port"
@@ -247,17 +239,8 @@ log "starting mailsensor serve on $API ${SERVE_FLAGS[*]}"
 PIDS[serve]=$!
 wait_http_200 "mailsensor serve" "${PIDS[serve]}" "$API/readyz"
 create_tenant_and_sensor alerts-bench bench-admin # OPERATOR, TENANT, PCN, ADMIN, SENSOR
-api_call PUT "/v1/tenants/$TENANT/sensors/$SENSOR/smtp-integration" "$ADMIN" 200 \
-    '{"enabled": true, "destination_domains": ["example.com"], "clients": [], "message_size_limit": {"unlimited": false, "value": 10, "unit": "MB"}}' >/dev/null
 
-SENSOR_TOKEN=$(mint_token --role sensor --tenant "$TENANT" --sensor "$SENSOR" --sub bench-worker)
-SMTP_PORT=$(free_port) || die "no free port"
-ADMIN_PORT=$(free_port) || die "no free port"
-"$BIN" sensor --api "$API" --token "$SENSOR_TOKEN" --listen "127.0.0.1:$SMTP_PORT" \
-    --admin-listen "127.0.0.1:$ADMIN_PORT" --max-sessions-per-ip 2000 --max-sessions 5000 \
-    --hostname bench-sensor.example.net --instance-id "bench-worker-$$" >"$WORK/sensor.log" 2>&1 &
-PIDS[sensor]=$!
-wait_http_200 "mailsensor sensor" "${PIDS[sensor]}" "http://127.0.0.1:$ADMIN_PORT/readyz"
+start_bench_worker "$WORK/sensor.log"
 
 if [[ $SOURCE == rescan ]]; then
     # Before any destination exists: their events are older than the load and reach nobody.

@@ -246,6 +246,17 @@ def message(tag):
             f"Message-ID: <{tag}@bench.example.net>\r\n\r\n{EICAR}\r\n.\r\n").encode()
 
 
+async def next_slot(state, interval):
+    """Waits for the next slot of a schedule of one per `interval` s shared by every session
+    (`state["next"]`); a schedule fallen behind catches up at most 1 s."""
+    now = time.monotonic()
+    state["next"] = max(state["next"], now - 1.0)
+    slot = state["next"]
+    state["next"] += interval
+    if slot > now:
+        await asyncio.sleep(slot - now)
+
+
 async def send_messages(port, sessions, stop_at, stats, ids, interval=None, count=None):
     """SESSIONS connections sending pipelined MAIL/RCPT/DATA + message; paced at one message per
     `interval` s shared by all (None: as fast as answered) until `stop_at` or `count` sent."""
@@ -279,12 +290,7 @@ async def send_messages(port, sessions, stop_at, stats, ids, interval=None, coun
                             break
                         state["left"] -= 1
                     if interval is not None:
-                        now = time.monotonic()
-                        state["next"] = max(state["next"], now - 1.0)  # catch up at most 1 s
-                        slot = state["next"]
-                        state["next"] += interval
-                        if slot > now:
-                            await asyncio.sleep(slot - now)
+                        await next_slot(state, interval)
                     if time.monotonic() >= stop_at:
                         break
                     seq += 1
@@ -345,12 +351,7 @@ async def rescan_messages(api, tenant, token, ids, sessions, stop_at, stats, int
                 continue
             try:
                 while True:
-                    now = time.monotonic()
-                    state["next"] = max(state["next"], now - 1.0)  # catch up at most 1 s
-                    slot = state["next"]
-                    state["next"] += interval
-                    if slot > now:
-                        await asyncio.sleep(slot - now)
+                    await next_slot(state, interval)
                     if time.monotonic() >= stop_at:
                         return
                     mid = ids[state["i"] % len(ids)]

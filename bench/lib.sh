@@ -11,6 +11,7 @@
 #   BIN        the mailsensor binary (build_release sets it)
 #   TOKEN_TTL  lifetime in seconds of the tokens mint_token issues
 #   API_BASE   base URL (http://127.0.0.1:PORT) api_call sends requests to
+#   API, TENANT, SENSOR, ADMIN, PIDS   for start_bench_worker (PIDS an associative array)
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
@@ -278,4 +279,32 @@ start_postfix() {
         sleep 0.2
     done
     die "Postfix not accepting after 10 s: $(tail -n 5 "$pf/maillog")"
+}
+
+# wait_http_200 NAME PID URL: waits up to 60 s for URL to answer 200; dies if PID exits first.
+wait_http_200() {
+    for _ in $(seq 300); do
+        kill -0 "$2" 2>/dev/null || die "$1 exited during start-up"
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "$3" || true) == 200 ]] && return 0
+        sleep 0.2
+    done
+    die "$1: $3 not 200 after 60 s"
+}
+
+# start_bench_worker LOG: SMTP for example.com on the SENSOR of create_tenant_and_sensor (10 MB
+# messages, any client), then one `mailsensor sensor` for it against API, its SMTP and admin
+# listeners on free loopback ports, its output in LOG; sets SMTP_PORT, ADMIN_PORT and
+# PIDS[sensor] (the calling script's associative array).
+start_bench_worker() {
+    local log=$1 token
+    api_call PUT "/v1/tenants/$TENANT/sensors/$SENSOR/smtp-integration" "$ADMIN" 200 \
+        '{"enabled": true, "destination_domains": ["example.com"], "clients": [], "message_size_limit": {"unlimited": false, "value": 10, "unit": "MB"}}' >/dev/null
+    token=$(mint_token --role sensor --tenant "$TENANT" --sensor "$SENSOR" --sub bench-worker)
+    SMTP_PORT=$(free_port) || die "no free port"
+    ADMIN_PORT=$(free_port) || die "no free port"
+    "$BIN" sensor --api "$API" --token "$token" --listen "127.0.0.1:$SMTP_PORT" \
+        --admin-listen "127.0.0.1:$ADMIN_PORT" --max-sessions-per-ip 2000 --max-sessions 5000 \
+        --hostname bench-sensor.example.net --instance-id "bench-worker-$$" >"$log" 2>&1 &
+    PIDS[sensor]=$!
+    wait_http_200 "mailsensor sensor" "${PIDS[sensor]}" "http://127.0.0.1:$ADMIN_PORT/readyz"
 }

@@ -117,14 +117,6 @@ python3 bench/scan_corpus.py rules "$RULES_FILE" --count "$RULES" --seed "$SEED"
     || die "generating the rules failed"
 
 # ---------------------------------------------------------------- the API and the worker
-wait_http_200() { # NAME PID URL
-    for _ in $(seq 300); do
-        kill -0 "$2" 2>/dev/null || die "$1 exited during start-up"
-        [[ $(curl -s -o /dev/null -w '%{http_code}' "$3" || true) == 200 ]] && return 0
-        sleep 0.2
-    done
-    die "$1: $3 not 200 after 60 s"
-}
 recreate_databases "$DB"
 server_env "$DB"
 unset MAILSENSOR_API_URL MAILSENSOR_SENSOR_TOKEN MAILSENSOR_SENSOR_ID MAILSENSOR_SMTP_LISTEN \
@@ -139,17 +131,8 @@ log "starting mailsensor serve on $API --yara-rules ($RULES rules) --scan-worker
 PIDS[serve]=$!
 wait_http_200 "mailsensor serve" "${PIDS[serve]}" "$API/readyz"
 create_tenant_and_sensor retrohunt-bench bench-admin # OPERATOR, TENANT, PCN, ADMIN, SENSOR
-api_call PUT "/v1/tenants/$TENANT/sensors/$SENSOR/smtp-integration" "$ADMIN" 200 \
-    '{"enabled": true, "destination_domains": ["example.com"], "clients": [], "message_size_limit": {"unlimited": false, "value": 10, "unit": "MB"}}' >/dev/null
 OFFICER=$(mint_token --role senior_security_officer --tenant "$TENANT" --node "$PCN" --sub bench-officer)
-SENSOR_TOKEN=$(mint_token --role sensor --tenant "$TENANT" --sensor "$SENSOR" --sub bench-worker)
-SMTP_PORT=$(free_port) || die "no free port"
-ADMIN_PORT=$(free_port) || die "no free port"
-"$BIN" sensor --api "$API" --token "$SENSOR_TOKEN" --listen "127.0.0.1:$SMTP_PORT" \
-    --admin-listen "127.0.0.1:$ADMIN_PORT" --max-sessions-per-ip 2000 --max-sessions 5000 \
-    --hostname bench-sensor.example.net --instance-id "bench-worker-$$" >"$WORK/sensor.log" 2>&1 &
-PIDS[sensor]=$!
-wait_http_200 "mailsensor sensor" "${PIDS[sensor]}" "http://127.0.0.1:$ADMIN_PORT/readyz"
+start_bench_worker "$WORK/sensor.log"
 CPU_ARGS=(--cpu "serve=${PIDS[serve]}" --cpu postgres=postgres)
 LOADS=
 phase_load() { LOADS="$LOADS${LOADS:+, }$1 $(cut -d' ' -f1 /proc/loadavg)"; } # PHASE: the 1-min load average now
@@ -259,10 +242,10 @@ IDLE_MEAN=$(awk -v a="$I1" -v b="$I2" 'BEGIN { printf "%.1f", (a + b) / 2 }')
 H2_RATE=$(awk -v a="$H2_SCANNED0" -v b="$H2_SCANNED1" -v t0="$H2_T0" -v t1="$H2_T1" 'BEGIN { printf "%.1f", (b - a) / (t1 - t0) }')
 # CPU (serve + every postgres process) per message: the drain of 1., and the idle hunt.
 LIVE_CPU=$(jq -r --argjson hz "$CLK" '[.samples[] | select(.phase == "end")][0] as $a | .samples[-1] as $b
-    | (($b.cpu.serve - $a.cpu.serve) + ($b.cpu.postgres - $a.cpu.postgres)) / $hz * 1000 / (($b.scanned - $a.scanned) | if . > 0 then . else 1 end)
+    | (($b.cpu.serve - $a.cpu.serve) + ($b.cpu.postgres - $a.cpu.postgres)) / $hz * 1000 / ((($b.scanned // 0) - ($a.scanned // 0)) | if . > 0 then . else 1 end)
     | . * 100 | round / 100' "$L")
 HUNT_CPU=$(jq -r --argjson hz "$CLK" '.samples[0] as $a | .samples[-1] as $b
-    | (($b.cpu.serve - $a.cpu.serve) + ($b.cpu.postgres - $a.cpu.postgres)) / $hz * 1000 / (($b.scanned - $a.scanned) | if . > 0 then . else 1 end)
+    | (($b.cpu.serve - $a.cpu.serve) + ($b.cpu.postgres - $a.cpu.postgres)) / $hz * 1000 / ((($b.scanned // 0) - ($a.scanned // 0)) | if . > 0 then . else 1 end)
     | . * 100 | round / 100' "$H")
 LIVE_SERVE_CPU=$(jq -r --argjson hz "$CLK" '[.samples[] | select(.phase == "end")][0] as $a | .samples[-1] as $b
     | ($b.cpu.serve - $a.cpu.serve) / $hz / ($b.t - $a.t) * 100 | round' "$L")

@@ -340,14 +340,6 @@ net_of_load yara-1
 [[ $THREADS -le 1 ]] || net_of_load "yara-$THREADS"
 
 # ---------------------------------------------------------------- 2. intake with the scan queue
-wait_http_200() { # NAME PID URL
-    for i in $(seq 300); do
-        kill -0 "$2" 2>/dev/null || die "$1 exited during start-up"
-        [[ $(curl -s -o /dev/null -w '%{http_code}' "$3" || true) == 200 ]] && return 0
-        sleep 0.2
-    done
-    die "$1: $3 not 200 after 60 s"
-}
 
 start_rspamd() {
     local port dir=$WORK/rspamd sub
@@ -413,16 +405,7 @@ intake_run() {
     PIDS[serve]=$!
     wait_http_200 "mailsensor serve" "${PIDS[serve]}" "$API/readyz"
     create_tenant_and_sensor "scan-bench-$tag" bench-admin
-    api_call PUT "/v1/tenants/$TENANT/sensors/$SENSOR/smtp-integration" "$ADMIN" 200 \
-        '{"enabled": true, "destination_domains": ["example.com"], "clients": [], "message_size_limit": {"unlimited": false, "value": 10, "unit": "MB"}}' >/dev/null
-    SENSOR_TOKEN=$(mint_token --role sensor --tenant "$TENANT" --sensor "$SENSOR" --sub bench-worker)
-    SMTP_PORT=$(free_port) || die "no free port"
-    ADMIN_PORT=$(free_port) || die "no free port"
-    "$BIN" sensor --api "$API" --token "$SENSOR_TOKEN" --listen "127.0.0.1:$SMTP_PORT" \
-        --admin-listen "127.0.0.1:$ADMIN_PORT" --max-sessions-per-ip 2000 --max-sessions 5000 \
-        --hostname bench-sensor.example.net --instance-id "bench-worker-$$" >"$WORK/sensor-$tag.log" 2>&1 &
-    PIDS[sensor]=$!
-    wait_http_200 "mailsensor sensor" "${PIDS[sensor]}" "http://127.0.0.1:$ADMIN_PORT/readyz"
+    start_bench_worker "$WORK/sensor-$tag.log"
     # Warm-up: connections to the API and the daemons; scanned before the measured run starts.
     "$SMTP_SOURCE" -4 -d -s "$SESSIONS" -m $((SESSIONS * 5)) -l "$MSG_BYTES" -M bench-client.example.net \
         -f bench-sender@bench.example.net -t bench-rcpt@example.com "127.0.0.1:$SMTP_PORT" >/dev/null 2>&1 \

@@ -341,14 +341,6 @@ server_env "$DB"
 unset MAILSENSOR_API_URL MAILSENSOR_SENSOR_TOKEN MAILSENSOR_SENSOR_ID MAILSENSOR_SMTP_LISTEN \
     MAILSENSOR_ADMIN_LISTEN MAILSENSOR_TLS_CERT MAILSENSOR_TLS_KEY MAILSENSOR_SENSOR_NETWORK
 
-wait_http_200() { # NAME PID URL
-    for i in $(seq 300); do
-        kill -0 "$2" 2>/dev/null || die "$1 exited during start-up"
-        [[ $(curl -s -o /dev/null -w '%{http_code}' "$3" || true) == 200 ]] && return 0
-        sleep 0.2
-    done
-    die "$1: $3 not 200 after 60 s"
-}
 
 log "starting mailsensor serve on $API"
 "$BIN" serve --listen "127.0.0.1:$API_PORT" >"$WORK/serve.log" 2>&1 &
