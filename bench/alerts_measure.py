@@ -246,6 +246,17 @@ def message(tag):
             f"Message-ID: <{tag}@bench.example.net>\r\n\r\n{EICAR}\r\n.\r\n").encode()
 
 
+async def connect(host, port, stats):
+    """A connection, or None after counting the error and pausing 0.1 s."""
+    try:
+        return await asyncio.open_connection(host, port)
+    except OSError as e:
+        stats["errors"] += 1
+        _sample(stats, f"connect: {e}")
+        await asyncio.sleep(0.1)
+        return None
+
+
 async def next_slot(state, interval):
     """Waits for the next slot of a schedule of one per `interval` s shared by every session
     (`state["next"]`); a schedule fallen behind catches up at most 1 s."""
@@ -266,13 +277,9 @@ async def send_messages(port, sessions, stop_at, stats, ids, interval=None, coun
     async def session(n):
         seq = 0
         while time.monotonic() < stop_at and (state["left"] is None or state["left"] > 0):
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError as e:
-                stats["errors"] += 1
-                _sample(stats, f"connect: {e}")
-                await asyncio.sleep(0.1)
+            if (opened := await connect("127.0.0.1", port, stats)) is None:
                 continue
+            reader, writer = opened
             try:
                 code, text = await reply(reader)
                 if code != 220:
@@ -342,13 +349,9 @@ async def rescan_messages(api, tenant, token, ids, sessions, stop_at, stats, int
 
     async def session(n):
         while time.monotonic() < stop_at:
-            try:
-                reader, writer = await asyncio.open_connection(host, int(port))
-            except OSError as e:
-                stats["errors"] += 1
-                _sample(stats, f"connect: {e}")
-                await asyncio.sleep(0.1)
+            if (opened := await connect(host, int(port), stats)) is None:
                 continue
+            reader, writer = opened
             try:
                 while True:
                     await next_slot(state, interval)
