@@ -95,7 +95,6 @@ impl Connections {
             let record = cef::record(&due.event, env!("CARGO_PKG_VERSION"), &options.host);
             frames.extend_from_slice(&cef::frame(&due.event, &record, &options.host));
         }
-        let frame = frames;
         let slot = self.open.lock().await.entry(destination.id).or_default().clone();
         let mut slot = slot.lock().await;
         for fresh in [false, true] {
@@ -109,7 +108,7 @@ impl Connections {
                 *slot = Some((config.clone(), stream));
             }
             let Some((_, stream)) = slot.as_mut() else { continue };
-            match tokio::time::timeout(options.timeout, stream.write_all(&frame)).await {
+            match tokio::time::timeout(options.timeout, stream.write_all(&frames)).await {
                 Ok(Ok(())) => {
                     return Ok(Sent { outcome: Outcome::Delivered, status: None, error: None, response: None });
                 }

@@ -133,24 +133,28 @@ fn scan_chunk(
     // one at a time, so a large message holds up only its own thread: a hunt works as fast as the
     // live scan's two workers, and still yields to intake between chunks.
     let next = AtomicUsize::new(0);
-    let found: Vec<Mutex<Vec<Explained>>> = batch.iter().map(|_| Mutex::default()).collect();
     let scanned = std::thread::scope(|threads| {
-        let other = threads.spawn(|| hunt_each(&rules, &batch, &next, &found));
-        hunt_each(&rules, &batch, &next, &found);
-        other.join()
+        let other = threads.spawn(|| hunt_each(&rules, &batch, &next));
+        let mine = hunt_each(&rules, &batch, &next);
+        other.join().map(|theirs| [mine, theirs])
     });
     // Never a chunk with half its results: the chunk is redone.
-    scanned.map_err(|_| "a retro-hunt scan thread failed".to_owned())?;
-    Ok(found.into_iter().map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).collect())
+    let scanned = scanned.map_err(|_| "a retro-hunt scan thread failed".to_owned())?;
+    let mut found = vec![Vec::new(); batch.len()];
+    for (at, matched) in scanned.into_iter().flatten() {
+        found[at] = matched;
+    }
+    Ok(found)
 }
 
 /// The messages of `batch` not yet taken (`next`) through `rules`, one scanner for all of them;
-/// each message's matches into its place in `found`.
-fn hunt_each(rules: &yara::Rules, batch: &[ToHunt], next: &AtomicUsize, found: &[Mutex<Vec<Explained>>]) {
+/// each message that matched, by its place in `batch`, with its matches.
+fn hunt_each(rules: &yara::Rules, batch: &[ToHunt], next: &AtomicUsize) -> Vec<(usize, Vec<Explained>)> {
     let mut scanner = rules.scanner();
+    let mut found = Vec::new();
     loop {
         let at = next.fetch_add(1, Ordering::Relaxed);
-        let Some(m) = batch.get(at) else { return };
+        let Some(m) = batch.get(at) else { return found };
         let Some(raw) = &m.raw else { continue };
         let run = scan::YaraRun::new(vec![&mut scanner], m.envelope.clone());
         let explained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scan::explain(raw, run).1));
@@ -164,6 +168,8 @@ fn hunt_each(rules: &yara::Rules, batch: &[ToHunt], next: &AtomicUsize, found: &
             .collect();
         matched
             .retain(|e| e.part.is_some() || !objects.contains(&(e.matched.namespace.clone(), e.matched.rule.clone())));
-        *found[at].lock().unwrap_or_else(|e| e.into_inner()) = matched;
+        if !matched.is_empty() {
+            found.push((at, matched));
+        }
     }
 }

@@ -1010,5 +1010,5 @@ async fn record_one(txn: &impl ConnectionTrait, due: &Due, attempted: &Attempted
 pub async fn pending(db: &DatabaseConnection) -> Result<u64, StoreError> {
     use sea_orm::PaginatorTrait;
     let query = delivery::Entity::find().filter(delivery::Column::State.eq(PENDING));
-    super::db::run(db, Reach::Platform, async |txn| Ok(query.clone().count(txn).await?)).await
+    super::db::run(db, Reach::Platform, async |txn| Ok(query.count(txn).await?)).await
 }

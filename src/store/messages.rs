@@ -619,7 +619,7 @@ fn scan_result(
 pub async fn scan_queue_depth(db: &DatabaseConnection) -> Result<u64, StoreError> {
     use sea_orm::PaginatorTrait;
     let query = message::Entity::find().filter(message::Column::Verdict.eq(PENDING));
-    run(db, Reach::Platform, async |txn| Ok(query.clone().count(txn).await?)).await
+    run(db, Reach::Platform, async |txn| Ok(query.count(txn).await?)).await
 }
 
 /// Drops uploads that broke off and were never retried: housekeeping across tenants, the

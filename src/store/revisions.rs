@@ -168,7 +168,7 @@ pub async fn after(db: &DatabaseConnection, after: i64, limit: u64) -> Result<Ve
         .filter(revision_log::Column::Rev.gt(after))
         .order_by_asc(revision_log::Column::Rev)
         .limit(limit);
-    let rows = run(db, Reach::Platform, async |txn| Ok(query.clone().all(txn).await?)).await?;
+    let rows = run(db, Reach::Platform, async |txn| Ok(query.all(txn).await?)).await?;
     Ok(rows.into_iter().map(Revision::from).collect())
 }
 
