@@ -22,7 +22,10 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(colour).init();
 }
 
-#[actix_web::main]
+// A multi-threaded runtime: the work `serve` does besides answering HTTP (scan workers, alert
+// delivery, retro-hunts, the revision-log tailer) and a sensor worker's SMTP sessions use every
+// core. actix-web's own HTTP workers keep their one-thread runtimes either way.
+#[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -132,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
             parts.feed.retention = std::time::Duration::from_secs(args.revision_retention_hours * 3600);
             let running = server::start(listener, parts).await?;
             let stopper = running.stopper();
-            let serving = actix_web::rt::spawn(running.server);
+            let serving = tokio::spawn(running.server);
             server::terminated().await;
             tracing::info!("shutting down");
             stopper.stop().await;
