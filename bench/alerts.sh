@@ -24,6 +24,11 @@
 #         event. The detections come from the product's own scan queue and outbox, without SMTP
 #         intake beside them: on 2 cores, intake alone at 1000 messages/s takes the whole machine,
 #         so with SOURCE=smtp the rate of detections is bounded by intake + scan, not by delivery;
+#       requeue: the same PRELOAD messages, put back in the scan queue in turn at RATE/s straight in
+#         PostgreSQL (one psql session, an UPDATE every 10 ms: what the rescan does to the row,
+#         without the request, its audit entry and the earlier result). It leaves out the rescan's
+#         HTTP request and its three transactions, which at ~330/s take about half of this 2-core
+#         machine, so what is measured is the scan queue, the outbox and the delivery alone;
 #       smtp: bench/alerts_measure.py's asyncio SMTP client, SESSIONS persistent connections,
 #         MAIL/RCPT/DATA pipelined, one message per slot of a RATE/s schedule, each carrying the
 #         EICAR test string (the built-in checks say `malicious`, so each message raises one event);
@@ -43,12 +48,12 @@
 #     BENCH_REV=HEAD bench/alerts.sh            # the last commit, not the working tree
 #
 # Environment:
-#   RATE          rescans or messages (so detections) per second asked of the client. Default 1000.
-#   SOURCE        rescan or smtp (above). Default rescan.
-#   PRELOAD       messages stored before the load, for SOURCE=rescan (each rescanned every
+#   RATE          rescans, requeued messages or messages (so detections) per second asked of the client. Default 1000.
+#   SOURCE        rescan, requeue or smtp (above). Default rescan.
+#   PRELOAD       messages stored before the load, for SOURCE=rescan and requeue (each scanned again every
 #                 PRELOAD/RATE s). Default 10000.
 #   DURATION      seconds of load. Default 60.
-#   SESSIONS      SMTP connections of the client. Default 50.
+#   SESSIONS      connections of the client (SMTP, or HTTP for rescan). Default 50.
 #   STEADY_SKIP   seconds at the start of the load left out of the steady-state figures. Default 10.
 #   DRAIN_MAX     seconds to wait after the load for everything to arrive. Default 120.
 #   ALERT_WORKERS / SCAN_WORKERS   `serve --alert-workers / --scan-workers`. Default 2 / 2.
@@ -89,7 +94,7 @@ OUT_DIR=${OUT_DIR:-$BENCH_DIR/results}
 DB=mailsensor_alerts_bench
 TOKEN_TTL=14400
 
-[[ $SOURCE == rescan || $SOURCE == smtp ]] || die "SOURCE must be rescan or smtp, got '$SOURCE'"
+[[ $SOURCE == rescan || $SOURCE == requeue || $SOURCE == smtp ]] || die "SOURCE must be rescan, requeue or smtp, got '$SOURCE'"
 for v in RATE DURATION SESSIONS DRAIN_MAX ALERT_WORKERS SCAN_WORKERS WARMUP PRELOAD; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number, got '${!v}'"
 done
@@ -242,13 +247,14 @@ create_tenant_and_sensor alerts-bench bench-admin # OPERATOR, TENANT, PCN, ADMIN
 
 start_bench_worker "$WORK/sensor.log"
 
-if [[ $SOURCE == rescan ]]; then
+if [[ $SOURCE == rescan || $SOURCE == requeue ]]; then
     # Before any destination exists: their events are older than the load and reach nobody.
-    log "preload: $PRELOAD malicious messages stored and scanned, to be rescanned in turn by the load"
+    log "preload: $PRELOAD malicious messages stored and scanned, to be scanned again in turn by the load"
     python3 bench/alerts_measure.py preload --port "$SMTP_PORT" --count "$PRELOAD" --api-metrics "$API/metrics" \
         --ids-out "$WORK/preload.ids" >"$WORK/preload.json" || die "the preload failed"
     OFFICER=$(mint_token --role senior_security_officer --tenant "$TENANT" --node "$PCN" --sub bench-officer)
-    LOAD_ARGS=(--source rescan --ids "$WORK/preload.ids" --api "$API" --tenant "$TENANT")
+    LOAD_ARGS=(--source "$SOURCE" --ids "$WORK/preload.ids" --api "$API" --tenant "$TENANT"
+               --psql "host=$PGHOST port=$PGPORT user=$PGUSER dbname=$DB")
 else
     OFFICER=""
     LOAD_ARGS=(--source smtp)
@@ -300,7 +306,7 @@ OUT=$OUT_DIR/alerts-$STAMP-$SOURCE-rate$RATE-${DURATION}s
   date        $(date -u +%Y-%m-%dT%H:%M:%SZ)
   machine     nproc $(nproc); load avg (1/5/15 min) before the load: $LOAD_START, at the end: $(cut -d' ' -f1-3 /proc/loadavg)
   destinations $DESTINATIONS
-  source      $SOURCE$([[ $SOURCE == rescan ]] && echo " ($PRELOAD stored messages rescanned in turn)")
+  source      $SOURCE$([[ $SOURCE != smtp ]] && echo " ($PRELOAD stored messages scanned again in turn)")
   API         mailsensor serve ${SERVE_FLAGS[*]} (PostgreSQL $("$PSQL" -d postgres -Atqc 'show server_version' 2>/dev/null)), one worker, one tenant, one sensor
   receivers   webhook: tests/receivers/webhook.py$([[ $RECEIVER_NODELAY == 1 ]] && echo ' with TCP_NODELAY (RECEIVER_NODELAY=1)') (standardwebhooks $(python3 -c 'import importlib.metadata as m; print(m.version("standardwebhooks"))' 2>/dev/null || echo '?'));
               syslog: $("$RSYSLOGD" -v 2>/dev/null | awk 'NR == 1 { print "rsyslogd " $2; exit }') imtcp -> omfile; e-mail: Postfix $(postconf -d -h mail_version 2>/dev/null || echo '?') -> virtual -> Maildir

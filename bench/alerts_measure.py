@@ -14,7 +14,8 @@
       count, and what each receiver holds. After the load it goes on until every message taken is
       scanned, both queues are empty and every event raised is at every receiver, or --drain-max s.
       CPU of the processes named with --cpu (NAME=PID; NAME=PID+ adds its descendants; NAME=postgres
-      takes every process named postgres) at the start, the end of the load and the end.
+      takes every process named postgres) and the whole machine's busy time (/proc/stat) at the
+      start, the end of the load and the end.
   alerts_measure.py report --run JSON --api URL --tenant T --webhook-dir D --syslog-file F
                            --maildir M [--skip S] [--out JSON]   (token in $ALERTS_TOKEN)
       Reads every event of the tenant from GET /v1/tenants/T/alert-events (id, timestamp) and what
@@ -137,7 +138,17 @@ def cpu_ticks(specs):
                     pids.add(c)
                     stack.append(c)
         out[name] = sum(procs[p][2] for p in pids if p in procs)
+    out["machine"] = machine_busy_ticks()
     return out
+
+
+def machine_busy_ticks():
+    """Ticks every CPU spent on anything but idle and I/O wait (/proc/stat): the kernel's own work
+    (loopback, softirqs) and processes too short-lived to be sampled are in it."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    return sum(fields[:8]) - fields[3] - fields[4]
 
 
 # ---------------------------------------------------------------- receivers
@@ -388,6 +399,42 @@ async def rescan_messages(api, tenant, token, ids, sessions, stop_at, stats, int
     await asyncio.gather(*(session(n) for n in range(sessions)))
 
 
+async def requeue_messages(psql, ids, stop_at, stats, interval):
+    """Puts the stored messages `ids` back in the scan queue in turn, one per `interval` s, straight
+    in PostgreSQL: what `POST …/rescan` does to a message's row (verdict `pending`, attempts and
+    back-off cleared), without the HTTP request, the audit entry or the earlier result kept. One
+    psql session (`psql` = its connection string), one UPDATE every 10 ms for the messages due;
+    a schedule fallen behind catches up at most 1 s, as next_slot's."""
+    proc = await asyncio.create_subprocess_exec(
+        "psql", psql, "-q", "-X", "-v", "ON_ERROR_STOP=1", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    start, done, i = time.monotonic(), 0, 0
+    try:
+        while (now := time.monotonic()) < stop_at:
+            due = int((now - start) / interval)
+            done = max(done, due - int(1.0 / interval))
+            batch = []
+            while done < due:
+                batch.append(ids[i % len(ids)])
+                i, done = i + 1, done + 1
+            if batch:
+                listed = ",".join(f"'{m}'" for m in batch)
+                proc.stdin.write((f"UPDATE messages SET verdict = 'pending', scan_attempts = 0, scan_after = NULL, "
+                                  f"scanned_at = NULL WHERE id IN ({listed}) AND verdict <> 'pending';\n").encode())
+                await proc.stdin.drain()
+                stats["sent"] += len(batch)
+                stats["ok"] += len(batch)
+            await asyncio.sleep(0.01)
+        proc.stdin.close()
+    except (BrokenPipeError, ConnectionResetError) as e:
+        stats["errors"] += 1
+        _sample(stats, f"psql: {e}")
+    err = (await proc.stderr.read()).decode(errors="replace").strip()
+    if await proc.wait() != 0 or err:
+        stats["errors"] += 1
+        _sample(stats, f"psql exited {proc.returncode}: {err[:300]}")
+
+
 def _sample(stats, text):
     samples = stats.setdefault("error_samples", [])
     if len(samples) < 10:
@@ -461,10 +508,13 @@ async def run_async(a):
     wall0 = time.time()
     stop_at = t0 + a.duration
     stats, ids = new_stats(), []
-    if a.source == "rescan":
+    if a.source in ("rescan", "requeue"):
         again = [line.strip() for line in open(a.ids) if line.strip()]
+    if a.source == "rescan":
         sender = asyncio.create_task(rescan_messages(a.api, a.tenant, os.environ["ALERTS_TOKEN"], again, a.sessions,
                                                      stop_at, stats, 1.0 / a.rate))
+    elif a.source == "requeue":
+        sender = asyncio.create_task(requeue_messages(a.psql, again, stop_at, stats, 1.0 / a.rate))
     else:
         sender = asyncio.create_task(send_messages(a.port, a.sessions, stop_at, stats, ids, interval=1.0 / a.rate))
     k = 1
@@ -481,8 +531,8 @@ async def run_async(a):
     end = await asyncio.to_thread(sample, "end", None, t0)
     cpu["end"] = cpu_ticks(a.cpu)
     self1 = os.times()
-    # Taken: messages stored (smtp), or put back in the scan queue (rescan; one still waiting for
-    # its scan when asked again is answered as it is, so this may count a message twice).
+    # Taken: messages stored (smtp), or put back in the scan queue (rescan, requeue; one still
+    # waiting for its scan when asked again stays as it is, so this may count a message twice).
     taken = int((end["stored"] or 0) - (first["stored"] or 0)) if a.source == "smtp" else stats["ok"]
     base_rec = first["received"]
     done_at = None
@@ -492,7 +542,7 @@ async def run_async(a):
         s = await asyncio.to_thread(sample, "drain", None, t0)
         events = (s.get("events") or 0) - (first.get("events") or 0)
         scanned = (s.get("scanned") or 0) - (first.get("scanned") or 0)
-        if ((scanned >= taken or a.source == "rescan") and s.get("scan_depth") == 0 and s.get("outbox") == 0
+        if ((scanned >= taken or a.source != "smtp") and s.get("scan_depth") == 0 and s.get("outbox") == 0
                 and all(s["received"][k] - base_rec[k] >= events for k in DESTS)):
             done_at = round(s["t"] - end["t"], 2)
             break
@@ -610,6 +660,9 @@ def cmd_report(a):
     if run.get("source") == "rescan":
         print(f"  Load: {rate:g} rescans/s asked for {dur:g} s ({sessions} HTTP connections, POST …/messages/{{id}}/rescan"
               f" of stored messages that carry EICAR in the body, in turn)")
+    elif run.get("source") == "requeue":
+        print(f"  Load: {rate:g} messages/s put back in the scan queue for {dur:g} s (UPDATE in PostgreSQL through one"
+              f" psql session, every 10 ms; stored messages that carry EICAR in the body, in turn)")
     else:
         print(f"  Load: {rate:g} messages/s asked for {dur:g} s ({sessions} SMTP connections, pipelined, EICAR in the body)")
     print(f"  {'':40s} {'count':>9s} {'per s':>9s} {'of RATE':>8s}")
@@ -620,8 +673,8 @@ def cmd_report(a):
         print(f"  {label:40s} {n:9d} {per:9.1f} {per / rate * 100:7.1f}%")
 
     line("sent by the client", c["sent"])
-    line("rescans accepted (202)" if run.get("source") == "rescan" else "accepted (250, the worker's stored count)",
-         run["taken"])
+    taken_label = {"rescan": "rescans accepted (202)", "requeue": "put back in the scan queue"}
+    line(taken_label.get(run.get("source"), "accepted (250, the worker's stored count)"), run["taken"])
     line("scanned during the load", int(d(end, "scanned")))
     line("events raised during the load", in_load)
     print(f"  {'events raised in all (message.detected)':40s} {raised:9d}   (after the load: {raised - in_load};"
@@ -721,7 +774,7 @@ def cmd_report(a):
     load_s = run["load_s"]
     drain_s = max(last["t"] - end["t"], 1e-6)
     parts = []
-    for name in ticks["start"]:
+    for name in [n for n in ticks["start"] if n != "machine"]:
         a_ = (ticks["end"][name] - ticks["start"][name]) / hz
         b_ = (ticks["drain"][name] - ticks["end"][name]) / hz
         parts.append(f"{name} {a_ / load_s * 100:.0f}% / {b_ / drain_s * 100:.0f}%")
@@ -729,6 +782,12 @@ def cmd_report(a):
     parts.append(f"load client+watcher {lc['load'] / load_s * 100:.0f}% / {lc['drain'] / drain_s * 100:.0f}%")
     print(f"  CPU, % of one core, during the load / after it ({drain_s:.0f} s): " + ", ".join(parts))
     print(f"  (postgres = every process named postgres on the machine; processes that ended in between are not counted)")
+    if "machine" in ticks["start"]:
+        cores = os.cpu_count() or 1
+        busy = [(ticks[b]["machine"] - ticks[a]["machine"]) / hz / s_ * 100
+                for a, b, s_ in (("start", "end", load_s), ("end", "drain", drain_s))]
+        print(f"  the whole machine ({cores} cores, /proc/stat: processes and the kernel's own work): busy "
+              f"{busy[0]:.0f}% / {busy[1]:.0f}% of one core, of {cores * 100}%")
     print()
     verdicts = []
     for kind in [k for k in ("webhook", "syslog") if k in DESTS]:
@@ -773,8 +832,9 @@ def main():
     r.add_argument("--worker-metrics", required=True)
     r.add_argument("--drain-max", type=float, default=120)
     r.add_argument("--cpu", action="append", default=[])
-    r.add_argument("--source", choices=("smtp", "rescan"), default="smtp")
-    r.add_argument("--ids", help="rescan: the stored messages to ask for again (preload's --ids-out)")
+    r.add_argument("--source", choices=("smtp", "rescan", "requeue"), default="smtp")
+    r.add_argument("--ids", help="rescan, requeue: the stored messages to ask for again (preload's --ids-out)")
+    r.add_argument("--psql", help="requeue: psql's connection string to the API's database")
     r.add_argument("--api", help="rescan: the API's base URL (token in $ALERTS_TOKEN)")
     r.add_argument("--tenant", help="rescan: the messages' tenant")
     r.add_argument("--out", required=True)

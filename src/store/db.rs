@@ -37,6 +37,10 @@ pub async fn connect_with(
     } else {
         url.to_owned()
     };
+    let peers = match sqlite {
+        true => Vec::new(),
+        false => super::no_delay::database_addresses(&url).await,
+    };
     let mut options = ConnectOptions::new(url);
     options
         .max_connections(max_connections)
@@ -50,7 +54,14 @@ pub async fn connect_with(
         options.statement_timeout(timeout);
     }
     if !sqlite {
-        options.map_sqlx_postgres_pool_opts(|pool| pool.after_connect(|conn, _| Box::pin(refuse_a_standby(conn))));
+        let peers = std::sync::Arc::new(peers);
+        options.map_sqlx_postgres_pool_opts(move |pool| {
+            let peers = peers.clone();
+            pool.after_connect(move |conn, _| {
+                super::no_delay::set_to(&peers);
+                Box::pin(refuse_a_standby(conn))
+            })
+        });
     }
     Database::connect(options).await
 }

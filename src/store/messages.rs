@@ -543,20 +543,75 @@ pub async fn scan_next(
         }
         let reports = scan(raws, loaded).await;
         let mut outcomes = Vec::with_capacity(claimed.len());
-        let mut scanned = Vec::with_capacity(claimed.len());
+        let mut done = Vec::with_capacity(claimed.len());
         for (row, report) in claimed.into_iter().zip(reports) {
             let (active, outcome) = scan_result(row, report, now);
-            let updated = sea_orm::ActiveModelTrait::update(active, txn).await?;
-            if matches!(outcome, Scanned::Done { .. }) {
-                scanned.push(updated);
+            match outcome {
+                Scanned::Done { .. } => done.push(active),
+                // Rare: one statement each.
+                Scanned::Failed { .. } => drop(sea_orm::ActiveModelTrait::update(active, txn).await?),
             }
             outcomes.push(outcome);
         }
+        let scanned = write_verdicts(txn, done).await?;
         // In the verdicts' transaction: an alert for each verdict that commits, none for one that does not.
         super::alerts::raise_detected(txn, &scanned).await?;
         Ok(ScanTurn { outcomes, more_waiting })
     })
     .await
+}
+
+/// Writes the verdicts of a batch (rows from [`scan_result`]) and returns the rows as written, in
+/// the batch's order. On PostgreSQL in one statement: one round trip per batch instead of one per
+/// message, in a transaction whose row locks hold the batch's messages meanwhile.
+async fn write_verdicts(
+    txn: &DatabaseTransaction,
+    done: Vec<message::ActiveModel>,
+) -> Result<Vec<message::Model>, StoreError> {
+    if txn.get_database_backend() != DatabaseBackend::Postgres || done.len() < 2 {
+        let mut written = Vec::with_capacity(done.len());
+        for active in done {
+            written.push(sea_orm::ActiveModelTrait::update(active, txn).await?);
+        }
+        return Ok(written);
+    }
+    // Every row comes from a whole claimed row, so each of these values is there.
+    let order: Vec<Uuid> = done.iter().map(|m| m.id.clone().unwrap()).collect();
+    let scanned_at = done[0].scanned_at.clone().unwrap();
+    let records: Vec<serde_json::Value> = done
+        .into_iter()
+        .map(|m| {
+            json!({
+                "id": m.id.unwrap(),
+                "header_from": m.header_from.unwrap(),
+                "header_to": m.header_to.unwrap(),
+                "subject": m.subject.unwrap(),
+                "message_id": m.message_id.unwrap(),
+                "date": m.date.unwrap(),
+                "verdict": m.verdict.unwrap(),
+                "detections": m.detections.unwrap(),
+                "parts": m.parts.unwrap(),
+                "engines": m.engines.unwrap(),
+            })
+        })
+        .collect();
+    // `m.id = ANY($3)`: the planner cannot know how many records the JSON holds (it assumes 100),
+    // and without this may read every message of the partition to join them; with it, the batch's
+    // rows come by the primary key.
+    let sql = "UPDATE messages AS m SET header_from = x.header_from, header_to = x.header_to, subject = x.subject, \
+               message_id = x.message_id, date = x.date, verdict = x.verdict, detections = x.detections, \
+               parts = x.parts, engines = x.engines, scanned_at = $2, scan_attempts = 0, scan_after = NULL \
+               FROM json_to_recordset($1::json) AS x(id uuid, header_from text, header_to text, subject text, \
+               message_id text, date text, verdict text, detections json, parts json, engines json) \
+               WHERE m.id = x.id AND m.id = ANY($3) RETURNING m.*";
+    let statement = sea_orm::Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        sql,
+        [serde_json::Value::Array(records).into(), scanned_at.into(), order.clone().into()],
+    );
+    let mut written: std::collections::HashMap<Uuid, message::Model> =
+        message::Model::find_by_statement(statement).all(txn).await?.into_iter().map(|m| (m.id, m)).collect();
+    order.iter().map(|id| written.remove(id).ok_or(StoreError::Db(sea_orm::DbErr::RecordNotUpdated))).collect()
 }
 
 /// What a scan (or its failure at `now`) changes in a claimed message's row.

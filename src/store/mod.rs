@@ -6,6 +6,7 @@ pub mod entity;
 pub mod erasure;
 mod error;
 pub mod messages;
+mod no_delay;
 pub mod nodes;
 mod page;
 pub mod retention;

@@ -5,6 +5,7 @@ mod alerts;
 mod api_surface;
 mod audit;
 mod bodies;
+mod connections;
 mod daemons;
 mod database_outage;
 mod defence;
