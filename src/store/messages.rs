@@ -595,9 +595,8 @@ async fn write_verdicts(
             })
         })
         .collect();
-    // `m.id = ANY($3)`: the planner cannot know how many records the JSON holds (it assumes 100),
-    // and without this may read every message of the partition to join them; with it, the batch's
-    // rows come by the primary key.
+    // `m.id = ANY($3)`: the batch's rows are reached by the primary key whatever the planner
+    // guesses of the JSON's size (it assumes 100 records for a set-returning function).
     let sql = "UPDATE messages AS m SET header_from = x.header_from, header_to = x.header_to, subject = x.subject, \
                message_id = x.message_id, date = x.date, verdict = x.verdict, detections = x.detections, \
                parts = x.parts, engines = x.engines, scanned_at = $2, scan_attempts = 0, scan_after = NULL \
