@@ -553,7 +553,7 @@ pub async fn scan_next(
             }
             outcomes.push(outcome);
         }
-        let scanned = write_verdicts(txn, done).await?;
+        let scanned = write_verdicts(txn, done, now).await?;
         // In the verdicts' transaction: an alert for each verdict that commits, none for one that does not.
         super::alerts::raise_detected(txn, &scanned).await?;
         Ok(ScanTurn { outcomes, more_waiting })
@@ -561,12 +561,13 @@ pub async fn scan_next(
     .await
 }
 
-/// Writes the verdicts of a batch (rows from [`scan_result`]) and returns the rows as written, in
+/// Writes the verdicts of a batch (rows from [`scan_result`] at `scanned_at`) and returns the rows as written, in
 /// the batch's order. On PostgreSQL in one statement: one round trip per batch instead of one per
 /// message, in a transaction whose row locks hold the batch's messages meanwhile.
 async fn write_verdicts(
     txn: &DatabaseTransaction,
     done: Vec<message::ActiveModel>,
+    scanned_at: DateTime<Utc>,
 ) -> Result<Vec<message::Model>, StoreError> {
     if txn.get_database_backend() != DatabaseBackend::Postgres || done.len() < 2 {
         let mut written = Vec::with_capacity(done.len());
@@ -577,7 +578,6 @@ async fn write_verdicts(
     }
     // Every row comes from a whole claimed row, so each of these values is there.
     let order: Vec<Uuid> = done.iter().map(|m| m.id.clone().unwrap()).collect();
-    let scanned_at = done[0].scanned_at.clone().unwrap();
     let records: Vec<serde_json::Value> = done
         .into_iter()
         .map(|m| {
