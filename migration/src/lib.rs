@@ -14,6 +14,7 @@ mod m20261206_000010_detection_rulesets;
 mod m20261206_000011_retrohunts;
 mod m20261206_000012_alerts;
 mod m20261206_000013_retention;
+mod m20261206_000014_alert_claim;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000011_retrohunts::Migration),
             Box::new(m20261206_000012_alerts::Migration),
             Box::new(m20261206_000013_retention::Migration),
+            Box::new(m20261206_000014_alert_claim::Migration),
         ]
     }
 }

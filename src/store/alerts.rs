@@ -10,10 +10,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -796,39 +796,19 @@ pub struct Due {
 
 /// Claims up to `limit` due deliveries of active destinations (but those in `skip`, which have
 /// enough in flight) and holds them for `hold`: the delivery workers' cross-tenant path
-/// (`mailsensor_platform`).
+/// (`mailsensor_platform`). Each destination's come oldest first, in the order of their events.
 pub async fn claim(db: &DatabaseConnection, limit: u64, hold: Duration, skip: &[Uuid]) -> Result<Vec<Due>, StoreError> {
     run_in(db, Reach::Platform, Mode::Durable, async |txn| {
         let now = super::now();
-        let active = Query::select()
-            .column(dest::Column::Id)
-            .from(dest::Entity)
-            .and_where(dest::Column::State.eq(ACTIVE))
-            .to_owned();
-        let due = delivery::Entity::find()
-            .filter(delivery::Column::State.eq(PENDING))
-            .filter(delivery::Column::NextAttemptAt.lte(now))
-            .filter(delivery::Column::DestinationId.in_subquery(active))
-            .apply_if((!skip.is_empty()).then_some(skip), |q, skip| {
-                q.filter(delivery::Column::DestinationId.is_not_in(skip.iter().copied()))
-            })
-            // No ORDER BY: any due delivery will do (roughly the oldest come first), and sorting
-            // every due row cost each claim 75 ms at 40,000 waiting (the table's statistics lag
-            // behind a fast-growing outbox, as they did for the scan queue).
-            .limit(limit)
-            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-            .all(txn)
-            .await?;
+        let held_until = now + chrono::TimeDelta::from_std(hold).unwrap_or(chrono::TimeDelta::seconds(60));
+        let due = if txn.get_database_backend() == DatabaseBackend::Postgres {
+            claim_by_destination(txn, now, held_until, limit, skip).await?
+        } else {
+            claim_any(txn, now, held_until, limit, skip).await?
+        };
         if due.is_empty() {
             return Ok(Vec::new());
         }
-        let held_until = now + chrono::TimeDelta::from_std(hold).unwrap_or(chrono::TimeDelta::seconds(60));
-        delivery::Entity::update_many()
-            .col_expr(delivery::Column::NextAttemptAt, Expr::value(held_until))
-            .col_expr(delivery::Column::Attempts, Expr::col(delivery::Column::Attempts).add(1))
-            .filter(delivery::Column::Id.is_in(due.iter().map(|d| d.id)))
-            .exec(txn)
-            .await?;
         let events: HashMap<Uuid, event::Model> = event::Entity::find()
             .filter(event::Column::Id.is_in(due.iter().map(|d| d.event_id)))
             .all(txn)
@@ -843,17 +823,88 @@ pub async fn claim(db: &DatabaseConnection, limit: u64, hold: Duration, skip: &[
             .into_iter()
             .map(|d| (d.id, d))
             .collect();
-        Ok(due
+        let mut claimed: Vec<Due> = due
             .into_iter()
-            .filter_map(|mut d| {
+            .filter_map(|d| {
                 let e = events.get(&d.event_id)?;
                 let destination = destinations.get(&d.destination_id)?.clone();
-                d.attempts += 1;
                 Some(Due { delivery: d, event: e.clone().into(), destination })
             })
-            .collect())
+            .collect();
+        claimed.sort_by_key(|d| (d.delivery.destination_id, d.event.sequence));
+        Ok(claimed)
     })
     .await
+}
+
+/// PostgreSQL: the oldest due deliveries of one destination after another, the destinations in a
+/// random order, taken and held in one statement. Each destination's are read from its own range
+/// of the waiting deliveries' index, so one destination's backlog (a slow e-mail relay, a
+/// receiver that is down) neither slows the others' claims nor crowds them out; before, every
+/// claim walked past every due delivery of the destinations it skipped.
+async fn claim_by_destination(
+    txn: &DatabaseTransaction,
+    now: DateTime<Utc>,
+    held_until: DateTime<Utc>,
+    limit: u64,
+    skip: &[Uuid],
+) -> Result<Vec<delivery::Model>, StoreError> {
+    let sql = "WITH due AS ( \
+                 SELECT x.id FROM ( \
+                   SELECT id FROM alert_destinations WHERE state = 'active' AND NOT (id = ANY($4)) ORDER BY random() \
+                 ) AS a CROSS JOIN LATERAL ( \
+                   SELECT d.id FROM alert_deliveries AS d \
+                   WHERE d.destination_id = a.id AND d.state = 'pending' AND d.next_attempt_at <= $1 \
+                   ORDER BY d.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED \
+                 ) AS x LIMIT $3 \
+               ) \
+               UPDATE alert_deliveries AS d SET next_attempt_at = $2, attempts = d.attempts + 1 \
+               FROM due WHERE d.id = due.id RETURNING d.*";
+    let statement = sea_orm::Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        sql,
+        [now.into(), held_until.into(), (limit as i64).into(), skip.to_vec().into()],
+    );
+    Ok(delivery::Model::find_by_statement(statement).all(txn).await?)
+}
+
+/// Elsewhere (SQLite, one process): any due deliveries.
+async fn claim_any(
+    txn: &DatabaseTransaction,
+    now: DateTime<Utc>,
+    held_until: DateTime<Utc>,
+    limit: u64,
+    skip: &[Uuid],
+) -> Result<Vec<delivery::Model>, StoreError> {
+    let active = Query::select()
+        .column(dest::Column::Id)
+        .from(dest::Entity)
+        .and_where(dest::Column::State.eq(ACTIVE))
+        .to_owned();
+    let mut due = delivery::Entity::find()
+        .filter(delivery::Column::State.eq(PENDING))
+        .filter(delivery::Column::NextAttemptAt.lte(now))
+        .filter(delivery::Column::DestinationId.in_subquery(active))
+        .apply_if((!skip.is_empty()).then_some(skip), |q, skip| {
+            q.filter(delivery::Column::DestinationId.is_not_in(skip.iter().copied()))
+        })
+        .limit(limit)
+        .all(txn)
+        .await?;
+    if due.is_empty() {
+        return Ok(due);
+    }
+    delivery::Entity::update_many()
+        .col_expr(delivery::Column::NextAttemptAt, Expr::value(held_until))
+        .col_expr(delivery::Column::Attempts, Expr::col(delivery::Column::Attempts).add(1))
+        .filter(delivery::Column::Id.is_in(due.iter().map(|d| d.id)))
+        .exec(txn)
+        .await?;
+    for d in &mut due {
+        d.next_attempt_at = held_until;
+        d.attempts += 1;
+    }
+    Ok(due)
 }
 
 /// How one attempt went.
@@ -896,23 +947,87 @@ impl Outcome {
 /// good; the destination's failing streak, and its disabling (with a `destination.disabled`
 /// event) after a `410` or [`alerts::schedule::DISABLE_AFTER`] of failures.
 ///
-/// Several attempts at once share one transaction (one WAL flush), in the order given.
+/// Several attempts at once share one transaction (one WAL flush). The delivered ones are written
+/// together, a few statements for the lot whatever their number; the others one by one after
+/// them, in the order given (so a destination that delivered and then failed in one batch starts
+/// its failing streak at that failure).
 pub async fn record(db: &DatabaseConnection, attempts: &[(Due, Attempted)]) -> Result<(), StoreError> {
     run_in(db, Reach::Platform, Mode::Durable, async |txn| {
-        for (due, attempted) in attempts {
-            record_one(txn, due, attempted).await?;
+        let (delivered, others): (Vec<_>, Vec<_>) =
+            attempts.iter().partition(|(_, attempted)| attempted.outcome == Outcome::Delivered);
+        record_delivered(txn, &delivered).await?;
+        for (due, attempted) in others {
+            record_failure(txn, due, attempted).await?;
         }
         Ok(())
     })
     .await
 }
 
-async fn record_one(txn: &impl ConnectionTrait, due: &Due, attempted: &Attempted) -> Result<(), StoreError> {
-    let now = super::now();
-    let Some(current) = delivery::Entity::find_by_id(due.delivery.id).lock_exclusive().one(txn).await? else {
+/// Delivered attempts: their deliveries marked delivered (one UPDATE per distinct answer, almost
+/// always one), their attempts logged in one INSERT, their destinations' failing streaks ended in
+/// one UPDATE. A delivery gone meanwhile (its destination deleted) is left out; the ones still
+/// there are locked first, as one attempt's record locks its delivery.
+async fn record_delivered(txn: &DatabaseTransaction, delivered: &[&(Due, Attempted)]) -> Result<(), StoreError> {
+    if delivered.is_empty() {
         return Ok(());
-    };
-    let error = attempted.error.as_ref().map(|e| e.chars().take(2000).collect::<String>());
+    }
+    let now = super::now();
+    let present: HashMap<Uuid, delivery::Model> = delivery::Entity::find()
+        .filter(delivery::Column::Id.is_in(delivered.iter().map(|(due, _)| due.delivery.id)))
+        .lock_exclusive()
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
+    let mut by_answer: HashMap<(Option<i32>, Option<String>), Vec<Uuid>> = HashMap::new();
+    for (due, attempted) in delivered.iter().filter(|(due, _)| present.contains_key(&due.delivery.id)) {
+        by_answer.entry((attempted.status, capped(&attempted.error))).or_default().push(due.delivery.id);
+    }
+    for ((status, error), ids) in by_answer {
+        delivery::Entity::update_many()
+            .col_expr(delivery::Column::State, Expr::value(DELIVERED))
+            .col_expr(delivery::Column::DeliveredAt, Expr::value(now))
+            .col_expr(delivery::Column::LastStatus, Expr::value(status))
+            .col_expr(delivery::Column::LastError, Expr::value(error))
+            .filter(delivery::Column::Id.is_in(ids))
+            .exec(txn)
+            .await?;
+    }
+    let logged: Vec<attempt::ActiveModel> = delivered
+        .iter()
+        .filter_map(|(due, attempted)| {
+            let current = present.get(&due.delivery.id)?;
+            Some(attempt_row(current, due, attempted, now))
+        })
+        .collect();
+    if logged.is_empty() {
+        return Ok(());
+    }
+    attempt::Entity::insert_many(logged).exec(txn).await?;
+    let destinations: HashSet<Uuid> = present.values().map(|r| r.destination_id).collect();
+    dest::Entity::update_many()
+        .col_expr(dest::Column::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
+        .filter(dest::Column::Id.is_in(destinations))
+        .filter(dest::Column::FailingSince.is_not_null())
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// An attempt's error as the log keeps it.
+fn capped(error: &Option<String>) -> Option<String> {
+    error.as_ref().map(|e| e.chars().take(2000).collect())
+}
+
+/// The log's row for an attempt at `current`.
+fn attempt_row(
+    current: &delivery::Model,
+    due: &Due,
+    attempted: &Attempted,
+    now: DateTime<Utc>,
+) -> attempt::ActiveModel {
     attempt::ActiveModel {
         id: Set(Uuid::now_v7()),
         tenant_id: Set(current.tenant_id),
@@ -922,51 +1037,46 @@ async fn record_one(txn: &impl ConnectionTrait, due: &Due, attempted: &Attempted
         attempted_at: Set(now),
         outcome: Set(attempted.outcome.as_str().to_owned()),
         status: Set(attempted.status),
-        error: Set(error.clone()),
+        error: Set(capped(&attempted.error)),
         latency_ms: Set(attempted.latency.as_millis() as i64),
         response: Set(attempted.response.clone()),
     }
-    .insert(txn)
-    .await?;
-    let delivered = attempted.outcome == Outcome::Delivered;
+}
+
+/// An attempt that did not deliver: due again on the schedule (or after the receiver's
+/// `Retry-After`), or failed for good; the destination's failing streak goes on.
+async fn record_failure(txn: &impl ConnectionTrait, due: &Due, attempted: &Attempted) -> Result<(), StoreError> {
+    let now = super::now();
+    let Some(current) = delivery::Entity::find_by_id(due.delivery.id).lock_exclusive().one(txn).await? else {
+        return Ok(());
+    };
+    let error = capped(&attempted.error);
+    attempt_row(&current, due, attempted, now).insert(txn).await?;
     let mut row: delivery::ActiveModel = current.clone().into();
     row.last_status = Set(attempted.status);
     row.last_error = Set(error.clone());
-    match attempted.outcome {
-        Outcome::Delivered => {
-            row.state = Set(DELIVERED.to_owned());
-            row.delivered_at = Set(Some(now));
+    let retry_after = match attempted.outcome {
+        Outcome::Failed { retry_after } => retry_after,
+        _ => None,
+    };
+    let next = match attempted.outcome {
+        Outcome::Gone => None,
+        _ => alerts::schedule::after_failure(Ord::max(current.attempts, 1) as u32, retry_after),
+    };
+    match next {
+        Some(wait) => {
+            row.state = Set(PENDING.to_owned());
+            row.next_attempt_at = Set(now + chrono::TimeDelta::from_std(wait).unwrap_or_default());
         }
-        Outcome::Gone => row.state = Set(FAILED.to_owned()),
-        Outcome::Failed { .. } | Outcome::Refused => {
-            let retry_after = match attempted.outcome {
-                Outcome::Failed { retry_after } => retry_after,
-                _ => None,
-            };
-            match alerts::schedule::after_failure(Ord::max(current.attempts, 1) as u32, retry_after) {
-                Some(wait) => {
-                    row.state = Set(PENDING.to_owned());
-                    row.next_attempt_at = Set(now + chrono::TimeDelta::from_std(wait).unwrap_or_default());
-                }
-                None => row.state = Set(FAILED.to_owned()),
-            }
-        }
+        None => row.state = Set(FAILED.to_owned()),
     }
     row.update(txn).await?;
     // The destination's streak and state change by conditional UPDATEs, never by locking its
     // row first: every attempt's insert holds a key-share lock on it (the foreign key), and
     // two transactions upgrading those to row locks would deadlock.
     let destination = current.destination_id;
-    let streak = dest::Entity::update_many().filter(dest::Column::Id.eq(destination));
-    if delivered {
-        streak
-            .col_expr(dest::Column::FailingSince, Expr::value(Option::<DateTime<Utc>>::None))
-            .filter(dest::Column::FailingSince.is_not_null())
-            .exec(txn)
-            .await?;
-        return Ok(());
-    }
-    streak
+    dest::Entity::update_many()
+        .filter(dest::Column::Id.eq(destination))
         .col_expr(dest::Column::FailingSince, Expr::value(now))
         .filter(dest::Column::FailingSince.is_null())
         .exec(txn)

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::*;
+use crate::on_both_backends;
 
 const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 
@@ -124,7 +125,13 @@ fn destinations(tenant: &TenantFixture) -> String {
 
 /// A world whose replica delivers alerts to loopback (the operator's flag) with a 2 s timeout.
 async fn alerting_world(allow_private: bool) -> World {
-    world_configured(Backend::Postgres, |parts| {
+    alerting_world_on(Backend::Postgres, allow_private).await
+}
+
+/// The same on `backend`: PostgreSQL's delivery workers claim and record with statements of
+/// their own, SQLite's (`mailsensor dev`) with portable ones.
+async fn alerting_world_on(backend: Backend, allow_private: bool) -> World {
+    world_configured(backend, |parts| {
         parts.alerts.allow_private = allow_private;
         parts.alerts.timeout = Duration::from_secs(2);
     })
@@ -152,10 +159,14 @@ async fn deliveries_until(w: &World, id: &str, within: Duration, done: impl Fn(&
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_detection_reaches_a_webhook_signed_and_verified_across_a_rotation() {
+on_both_backends!(
+    a_detection_reaches_a_webhook_signed_and_verified_across_a_rotation,
+    faults_retry_after_down_and_back_slow_and_gone
+);
+
+async fn a_detection_reaches_a_webhook_signed_and_verified_across_a_rotation(backend: Backend) {
     let receiver = Receiver::start();
-    let w = alerting_world(true).await;
+    let w = alerting_world_on(backend, true).await;
     let created = create(&w, json!({"name": "SOC", "webhook": {"url": receiver.url()}})).await;
     let secret = created["secret"].as_str().unwrap().to_owned();
     assert!(secret.starts_with("whsec_"), "{created}");
@@ -234,10 +245,9 @@ async fn a_detection_reaches_a_webhook_signed_and_verified_across_a_rotation() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn faults_retry_after_down_and_back_slow_and_gone() {
+async fn faults_retry_after_down_and_back_slow_and_gone(backend: Backend) {
     let mut receiver = Receiver::start();
-    let w = alerting_world(true).await;
+    let w = alerting_world_on(backend, true).await;
     let created = create(
         &w,
         json!({"name": "flaky", "webhook": {"url": receiver.url()}, "filters": {"events": ["message.detected"]}}),
