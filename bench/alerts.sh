@@ -14,7 +14,8 @@
 #       syslog:  a private rsyslogd, imtcp (RFC 5424, octet counting), each record written with
 #                %timegenerated% (microseconds) by omfile;
 #       e-mail:  a private Postfix (as tests/api/alerts.rs: virtual delivery of alerts.test into a
-#                Maildir); receipt = the Maildir file's mtime, the event id from its Message-ID;
+#                Maildir); receipt = the Maildir file's mtime, the event ids from its
+#                X-Mailsensor-Events header (one alert, or a digest of up to 25 that piled up);
 #   - the load, from one of two sources (SOURCE):
 #       rescan (the default): PRELOAD messages carrying the EICAR test string are stored through
 #         SMTP and scanned before any destination exists; the load is then bench/alerts_measure.py's

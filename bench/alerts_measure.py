@@ -43,7 +43,9 @@ UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 STORED_RE = re.compile(rf"<({UUID_RE})> stored")
 CS5_RE = re.compile(rf"\bcs5=({UUID_RE})")
 RT_RE = re.compile(r"\brt=(\d+)")
-MSGID_RE = re.compile(rb"^Message-ID:\s*<([^@>\s]+)@mailsensor>", re.I | re.M)
+# The event ids of an alert mail (one alert, or a digest of those that piled up), folded.
+EVENTS_RE = re.compile(rb"^X-Mailsensor-Events:((?:[^\r\n]*)(?:\r?\n[ \t][^\r\n]*)*)", re.I | re.M)
+UUID_BYTES_RE = re.compile(UUID_RE.encode())
 ALL = ("webhook", "syslog", "email")
 DESTS = ALL  # the destinations of this run (--dests)
 
@@ -227,10 +229,11 @@ class Receivers:
             except OSError:
                 continue  # still being renamed; next poll
             self.seen_files.add(e.name)
-            m = MSGID_RE.search(head)
-            if m:
-                self._note("email", m.group(1).decode(), mtime)
-            else:
+            m = EVENTS_RE.search(head)
+            ids = UUID_BYTES_RE.findall(m.group(1)) if m else []
+            for eid in ids:
+                self._note("email", eid.decode(), mtime)
+            if not ids:
                 self.unparsed["email"] += 1
 
     def counts(self):

@@ -1,7 +1,9 @@
 //! E-mail: a summary (never the message) to people, through the tenant's relay with `mail-send`:
 //! implicit TLS, STARTTLS (refused if the relay does not offer it), or plain SMTP on a network
 //! the tenant trusts; credentials when given. The relay's address passes the guard first and is
-//! the one connected to. A claim's alerts for one destination share one SMTP session.
+//! the one connected to. A claim's alerts for one destination share one SMTP session, and go in
+//! mails of up to [`PER_MAIL`] alerts each: one alert alone is one mail, alerts that piled up
+//! for a mailbox a digest (each alert's lines and link, its event ids in `X-Mailsensor-Events`).
 use std::time::Instant;
 
 use mail_send::SmtpClient;
@@ -10,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::{DeliveryOptions, Failure, Sent};
-use crate::alerts::email::summary;
+use crate::alerts::email::{PER_MAIL, summary_of};
 use crate::store::alerts::{Attempted, Due, Outcome};
 
 /// How long a relay may take over one step (mail-send's own default is an hour).
@@ -34,18 +36,22 @@ enum Session {
     Tls(Box<SmtpClient<TlsStream<TcpStream>>>),
 }
 
-/// Sends each of `group` (one destination's) in order over one session, opened again after an
-/// attempt that failed.
+/// Sends `group` (one destination's, in the order of its events) over one session, in mails of
+/// up to [`PER_MAIL`] alerts; the session is opened again after a mail that failed. Every alert
+/// of a mail has that mail's outcome.
 pub(super) async fn send_all(group: Vec<Due>, options: &DeliveryOptions) -> Vec<(Due, Attempted)> {
     let mut session = None;
     let mut out = Vec::with_capacity(group.len());
-    for due in group {
+    let mut rest = group.into_iter().peekable();
+    while rest.peek().is_some() {
+        let mail: Vec<Due> = rest.by_ref().take(PER_MAIL).collect();
         let started = Instant::now();
-        let result = send(&due, options, &mut session).await;
+        let result = send(&mail, options, &mut session).await;
         if result.is_err() {
             session = None;
         }
-        out.push((due, super::attempted(result, started.elapsed())));
+        let latency = started.elapsed();
+        out.extend(mail.into_iter().map(|due| (due, super::attempted(result.clone(), latency))));
     }
     out
 }
@@ -81,19 +87,29 @@ async fn open(due: &Due, config: &EmailConfig, options: &DeliveryOptions) -> Res
     opened.map_err(|e| failure(e, config))
 }
 
-async fn send(due: &Due, options: &DeliveryOptions, session: &mut Option<Session>) -> Result<Sent, Failure> {
-    use mail_send::mail_builder::{MessageBuilder, headers::address::Address};
-    let config = config(due)?;
+async fn send(mail: &[Due], options: &DeliveryOptions, session: &mut Option<Session>) -> Result<Sent, Failure> {
+    use mail_send::mail_builder::{MessageBuilder, headers::address::Address, headers::raw::Raw};
+    let first = &mail[0];
+    let config = config(first)?;
     if session.is_none() {
-        *session = Some(open(due, &config, options).await?);
+        *session = Some(open(first, &config, options).await?);
     }
-    let text = summary(&due.event, &options.public_url);
+    let events: Vec<&crate::alerts::AlertEvent> = mail.iter().map(|due| &due.event).collect();
+    let text = summary_of(&events, &options.public_url);
     let to: Vec<Address<'_>> = config.to.iter().map(|a| Address::new_address(None::<&str>, a.as_str())).collect();
+    // One alert's mail is known by its event's id (a retry is the same mail); a digest by its
+    // first event's and its size.
+    let message_id = match mail {
+        [one] => format!("{}@mailsensor", one.event.id),
+        many => format!("{}+{}@mailsensor", first.event.id, many.len()),
+    };
+    let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
     let message = MessageBuilder::new()
         .from(config.from.as_str())
         .to(Address::new_list(to))
         .subject(text.subject)
-        .message_id(format!("{}@mailsensor", due.event.id))
+        .message_id(message_id)
+        .header("X-Mailsensor-Events", Raw::new(ids.join(",\r\n ")))
         .text_body(text.text)
         .html_body(text.html);
     let sent = match session.as_mut() {

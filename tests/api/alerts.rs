@@ -703,10 +703,54 @@ async fn an_email_summary_reaches_a_mailbox_through_postfix_without_the_content(
             "never the content itself: {mail}"
         );
     }
-    let log =
-        deliveries_until(&w, created["id"].as_str().unwrap(), Duration::from_secs(5), |d| d[0]["state"] == "delivered")
-            .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let log = deliveries_until(&w, &id, Duration::from_secs(5), |d| d[0]["state"] == "delivered").await;
     assert_eq!(log[0]["log"][0]["status"], 250);
+    let first_event = log[0]["event_id"].as_str().unwrap().to_owned();
+    assert_eq!(events_of(&mails[0]), vec![first_event.clone()], "one alert, one mail: {}", mails[0]);
+
+    // Alerts that piled up for the mailbox (here: while it was paused) go as digests, not one
+    // mail apiece: with two delivery workers, three alerts make at most two mails.
+    let r = w.app.post(&format!("{}/{id}/pause", destinations(&w.a)), &w.admin_pcn(), json!({})).await;
+    assert_eq!(r.body["state"], "paused", "{:?}", r.body);
+    for n in 0..3 {
+        message_with(&w, &w.a, w.a.pcn_sensor, &malicious(&format!("wave {n}"))).await;
+    }
+    let waiting = deliveries_until(&w, &id, Duration::from_secs(20), |d| d.len() == 4).await;
+    let mut expected: Vec<String> = waiting[1..].iter().map(|d| d["event_id"].as_str().unwrap().to_owned()).collect();
+    let r = w.app.post(&format!("{}/{id}/resume", destinations(&w.a)), &w.admin_pcn(), json!({})).await;
+    assert_eq!(r.body["state"], "active", "{:?}", r.body);
+    deliveries_until(&w, &id, Duration::from_secs(10), |d| d.iter().all(|d| d["state"] == "delivered")).await;
+    // Each mail went to both recipients: one copy each, told apart by the Message-ID.
+    let mut mails: Vec<String> =
+        postfix.mailbox(2).await.into_iter().filter(|m| !events_of(m).contains(&first_event)).collect();
+    mails.sort_by_key(|m| message_id_of(m));
+    mails.dedup_by_key(|m| message_id_of(m));
+    assert!((1..=2).contains(&mails.len()), "three alerts in one or two mails, not {}", mails.len());
+    let mut got: Vec<String> = mails.iter().flat_map(|m| events_of(m)).collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "every alert in exactly one mail");
+    let digest = mails.iter().find(|m| events_of(m).len() > 1).expect("a digest of two or three alerts");
+    let parsed = mail_parser::MessageParser::default().parse(digest.as_bytes()).unwrap();
+    let n = events_of(digest).len();
+    assert_eq!(parsed.subject(), Some(format!("[mailsensor] {n} alerts: {n} malicious").as_str()), "{digest}");
+    let text = parsed.body_text(0).unwrap();
+    assert!(text.starts_with(&format!("{n} alerts, oldest first.")), "{text}");
+    assert_eq!(text.matches("In the API: http://localhost:8080/v1/tenants/").count(), n, "a link per alert: {text}");
+    assert!(!digest.contains("EICAR-STANDARD"), "never the content itself: {digest}");
+}
+
+/// The event ids an alert mail carries (`X-Mailsensor-Events`).
+fn events_of(mail: &str) -> Vec<String> {
+    let parsed = mail_parser::MessageParser::default().parse(mail.as_bytes()).unwrap();
+    let header = parsed.header_raw("X-Mailsensor-Events").unwrap_or_default();
+    header.split(',').map(|id| id.trim().to_owned()).filter(|id| !id.is_empty()).collect()
+}
+
+fn message_id_of(mail: &str) -> String {
+    let parsed = mail_parser::MessageParser::default().parse(mail.as_bytes()).unwrap();
+    parsed.message_id().unwrap_or_default().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
