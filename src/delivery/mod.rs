@@ -28,9 +28,12 @@ const CLAIM: u64 = 32;
 /// Deliveries in flight at once per claim loop.
 const IN_FLIGHT: usize = 256;
 /// Deliveries to one destination in flight at once per claim loop: a slow receiver holds up only
-/// this many, and the others' claims go on.
-const PER_DESTINATION: usize = 64;
-/// Webhooks of one claim's group in flight at once (a worker holds at most two groups of a
+/// this many, and the others' claims go on. At 64 (two claims' worth) a destination's next claim
+/// waited for one of its two groups to be sent and recorded, and at ~1,000 detections/s on
+/// 2 cores each destination's deliveries queued behind that (webhook p99 1.25–1.65 s); at 128,
+/// 0.49 s (`bench/alerts.sh`, requeue, RATE=1000).
+const PER_DESTINATION: usize = 128;
+/// Webhooks of one claim's group in flight at once (a worker holds at most four groups of a
 /// destination, [`PER_DESTINATION`]). At 8, a worker's webhooks to one receiver could not go
 /// faster than 16 per attempt's time: at ~1,000 detections/s on 2 cores (an attempt ~12 ms) that
 /// was the webhooks' ceiling, and their p99 rose to 1.5 s while syslog's stayed at 0.15 s.
