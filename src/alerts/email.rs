@@ -14,13 +14,9 @@ pub struct Summary {
 /// many each, not one mail apiece.
 pub const PER_MAIL: usize = 25;
 
-/// The summary of `event`; links start at `public_url` (the API as people reach it).
-pub fn summary(event: &AlertEvent, public_url: &str) -> Summary {
-    summary_of(&[event], public_url)
-}
-
 /// One e-mail for `events` (at least one, oldest first): one alert's summary, or a digest of
-/// several, each with its own lines and link.
+/// several, each with its own lines and link; links start at `public_url` (the API as people
+/// reach it).
 pub fn summary_of(events: &[&AlertEvent], public_url: &str) -> Summary {
     let described: Vec<Described> = events.iter().map(|e| describe(e, public_url)).collect();
     let subject = match described.as_slice() {
@@ -44,11 +40,11 @@ pub fn summary_of(events: &[&AlertEvent], public_url: &str) -> Summary {
         html.push_str(&format!("<p>{} alerts, oldest first.</p>", described.len()));
     }
     for (i, d) in described.iter().enumerate() {
-        if i > 0 || described.len() > 1 {
+        if described.len() > 1 {
             plain.push_str("\n----\n");
-            if i > 0 {
-                html.push_str("<hr>");
-            }
+        }
+        if i > 0 {
+            html.push_str("<hr>");
         }
         for (label, value) in &d.lines {
             plain.push_str(&format!("{label}: {value}\n"));
@@ -157,7 +153,7 @@ mod tests {
             data: json!({"message": {"verdict": "malicious", "subject": "<b>pay\r\nnow</b>", "href": "/v1/x"},
                          "detections": [{"description": "EICAR", "engine": "clamav", "verdict": "malicious"}]}),
         };
-        let s = summary(&event, "https://api.example.test/");
+        let s = summary_of(&[&event], "https://api.example.test/");
         assert_eq!(s.subject, "[mailsensor] malicious message: <b>pay  now</b>");
         assert!(s.text.contains("In the API: https://api.example.test/v1/x"));
         assert!(s.html.contains("&lt;b&gt;pay  now&lt;/b&gt;") && !s.html.contains("<b>pay"));

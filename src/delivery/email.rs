@@ -50,8 +50,7 @@ pub(super) async fn send_all(group: Vec<Due>, options: &DeliveryOptions) -> Vec<
         if result.is_err() {
             session = None;
         }
-        let latency = started.elapsed();
-        out.extend(mail.into_iter().map(|due| (due, super::attempted(result.clone(), latency))));
+        out.extend(super::each_attempted(mail, result, started.elapsed()));
     }
     out
 }

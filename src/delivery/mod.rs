@@ -124,8 +124,7 @@ impl Senders {
             "syslog" => {
                 let started = Instant::now();
                 let result = self.syslog.send_all(&group, &self.options).await;
-                let latency = started.elapsed();
-                group.into_iter().map(|due| (due, attempted(result.clone(), latency))).collect()
+                each_attempted(group, result, started.elapsed()).collect()
             }
             _ => {
                 futures_util::stream::iter(group)
@@ -169,6 +168,16 @@ fn attempted(result: Result<Sent, Failure>, latency: Duration) -> Attempted {
             Attempted { outcome: f.outcome, status: f.status, error: Some(f.error), latency, response: f.response }
         }
     }
+}
+
+/// The attempts at deliveries sent together (one syslog write, one e-mail): each has the
+/// batch's result and time.
+fn each_attempted(
+    batch: Vec<Due>,
+    result: Result<Sent, Failure>,
+    latency: Duration,
+) -> impl Iterator<Item = (Due, Attempted)> {
+    batch.into_iter().map(move |due| (due, attempted(result.clone(), latency)))
 }
 
 /// What a receiver answered (for webhooks, also a refusal carried in an answer: 410, 429, 503, …).

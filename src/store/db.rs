@@ -167,6 +167,22 @@ pub(super) async fn narrow_to_tenant(txn: &DatabaseTransaction, tenant: Uuid) ->
     Ok(())
 }
 
+/// Turns PostgreSQL's bitmap scans off (or back on) for the rest of `txn`. Where a day's
+/// partition has no statistics yet (or autovacuum is off), PostgreSQL picks a bitmap scan for
+/// reads that must walk an index in its order and stop early (the scan queue's claim, a
+/// retro-hunt's chunks); the callers say why at their call. Nothing on SQLite.
+pub(super) async fn bitmap_scans(txn: &impl ConnectionTrait, on: bool) -> Result<(), DbErr> {
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        txn.execute_unprepared(if on {
+            "SET LOCAL enable_bitmapscan = on"
+        } else {
+            "SET LOCAL enable_bitmapscan = off"
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 /// How long a transaction that could not run (the connection went, the server is a standby, a
 /// serialization failure) is tried again before [`StoreError::Unavailable`] (milliseconds).
 static RETRY_BUDGET_MS: AtomicU64 = AtomicU64::new(10_000);

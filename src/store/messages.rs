@@ -10,7 +10,7 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::db::{Mode, Reach, as_tenant, run, run_in};
+use super::db::{Mode, Reach, as_tenant, bitmap_scans, run, run_in};
 use super::entity::{message, message_chunk, message_key};
 use super::{Page, PageRequest, StoreError, TenantScope};
 use crate::scan::yara::Envelope;
@@ -484,7 +484,14 @@ pub async fn scan_next(
     // the hand-offs that do.
     run_in(db, Reach::Platform, Mode::Redoable, async |txn| {
         let now = super::now();
-        queue_plan(txn).await?;
+        // A plain scan of the queue's index (`ix_messages_scan_queue`: the waiting messages by
+        // id), never a bitmap scan. Every verdict leaves a dead entry in that index until a
+        // vacuum; a plain index scan marks each one it meets as dead, so the next claims skip it,
+        // while a bitmap scan visits every such entry's table page on every claim: 17.6 ms a
+        // claim, 36 % of a core at 1,000 rescans/s (pg_stat_statements, `SOURCE=requeue
+        // bench/alerts.sh`). On again right after: the batch's chunks read without bitmap scans
+        // took eight times as long.
+        bitmap_scans(txn, false).await?;
         let mut claimed = message::Entity::find()
             .filter(message::Column::Verdict.eq(PENDING))
             .filter(message::Column::Status.eq(STORED))
@@ -495,7 +502,7 @@ pub async fn scan_next(
             .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
             .all(txn)
             .await?;
-        queue_plan_done(txn).await?;
+        bitmap_scans(txn, true).await?;
         let mut bytes = 0;
         let keep = claimed
             .iter()
@@ -612,35 +619,6 @@ async fn write_verdicts(
     let mut written: std::collections::HashMap<Uuid, message::Model> =
         message::Model::find_by_statement(statement).all(txn).await?.into_iter().map(|m| (m.id, m)).collect();
     order.iter().map(|id| written.remove(id).ok_or(StoreError::Db(sea_orm::DbErr::RecordNotUpdated))).collect()
-}
-
-/// Has the rest of `txn` claim from the scan queue's index (`ix_messages_scan_queue`: the
-/// waiting messages by id) with a plain index scan, never a bitmap scan. Every verdict leaves a
-/// dead entry in that index until a vacuum; a plain index scan marks each one it meets as dead, so
-/// the next claims skip it, while a bitmap scan visits every such entry's table page on every
-/// claim. PostgreSQL takes the bitmap scan when a day's partition has no statistics yet (or
-/// autovacuum is off): under a steady requeue of stored mail a claim then took 17.6 ms and 36 %
-/// of a core at 1,000 rescans/s (pg_stat_statements, `SOURCE=requeue bench/alerts.sh`).
-async fn queue_plan(txn: &DatabaseTransaction) -> Result<(), StoreError> {
-    bitmap_scans(txn, false).await
-}
-
-/// The claim is over: the rest of the transaction is planned as usual (reading a batch's chunks
-/// without bitmap scans took eight times as long).
-async fn queue_plan_done(txn: &DatabaseTransaction) -> Result<(), StoreError> {
-    bitmap_scans(txn, true).await
-}
-
-async fn bitmap_scans(txn: &DatabaseTransaction, on: bool) -> Result<(), StoreError> {
-    if txn.get_database_backend() == DatabaseBackend::Postgres {
-        txn.execute_unprepared(if on {
-            "SET LOCAL enable_bitmapscan = on"
-        } else {
-            "SET LOCAL enable_bitmapscan = off"
-        })
-        .await?;
-    }
-    Ok(())
 }
 
 /// What a scan (or its failure at `now`) changes in a claimed message's row.

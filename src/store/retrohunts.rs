@@ -362,10 +362,7 @@ pub async fn read_ahead(
 /// tenant for a handful of rows and reads every message after the cursor, bitmap and sort, for
 /// each chunk: a hunt's time then grows with the square of its messages.
 async fn keyset_plan(txn: &impl ConnectionTrait) -> Result<(), StoreError> {
-    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        txn.execute_unprepared("SET LOCAL enable_bitmapscan = off").await?;
-    }
-    Ok(())
+    Ok(super::db::bitmap_scans(txn, false).await?)
 }
 
 fn messages_of(h: &hunt::Model) -> sea_orm::Select<message::Entity> {
