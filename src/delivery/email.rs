@@ -75,10 +75,11 @@ fn relay_tls() -> Result<TlsConnector, Failure> {
 
 async fn open(due: &Due, config: &EmailConfig, options: &DeliveryOptions) -> Result<Session, Failure> {
     let address = super::address::resolve(&config.host, config.port, options.allow_private).await?[0];
-    let mut relay = mail_send::SmtpClientBuilder::new_with_tls_connector(config.host.clone(), config.port, relay_tls()?)
-        .implicit_tls(config.security == "tls")
-        .helo_host(options.host.clone())
-        .timeout(TIMEOUT);
+    let mut relay =
+        mail_send::SmtpClientBuilder::new_with_tls_connector(config.host.clone(), config.port, relay_tls()?)
+            .implicit_tls(config.security == "tls")
+            .helo_host(options.host.clone())
+            .timeout(TIMEOUT);
     relay.addr = address.to_string();
     if let (Some(user), Some(password)) = (&config.username, &due.destination.secret) {
         relay = relay.credentials((user.clone(), password.clone()));
