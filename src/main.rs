@@ -11,12 +11,6 @@ use mailsensor::sensor::{self, WorkerConfig, WorkerLimits};
 use mailsensor::server::{self, ServerParts};
 use mailsensor::{api, dev, store};
 
-// mimalloc, not glibc's malloc: under alert and scan load a third of `serve`'s own CPU was in
-// glibc's malloc and free (perf, `SOURCE=requeue RATE=1000 bench/alerts.sh`), largely merging and
-// splitting free chunks; the README's *Benchmarks* has the before and after.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn init_tracing() {
     // actix-http reports a client's malformed request (answered 400) as an ERROR "stream error";
     // it is the client's fault, not the server's, so it stays out of the default log.
