@@ -63,9 +63,9 @@ fn config(due: &Due) -> Result<EmailConfig, Failure> {
 }
 
 /// The relays' TLS client settings, built once per process: building them reads every CA
-/// certificate of the system's store, which per session was 7 % of the API's CPU at ~600 alert
-/// mails a second (each claim opens a session per mailbox). A CA added to the store is trusted
-/// after a restart.
+/// certificate of the system's store, which once per session was 7 % of the API's CPU samples at
+/// ~600 alerts a second (each claim opens a session per mailbox). A CA added to the store is
+/// trusted after a restart.
 fn relay_tls() -> Result<TlsConnector, Failure> {
     static TLS: OnceLock<Result<TlsConnector, String>> = OnceLock::new();
     TLS.get_or_init(|| mail_send::smtp::tls::build_tls_connector(false))
