@@ -61,17 +61,14 @@
 #   WARMUP        messages sent (and waited for at all three receivers) before the load. Default 5.
 #   DESTINATIONS  which destinations to create, comma-separated, from webhook,syslog,email (a
 #                 diagnostic: e.g. webhook,syslog shows what e-mail costs the others). Default all three.
-#   RECEIVER_NODELAY  1: run a copy of the webhook receiver with TCP_NODELAY on its sockets
-#                 (disable_nagle_algorithm). As it is, it writes an answer's headers and body in two
-#                 writes, so on a kept-alive connection each answer waits about 40 ms for the
-#                 client's delayed ACK (Nagle): a receiver's artefact, not the product's. Default 0.
 #   OUT_DIR       where the report (.txt) and the raw samples (.json) are kept. Default bench/results.
 #   CARGO_TARGET_DIR  where the release binary is built. Default target/bench.
 #   BENCH_REV     build this commit (e.g. HEAD) from a `git archive` snapshot instead of the working tree.
 #   PGHOST/PGPORT/PGUSER  PostgreSQL to use. Default 127.0.0.1 / 5432 / postgres (trust auth).
 #   BENCH_NOTE    free text printed in the summary.
 #
-# Needs: cargo, curl, jq, psql, python3 with `standardwebhooks` (pip install standardwebhooks==1.1.0),
+# Needs: cargo, curl, jq, psql, python3 with `standardwebhooks` and `aiohttp` (pip install
+# standardwebhooks==1.1.0 aiohttp==3.14.5),
 # rsyslog and postfix (apt-get installed when missing, as root; Postfix as "No configuration": only
 # the private instance is started). Runs as root (Postfix's virtual delivery, chown). The database
 # mailsensor_alerts_bench is re-created at start and dropped at exit; everything else lives in a
@@ -90,7 +87,6 @@ WARMUP=${WARMUP:-5}
 DESTINATIONS=${DESTINATIONS:-webhook,syslog,email}
 SOURCE=${SOURCE:-rescan}
 PRELOAD=${PRELOAD:-10000}
-RECEIVER_NODELAY=${RECEIVER_NODELAY:-0}
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/results}
 DB=mailsensor_alerts_bench
 TOKEN_TTL=14400
@@ -134,8 +130,8 @@ done
 for tool in cargo python3; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH"
 done
-python3 -c 'import standardwebhooks' 2>/dev/null \
-    || die "Python's standardwebhooks is missing: pip install standardwebhooks==1.1.0 (the webhook receiver verifies with it)"
+python3 -c 'import standardwebhooks, aiohttp' 2>/dev/null \
+    || die "Python's standardwebhooks or aiohttp is missing: pip install standardwebhooks==1.1.0 aiohttp==3.14.5 (the webhook receiver verifies with the first, served by the second)"
 sbin() { command -v "$1" 2>/dev/null || { [[ -x /usr/sbin/$1 ]] && echo "/usr/sbin/$1"; } || true; }
 [[ -n $(sbin rsyslogd) ]] || apt_install rsyslog
 if [[ -z $(sbin postfix) ]]; then
@@ -164,11 +160,6 @@ mkdir -p "$WH"
 echo '{"status": 200}' >"$WH/control.json"
 echo '[]' >"$WH/secrets.json"
 RECEIVER=tests/receivers/webhook.py
-if [[ $RECEIVER_NODELAY == 1 ]]; then
-    RECEIVER=$WORK/webhook-nodelay.py
-    sed 's/^class Handler(BaseHTTPRequestHandler):$/&\n    disable_nagle_algorithm = True/' tests/receivers/webhook.py >"$RECEIVER"
-    grep -q 'disable_nagle_algorithm = True' "$RECEIVER" || die "could not make the receiver's copy with TCP_NODELAY"
-fi
 log "starting the webhook receiver ($RECEIVER) on 127.0.0.1:$WH_PORT"
 python3 "$RECEIVER" "$WH_PORT" "$WH" >/dev/null 2>"$WH/stderr.log" &
 PIDS[webhook]=$!
@@ -309,7 +300,7 @@ OUT=$OUT_DIR/alerts-$STAMP-$SOURCE-rate$RATE-${DURATION}s
   destinations $DESTINATIONS
   source      $SOURCE$([[ $SOURCE != smtp ]] && echo " ($PRELOAD stored messages scanned again in turn)")
   API         mailsensor serve ${SERVE_FLAGS[*]} (PostgreSQL $("$PSQL" -d postgres -Atqc 'show server_version' 2>/dev/null)), one worker, one tenant, one sensor
-  receivers   webhook: tests/receivers/webhook.py$([[ $RECEIVER_NODELAY == 1 ]] && echo ' with TCP_NODELAY (RECEIVER_NODELAY=1)') (standardwebhooks $(python3 -c 'import importlib.metadata as m; print(m.version("standardwebhooks"))' 2>/dev/null || echo '?'));
+  receivers   webhook: tests/receivers/webhook.py (aiohttp $(python3 -c 'import importlib.metadata as m; print(m.version("aiohttp"))' 2>/dev/null || echo '?'), standardwebhooks $(python3 -c 'import importlib.metadata as m; print(m.version("standardwebhooks"))' 2>/dev/null || echo '?'));
               syslog: $("$RSYSLOGD" -v 2>/dev/null | awk 'NR == 1 { print "rsyslogd " $2; exit }') imtcp -> omfile; e-mail: Postfix $(postconf -d -h mail_version 2>/dev/null || echo '?') -> virtual -> Maildir
 EOF
     [[ -n ${BENCH_NOTE:-} ]] && echo "  note        $BENCH_NOTE"

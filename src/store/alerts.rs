@@ -882,7 +882,7 @@ async fn claim_any(
         .and_where(dest::Column::State.eq(ACTIVE))
         .to_owned();
     let mut due = delivery::Entity::find()
-        .filter(delivery::Column::State.eq(PENDING))
+        .filter(super::db::equals_literal((delivery::Entity, delivery::Column::State), PENDING))
         .filter(delivery::Column::NextAttemptAt.lte(now))
         .filter(delivery::Column::DestinationId.in_subquery(active))
         .apply_if((!skip.is_empty()).then_some(skip), |q, skip| {
@@ -1119,6 +1119,7 @@ async fn record_failure(txn: &impl ConnectionTrait, due: &Due, attempted: &Attem
 /// Deliveries due now or waiting for a retry (the outbox's depth).
 pub async fn pending(db: &DatabaseConnection) -> Result<u64, StoreError> {
     use sea_orm::PaginatorTrait;
-    let query = delivery::Entity::find().filter(delivery::Column::State.eq(PENDING));
+    let query = delivery::Entity::find()
+        .filter(super::db::equals_literal((delivery::Entity, delivery::Column::State), PENDING));
     super::db::run(db, Reach::Platform, async |txn| Ok(query.count(txn).await?)).await
 }

@@ -183,6 +183,22 @@ pub(super) async fn bitmap_scans(txn: &impl ConnectionTrait, on: bool) -> Result
     Ok(())
 }
 
+/// `column = 'value'` with the value written into the statement, not bound as a parameter: for
+/// the comparisons that are a partial index's predicate (the scan queue's `verdict = 'pending'`,
+/// the outbox's `state = 'pending'`). A prepared statement runs on PostgreSQL's generic plan once
+/// that looks no dearer than the custom ones, and a generic plan cannot prove a predicate from
+/// `$1`: the scan queue's claim then walked today's partition by its primary key, past every
+/// message already scanned (4,000 rows a claim, 9.6 ms, a third of a core at ~950 rescans/s in
+/// `SOURCE=requeue bench/alerts.sh`), and the depth gauges counted their whole tables every second.
+pub(super) fn equals_literal(
+    column: impl sea_orm::sea_query::IntoColumnRef,
+    value: &'static str,
+) -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    debug_assert!(value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{value:?} is not a plain word");
+    Expr::col(column).eq(Expr::cust(format!("'{value}'")))
+}
+
 /// How long a transaction that could not run (the connection went, the server is a standby, a
 /// serialization failure) is tried again before [`StoreError::Unavailable`] (milliseconds).
 static RETRY_BUDGET_MS: AtomicU64 = AtomicU64::new(10_000);

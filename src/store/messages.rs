@@ -493,7 +493,7 @@ pub async fn scan_next(
         // took eight times as long.
         bitmap_scans(txn, false).await?;
         let mut claimed = message::Entity::find()
-            .filter(message::Column::Verdict.eq(PENDING))
+            .filter(super::db::equals_literal((message::Entity, message::Column::Verdict), PENDING))
             .filter(message::Column::Status.eq(STORED))
             .filter(Condition::any().add(message::Column::ScanAfter.is_null()).add(message::Column::ScanAfter.lte(now)))
             // Oldest first, in the order of the queue's index: read in that order, nothing sorted.
@@ -680,7 +680,8 @@ fn scan_result(
 /// How many stored messages wait for their scan.
 pub async fn scan_queue_depth(db: &DatabaseConnection) -> Result<u64, StoreError> {
     use sea_orm::PaginatorTrait;
-    let query = message::Entity::find().filter(message::Column::Verdict.eq(PENDING));
+    let query =
+        message::Entity::find().filter(super::db::equals_literal((message::Entity, message::Column::Verdict), PENDING));
     run(db, Reach::Platform, async |txn| Ok(query.count(txn).await?)).await
 }
 

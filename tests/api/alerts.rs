@@ -34,7 +34,7 @@ fn python_has(module: &str) {
     let ok = Command::new("python3").args(["-c", &format!("import {module}")]).status().is_ok_and(|s| s.success());
     assert!(
         ok,
-        "Python's {module} is missing: `pip install standardwebhooks==1.1.0 pycef==1.11` (.ci/run installs them)"
+        "Python's {module} is missing: `pip install standardwebhooks==1.1.0 aiohttp==3.14.5 pycef==1.11` (.ci/run installs them)"
     );
 }
 
@@ -48,6 +48,7 @@ struct Receiver {
 impl Receiver {
     fn start() -> Receiver {
         python_has("standardwebhooks");
+        python_has("aiohttp");
         let dir = fresh_dir("webhook");
         let mut r = Receiver { child: None, dir, port: free_port() };
         r.answer(json!({"status": 200}));
