@@ -202,6 +202,8 @@ ticks() { # PID...: utime + stime so far, in clock ticks (0 for a process gone)
     done
     echo "$t"
 }
+# The whole machine's busy time so far (every CPU's user, nice, system, irq, softirq and steal), in clock ticks.
+machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 # record ENGINE WALL CPU FILES MATCHED_FILES MATCHES: one round of ENGINE.
 record() { echo "$2 $3 $4 $5 $6" >>"$WORK/res/$1"; }
 # median ENGINE: the round with the median wall time ("wall cpu files matched matches").
@@ -462,9 +464,14 @@ postfix_run() { # TAG: Postfix proper (bench/postfix/main.cf), smtp-source at fu
     sleep 2
     log "[$tag] $DURATION s of $MSG_BYTES-byte messages, $SESSIONS connections, full speed (smtp-source -d)"
     LOAD_AT[$tag]=$(cut -d' ' -f1 /proc/loadavg)
+    local busy0
+    busy0=$(machine_busy)
     python3 bench/scan_load.py --port "$port" --duration "$DURATION" --full --smtp-source "$SMTP_SOURCE" \
         --sessions "$SESSIONS" --bytes "$MSG_BYTES" --maillog "$PF/maillog" >"$WORK/$tag.json" \
         || die "[$tag] scan_load.py failed"
+    # Postfix's whole cost per message, its load generator included: what an intake as cheap as
+    # Postfix's takes of this machine (the floor in the report).
+    echo "machine $(($(machine_busy) - busy0))" >"$WORK/$tag.busy"
     stop_postfix
     log "[$tag] intake $(jq -r .intake_rate "$WORK/$tag.json") msgs/s"
 }
@@ -623,6 +630,18 @@ EOF
         P_RATE=$(rate_of postfix-full)
         echo "    intake with every engine >= 1.0x Postfix proper: B $B_RATE / D $P_RATE msgs/s = $(ratio "$B_RATE" "$P_RATE") -> $(met "$(awk -v a="$B_RATE" -v b="$P_RATE" 'BEGIN { print (b > 0 ? a / b : 0) }')" 1.0)"
         echo "    (and without engines: A $BASE_RATE / D $P_RATE msgs/s = $(ratio "$BASE_RATE" "$P_RATE"))"
+        # What C asks of this machine before any of the product's own scanning: the daemons' CPU
+        # per message as C measured it, plus an intake that costs what Postfix proper costs the
+        # whole machine per message in D (its load generator included), at C's rate.
+        awk -v hz="$CLK" -v n="$(jq -r .taken "$WORK/all-paced.json")" -v d="$(jq -r .taken "$WORK/postfix-full.json")" \
+            -v busy="$(awk '{ print $2 }' "$WORK/postfix-full.busy")" -v rate="$C_RATE" -v cores="$(nproc)" '
+            $1 == "clamd" || $1 == "rspamd" { ms[$1] = (n > 0 ? 1000 * $2 / hz / n : 0) }
+            END {
+                pf = (d > 0 ? 1000 * busy / hz / d : 0); need = rate * (ms["rspamd"] + ms["clamd"] + pf) / 1000
+                printf "    floor of C on this machine: rspamd %.2f + clamd %.2f ms per message (C) + Postfix proper %.2f ms (D, the whole\n", ms["rspamd"], ms["clamd"], pf
+                printf "      machine per message, smtp-source included) = %.2f ms; at %.1f msgs/s that is %.2f of %d cores before the\n", ms["rspamd"] + ms["clamd"] + pf, rate, need, cores
+                printf "      product parses, runs YARA-X or writes a verdict%s\n", (need >= cores ? ": the target cannot be met here" : "")
+            }' "$WORK/all-paced.cpu"
     else
         echo "    intake with every engine >= 1.0x Postfix proper: not measured (WITH_POSTFIX=0)"
     fi

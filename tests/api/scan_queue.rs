@@ -125,3 +125,82 @@ async fn scanning_yields_to_intake_but_not_for_long() {
     assert_eq!(scanned.len(), 1);
     assert_eq!(scanned[0]["verdict"], "clean", "{scanned:?}");
 }
+
+/// The scan queue's claim reads the queue's own index (the waiting messages), whatever plan
+/// PostgreSQL runs it with. With `verdict = $1` bound, the generic plan (which a prepared statement
+/// gets once it looks no dearer than a custom one) could not use that partial index and walked
+/// the day's partition by its primary key, past every message scanned before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claim_reads_the_queue_index_even_in_a_generic_plan() {
+    use sea_orm::ConnectionTrait;
+    let w = world(Backend::Postgres).await;
+    w.app.stop().await;
+    let http = reqwest::Client::new();
+    let owner = &w.app.owner;
+    let name = owner
+        .query_one_raw(sea_orm::Statement::from_string(owner.get_database_backend(), "SELECT current_database() AS d"))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<String>("", "d")
+        .unwrap();
+    owner
+        .execute_unprepared(&format!("ALTER DATABASE \"{name}\" SET plan_cache_mode = force_generic_plan"))
+        .await
+        .unwrap();
+    // 3,000 messages scanned a second ago, in today's partition (UUIDv7 ids of that millisecond).
+    owner
+        .execute_unprepared(&format!(
+            "INSERT INTO messages (id, tenant_id, sensor_id, idempotency_key, status, received_at, client_ip, helo, \
+             mail_from, rcpt_to, tls, worker, size, verdict, detections, parts, scanned_at) \
+             SELECT (lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint - 1000), 12, '0') || '70008000' \
+                     || lpad(to_hex(g), 12, '0'))::uuid, '{tenant}', '{sensor}', 'old-' || g, 'stored', now(), \
+                    '192.0.2.1', 'mx', 'a@example.net', '[\"b@example.com\"]', false, 'w', 10, 'clean', '[]', '[]', now() \
+             FROM generate_series(1, 3000) AS g; ANALYZE messages",
+            tenant = w.a.id,
+            sensor = w.a.pcn_sensor,
+        ))
+        .await
+        .unwrap();
+    let port = free_port();
+    let mut serve = spawn_serve(&w.app.url, port);
+    let base = format!("http://127.0.0.1:{port}");
+    until_ready(&http, &base).await;
+    // Several claims, past the five after which a prepared statement may switch to its generic plan.
+    for n in 0..8 {
+        assert_eq!(hand_off(&http, &base, &w, n).await, 201);
+        // Counted in /metrics rather than listed: the listing has plans of its own.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let scanned = "mailsensor_messages_scanned_total{verdict=\"clean\"}";
+        while metric(&http, &base, scanned).await != Some(n as f64 + 1.0) {
+            assert!(Instant::now() < deadline, "message {n} was not scanned");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // What the claims read, by index, once the scan workers' backends have reported it (idle
+    // backends report at most a second late).
+    let read = async |parent: &str| -> (i64, i64) {
+        let row = owner
+            .query_one_raw(sea_orm::Statement::from_string(
+                owner.get_database_backend(),
+                format!(
+                    "SELECT coalesce(sum(s.idx_scan), 0)::bigint AS scans, coalesce(sum(s.idx_tup_read), 0)::bigint AS tuples \
+                     FROM pg_stat_user_indexes AS s JOIN pg_inherits AS i ON i.inhrelid = s.indexrelid \
+                     WHERE i.inhparent = '{parent}'::regclass"
+                ),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        (row.try_get("", "scans").unwrap(), row.try_get("", "tuples").unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while read("ix_messages_scan_queue").await.0 < 8 {
+        let seen = read("ix_messages_scan_queue").await;
+        assert!(Instant::now() < deadline, "the queue's index was not read by 8 claims: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, by_primary_key) = read("messages_pkey").await;
+    assert!(by_primary_key < 1000, "the claims walked {by_primary_key} rows by the primary key");
+    serve.kill().await.unwrap();
+}
