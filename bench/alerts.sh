@@ -9,8 +9,9 @@
 #     sensor on its PCN, one `mailsensor sensor` worker, as bench/scan.sh sets them up;
 #   - three destinations of the tenant, created by its administrator, each with the default
 #     filters (min_verdict suspicious): every event goes to all three;
-#       webhook: tests/receivers/webhook.py (verifies each request with the `standardwebhooks`
-#                library and the destination's secret; records time.time() on arrival);
+#       webhook: tests/receivers/webhook.py (served by aiohttp on one asyncio loop; verifies each
+#                request with the `standardwebhooks` library and the destination's secret; records
+#                time.time() on arrival);
 #       syslog:  a private rsyslogd, imtcp (RFC 5424, octet counting), each record written with
 #                %timegenerated% (microseconds) by omfile;
 #       e-mail:  a private Postfix (as tests/api/alerts.rs: virtual delivery of alerts.test into a
