@@ -133,6 +133,7 @@ for tool in cargo python3; do
 done
 python3 -c 'import standardwebhooks, aiohttp' 2>/dev/null \
     || die "Python's standardwebhooks or aiohttp is missing: pip install standardwebhooks==1.1.0 aiohttp==3.14.5 (the webhook receiver verifies with the first, served by the second)"
+py_version() { python3 -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || echo '?'; }
 sbin() { command -v "$1" 2>/dev/null || { [[ -x /usr/sbin/$1 ]] && echo "/usr/sbin/$1"; } || true; }
 [[ -n $(sbin rsyslogd) ]] || apt_install rsyslog
 if [[ -z $(sbin postfix) ]]; then
@@ -301,7 +302,7 @@ OUT=$OUT_DIR/alerts-$STAMP-$SOURCE-rate$RATE-${DURATION}s
   destinations $DESTINATIONS
   source      $SOURCE$([[ $SOURCE != smtp ]] && echo " ($PRELOAD stored messages scanned again in turn)")
   API         mailsensor serve ${SERVE_FLAGS[*]} (PostgreSQL $("$PSQL" -d postgres -Atqc 'show server_version' 2>/dev/null)), one worker, one tenant, one sensor
-  receivers   webhook: tests/receivers/webhook.py (aiohttp $(python3 -c 'import importlib.metadata as m; print(m.version("aiohttp"))' 2>/dev/null || echo '?'), standardwebhooks $(python3 -c 'import importlib.metadata as m; print(m.version("standardwebhooks"))' 2>/dev/null || echo '?'));
+  receivers   webhook: tests/receivers/webhook.py (aiohttp $(py_version aiohttp), standardwebhooks $(py_version standardwebhooks));
               syslog: $("$RSYSLOGD" -v 2>/dev/null | awk 'NR == 1 { print "rsyslogd " $2; exit }') imtcp -> omfile; e-mail: Postfix $(postconf -d -h mail_version 2>/dev/null || echo '?') -> virtual -> Maildir
 EOF
     [[ -n ${BENCH_NOTE:-} ]] && echo "  note        $BENCH_NOTE"

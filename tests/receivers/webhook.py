@@ -7,9 +7,9 @@ which of them signed). DIR/control.json: how to answer ({"status": 200, "retry_a
 "delay": 0}), read on every request. Each request is appended to DIR/received.jsonl.
 
 Served by aiohttp (PyPI) on one asyncio loop, kept-alive as a production receiver would. The
-standard library's ThreadingHTTPServer took a thread per connection: at ~650 webhooks/s over
-dozens of connections its threads queued for the GIL, an answer took ~45 ms and the receiver
-~45 % of a core (`bench/alerts.sh`), so the benchmark measured the receiver more than the sender.
+standard library's ThreadingHTTPServer took a thread per connection: at ~650–950 webhooks/s over
+dozens of connections its threads queued for the GIL, an answer took 25–45 ms and the receiver
+40–46 % of a core (`bench/alerts.sh`), so the benchmark measured the receiver more than the sender.
 """
 import asyncio
 import json
@@ -21,7 +21,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 port, folder = int(sys.argv[1]), sys.argv[2]
-# Line-buffered: each record is in the file once its request is answered (the tests read it).
+# Line-buffered: each record is in the file as soon as it is written (the tests read it).
 log = open(os.path.join(folder, "received.jsonl"), "a", buffering=1)
 
 
