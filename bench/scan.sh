@@ -62,6 +62,10 @@
 #   DRAIN_MAX     seconds to wait after an intake run for the scan queue to empty. Default 120.
 #   WITH_RSPAMD   1 starts rspamd for B and C, 0 runs them without it. Default 1.
 #   WITH_POSTFIX  1 runs D, 0 leaves it out. Default 1.
+#   DAEMON_NICE   the nice value clamd and rspamd run at. Default 19, the lowest CPU priority, as
+#                 docs/operations.md advises on a host they share with intake: they get the cores
+#                 intake leaves. 0 runs them at intake's priority. serve's own scan threads run at
+#                 nice 10 whatever this says.
 #   CLAMD_TMP     where clamd writes each scanned stream and what it unpacks: tmpfs (a folder in
 #                 /dev/shm, as docs/operations.md advises) or disk (below TMPDIR, clamd's default
 #                 /tmp on this machine's disk). Default tmpfs.
@@ -96,15 +100,17 @@ DRAIN_MAX=${DRAIN_MAX:-120}
 WITH_RSPAMD=${WITH_RSPAMD:-1}
 WITH_POSTFIX=${WITH_POSTFIX:-1}
 CLAMD_TMP=${CLAMD_TMP:-tmpfs}
+DAEMON_NICE=${DAEMON_NICE:-19}
 DB=mailsensor_scan_bench
 TOKEN_TTL=14400
 
 for v in CORPUS RULES MIN_BYTES MAX_BYTES ROUNDS DURATION SESSIONS MSG_BYTES DRAIN_MAX; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number, got '${!v}'"
 done
-for v in SEED THREADS INTAKE WITH_RSPAMD WITH_POSTFIX; do
+for v in SEED THREADS INTAKE WITH_RSPAMD WITH_POSTFIX DAEMON_NICE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
+[[ $DAEMON_NICE -le 19 ]] || die "DAEMON_NICE must be 0 to 19, got '$DAEMON_NICE'"
 [[ $CLAMD_TMP == tmpfs || $CLAMD_TMP == disk ]] || die "CLAMD_TMP must be tmpfs or disk, got '$CLAMD_TMP'"
 [[ $PACE =~ ^[0-9]*\.?[0-9]+$ ]] || die "PACE must be a number, got '$PACE'"
 [[ $RULES -ge 3 ]] || die "RULES must be at least 3"
@@ -248,7 +254,7 @@ TemporaryDirectory $CLAMD_TMPDIR
 DisableCache yes
 EOF
 log "starting clamd on 127.0.0.1:$CLAMD_PORT (signatures: mailsensor-test.ndb)"
-"$CLAMD" -c "$WORK/clamd.conf" >/dev/null 2>&1 &
+nice -n "$DAEMON_NICE" "$CLAMD" -c "$WORK/clamd.conf" >/dev/null 2>&1 &
 PIDS[clamd]=$!
 clamd_pongs() {
     python3 - "$CLAMD_PORT" <<'PYEOF' 2>/dev/null
@@ -377,7 +383,7 @@ start_rspamd() {
         user_args=(-u _rspamd -g _rspamd)
     fi
     log "starting rspamd (normal worker only) on $RSPAMD_URL"
-    "$RSPAMD" -f "${user_args[@]}" -c /etc/rspamd/rspamd.conf --var "LOCAL_CONFDIR=$dir/conf" \
+    nice -n "$DAEMON_NICE" "$RSPAMD" -f "${user_args[@]}" -c /etc/rspamd/rspamd.conf --var "LOCAL_CONFDIR=$dir/conf" \
         --var "DBDIR=$dir/db" --var "RUNDIR=$dir/run" --var "LOGDIR=$dir/log" >"$WORK/rspamd.log" 2>&1 &
     PIDS[rspamd]=$!
     for i in $(seq 450); do
@@ -599,7 +605,8 @@ if [[ $INTAKE -eq 1 ]]; then
     cat <<EOF
 
   Intake with the scan queue behind it: $DURATION s of $MSG_BYTES-byte messages, $SESSIONS connections; each run on a fresh database, API and worker
-  (scan workers: default); engines = --yara-rules ($RULES rules) --clamd$([[ $WITH_RSPAMD -eq 1 ]] && echo " --rspamd ($RSPAMD_VERSION)")
+  (scan workers: default); engines = --yara-rules ($RULES rules) --clamd$([[ $WITH_RSPAMD -eq 1 ]] && echo " --rspamd ($RSPAMD_VERSION)");
+  clamd and rspamd at nice $DAEMON_NICE (DAEMON_NICE), serve's scan threads at nice 10
   $(printf '%-34s %8s %6s %9s %9s %10s %8s %8s %7s %8s %5s' "run" "intake/s" "x A" "scanned/s" "scan/s af" "scan/s all" "max dep" "dep end" "dep 0 s" "all sc s" "fail")
 EOF
     intake_row "A. no engines, full speed" none-full

@@ -4,8 +4,9 @@
 //! backoff. They wake when this replica stores a message, and look every second for what other
 //! replicas stored. `mailsensor_scan_queue_depth` is how many wait.
 //!
-//! Intake comes first: a sender waits for its `250`, a verdict waits for nobody. While hand-offs
-//! are in progress on this replica, a worker holds back before each claim — at most a second, so
+//! Intake comes first: a sender waits for its `250`, a verdict waits for nobody. The scan's CPU
+//! work runs at a lower CPU priority than intake ([`behind_intake`]). While hand-offs are in
+//! progress on this replica, a worker also holds back before each claim — at most a second, so
 //! scanning keeps moving under sustained load, and not at all once the backlog is large — and
 //! works off what piled up as soon as intake pauses.
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+mod behind_intake;
 mod retrohunt;
 mod tenant_rules;
 
@@ -199,9 +201,10 @@ impl ScanQueue {
     }
 }
 
-/// Scans a batch of claimed messages: the pure scan on a blocking thread (it is CPU work), then
-/// the daemons' looks, several messages at a time. An engine that could not finish is in the
-/// report; the store decides between a retry and an incomplete result.
+/// Scans a batch of claimed messages: the pure scan on the scan's threads (it is CPU work, and
+/// intake's comes first: [`behind_intake`]), then the daemons' looks, several messages at a time.
+/// An engine that could not finish is in the report; the store decides between a retry and an
+/// incomplete result.
 async fn scan_all(
     batch: Vec<ToScan>,
     loaded: Vec<store::rulesets::Loaded>,
@@ -210,7 +213,7 @@ async fn scan_all(
     engines.tenant_rules.learn(loaded);
     let count = batch.len();
     let for_scan = engines.clone();
-    let scanned = tokio::task::spawn_blocking(move || {
+    let scanned = behind_intake::spawn(move || {
         let reports = scan_batch(&batch, &for_scan);
         (batch, reports)
     })

@@ -71,7 +71,7 @@ pub(super) async fn run(
                     None => Ok(None),
                 }
             };
-            let scan = tokio::task::spawn_blocking(move || scan_chunk(&rules, id, &namespace, &source, batch));
+            let scan = super::behind_intake::spawn(move || scan_chunk(&rules, id, &namespace, &source, batch));
             let (scanned, read) = tokio::join!(scan, read);
             *next = read.unwrap_or_else(|e| {
                 tracing::debug!(error = %e, "reading a retro-hunt's next chunk ahead failed; its turn reads it");

@@ -212,3 +212,43 @@ async fn the_claim_reads_the_queue_index_even_in_a_generic_plan() {
         "8 claims should read the queue's index, not walk the partition: {seen}"
     );
 }
+
+/// Intake first, by the kernel: the scan's CPU work runs on threads of its own at nice 10, while
+/// the threads that take hand-offs and answer the API keep the default priority. A pause before
+/// each claim cannot do this: once claimed, a scan would compete with intake as an equal.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scan_runs_at_a_lower_cpu_priority_than_intake() {
+    let w = world(Backend::Postgres).await;
+    w.app.stop().await;
+    let http = reqwest::Client::new();
+    let port = free_port();
+    let mut serve = spawn_serve(&w.app.url, port);
+    let base = format!("http://127.0.0.1:{port}");
+    until_ready(&http, &base).await;
+    assert_eq!(hand_off(&http, &base, &w, 0).await, 201);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&http, &base, "mailsensor_messages_scanned_total{verdict=\"clean\"}").await != Some(1.0) {
+        assert!(Instant::now() < deadline, "the message was not scanned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every thread of the replica, by name, with its nice value (the 19th field of its stat).
+    let name_and_nice = |stat: &str| -> (String, i64) {
+        let (head, rest) = stat.rsplit_once(") ").unwrap();
+        (head.split_once(" (").unwrap().1.to_owned(), rest.split(' ').nth(16).unwrap().parse().unwrap())
+    };
+    let pid = serve.id().unwrap();
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        if let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) {
+            threads.push(name_and_nice(&stat));
+        }
+    }
+    serve.kill().await.unwrap();
+    // The replica starts at this test's own priority.
+    let own = name_and_nice(&std::fs::read_to_string("/proc/thread-self/stat").unwrap()).1;
+    assert!(own < 10, "run the tests at a nice value below 10 (this one runs at {own})");
+    let (scan, others): (Vec<_>, Vec<_>) = threads.iter().partition(|(name, _)| name == "mailsensor-scan");
+    assert!(!scan.is_empty() && scan.iter().all(|(_, nice)| *nice == 10), "the scan's threads: {threads:?}");
+    assert!(others.len() >= 2 && others.iter().all(|(_, nice)| *nice == own), "intake's threads: {threads:?}");
+}
