@@ -15,10 +15,10 @@ use tokio::task::JoinHandle;
 
 /// The nice value of the scan's threads (0 is the default, 19 the lowest priority). At 10, a busy
 /// scan thread gets about a tenth of the share of a busy intake thread.
-pub const SCAN_NICE: i32 = 10;
+const SCAN_NICE: i32 = 10;
 
 /// The name of the scan's threads (in `/proc/<pid>/task/*/comm`, `top -H`).
-pub const THREAD_NAME: &str = "mailsensor-scan";
+const THREAD_NAME: &str = "mailsensor-scan";
 
 /// Runs `work` on one of the scan's threads.
 pub fn spawn<F, R>(work: F) -> JoinHandle<R>
