@@ -66,6 +66,12 @@
 #                 docs/operations.md advises on a host they share with intake: they get the cores
 #                 intake leaves. 0 runs them at intake's priority. serve's own scan threads run at
 #                 nice 10 whatever this says.
+#   DAEMON_GROUP  own starts clamd and rspamd in a session of their own (setsid) and, where the kernel
+#                 groups the scheduler by session (autogroup), gives that group DAEMON_NICE as well:
+#                 the nearest this script comes to docs/operations.md's CPUWeight=1, which puts each
+#                 daemon in a cgroup of its own. Without it the daemons' threads are niced but their
+#                 group is the benchmark's, which the scheduler weighs against PostgreSQL's group as an
+#                 equal. shared leaves them in the benchmark's session. Default own.
 #   CLAMD_TMP     where clamd writes each scanned stream and what it unpacks: tmpfs (a folder in
 #                 /dev/shm, as docs/operations.md advises) or disk (below TMPDIR, clamd's default
 #                 /tmp on this machine's disk). Default tmpfs.
@@ -101,6 +107,7 @@ WITH_RSPAMD=${WITH_RSPAMD:-1}
 WITH_POSTFIX=${WITH_POSTFIX:-1}
 CLAMD_TMP=${CLAMD_TMP:-tmpfs}
 DAEMON_NICE=${DAEMON_NICE:-19}
+DAEMON_GROUP=${DAEMON_GROUP:-own}
 DB=mailsensor_scan_bench
 TOKEN_TTL=14400
 
@@ -111,6 +118,7 @@ for v in SEED THREADS INTAKE WITH_RSPAMD WITH_POSTFIX DAEMON_NICE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 [[ $DAEMON_NICE -le 19 ]] || die "DAEMON_NICE must be 0 to 19, got '$DAEMON_NICE'"
+[[ $DAEMON_GROUP == own || $DAEMON_GROUP == shared ]] || die "DAEMON_GROUP must be own or shared, got '$DAEMON_GROUP'"
 [[ $CLAMD_TMP == tmpfs || $CLAMD_TMP == disk ]] || die "CLAMD_TMP must be tmpfs or disk, got '$CLAMD_TMP'"
 [[ $PACE =~ ^[0-9]*\.?[0-9]+$ ]] || die "PACE must be a number, got '$PACE'"
 [[ $RULES -ge 3 ]] || die "RULES must be at least 3"
@@ -228,6 +236,33 @@ timed() {
 }
 kv() { tr ' ' '\n' <"$1" | sed -n "s/^$2=//p"; } # FILE KEY: a value of the example's output line
 
+# DAEMON CMD... &: a daemon below intake, at DAEMON_NICE, in its own session when DAEMON_GROUP=own.
+# Only ever run in the background: the exec makes $! the daemon itself, and setsid then execs in
+# place (a background job is no process-group leader), so it stays the same process.
+below_intake() {
+    if [[ $DAEMON_GROUP == own ]]; then
+        exec setsid nice -n "$DAEMON_NICE" "$@"
+    else
+        exec nice -n "$DAEMON_NICE" "$@"
+    fi
+}
+# PID: once the daemon answers (its setsid has run), lower its session's scheduling group too.
+group_below_intake() {
+    local f=/proc/$1/autogroup
+    [[ $DAEMON_GROUP == own && -w $f ]] || return 0
+    [[ $(cat "$f") != "$(cat /proc/$$/autogroup)" ]] || die "pid $1 is still in the benchmark's scheduling group after setsid"
+    echo "$DAEMON_NICE" >"$f"
+}
+if [[ $DAEMON_GROUP == own ]]; then
+    if [[ $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo 0) == 1 ]]; then
+        DAEMON_GROUP_TEXT="each in a session and autogroup of its own at nice $DAEMON_NICE (DAEMON_GROUP=own)"
+    else
+        DAEMON_GROUP_TEXT="each in a session of its own; this kernel does not group by session (no autogroup), so only their threads are niced (DAEMON_GROUP=own)"
+    fi
+else
+    DAEMON_GROUP_TEXT="in the benchmark's own scheduling group (DAEMON_GROUP=shared)"
+fi
+
 # ---------------------------------------------------------------- clamd
 CLAMD_PORT=$(free_port) || die "no free port"
 cp tests/fixtures/clamav/mailsensor-test.ndb "$WORK/clamd-db/"
@@ -254,7 +289,7 @@ TemporaryDirectory $CLAMD_TMPDIR
 DisableCache yes
 EOF
 log "starting clamd on 127.0.0.1:$CLAMD_PORT (signatures: mailsensor-test.ndb)"
-nice -n "$DAEMON_NICE" "$CLAMD" -c "$WORK/clamd.conf" >/dev/null 2>&1 &
+below_intake "$CLAMD" -c "$WORK/clamd.conf" >/dev/null 2>&1 &
 PIDS[clamd]=$!
 clamd_pongs() {
     python3 - "$CLAMD_PORT" <<'PYEOF' 2>/dev/null
@@ -277,6 +312,7 @@ for i in $(seq 300); do
     [[ $i -eq 300 ]] && die "clamd did not answer PING within 60 s"
     sleep 0.2
 done
+group_below_intake "${PIDS[clamd]}"
 
 # ---------------------------------------------------------------- 1. the engines over the corpus
 log "compiling the rules with yarac"
@@ -383,7 +419,7 @@ start_rspamd() {
         user_args=(-u _rspamd -g _rspamd)
     fi
     log "starting rspamd (normal worker only) on $RSPAMD_URL"
-    nice -n "$DAEMON_NICE" "$RSPAMD" -f "${user_args[@]}" -c /etc/rspamd/rspamd.conf --var "LOCAL_CONFDIR=$dir/conf" \
+    below_intake "$RSPAMD" -f "${user_args[@]}" -c /etc/rspamd/rspamd.conf --var "LOCAL_CONFDIR=$dir/conf" \
         --var "DBDIR=$dir/db" --var "RUNDIR=$dir/run" --var "LOGDIR=$dir/log" >"$WORK/rspamd.log" 2>&1 &
     PIDS[rspamd]=$!
     for i in $(seq 450); do
@@ -392,6 +428,7 @@ start_rspamd() {
         [[ $i -eq 450 ]] && die "rspamd did not answer /ping within 90 s"
         sleep 0.2
     done
+    group_below_intake "${PIDS[rspamd]}"
     RSPAMD_VERSION=$("$RSPAMD" --version 2>/dev/null | head -n 1)
 }
 rspamd_pids() { [[ -n ${PIDS[rspamd]:-} ]] && echo "${PIDS[rspamd]}" $(pgrep -P "${PIDS[rspamd]}" || true); }
@@ -445,7 +482,7 @@ intake_run() {
     cpu_snapshot CPU0
     python3 bench/scan_load.py --port "$SMTP_PORT" --duration "$DURATION" "${load[@]}" --sessions "$SESSIONS" \
         --bytes "$MSG_BYTES" --worker-metrics "http://127.0.0.1:$ADMIN_PORT/metrics" --api-metrics "$API/metrics" \
-        --drain-max "$DRAIN_MAX" >"$WORK/$tag.json" || die "[$tag] scan_load.py failed"
+        --api-readyz "$API/readyz" --drain-max "$DRAIN_MAX" >"$WORK/$tag.json" || die "[$tag] scan_load.py failed"
     cpu_snapshot CPU1
     local k
     : >"$WORK/$tag.cpu"
@@ -599,6 +636,7 @@ if [[ $INTAKE -eq 1 ]]; then
                         printf "      not empty after %s s: depth %s, at the drain pace of %.1f/s about %.0f s more\n", $10, $11, $3, $11 / $3
                 }'
         [[ -n $cpu ]] && echo "      CPU over the run and the drain (ms per message taken$(jq -r 'if .all_scanned_s then "" else "; the scans still queued at the cut not included" end' "$j")): $cpu; 1-min load at start ${LOAD_AT[$2]}"
+        jq -r 'if .readyz then "      API /readyz (2 s, as a probe): during the run \(.readyz.run | to_entries | map("\(.value) \(.key)") | join(", ")); during the drain \(.readyz.drain | to_entries | map("\(.value) \(.key)") | join(", ") | if . == "" then "-" else . end)" else empty end' "$j"
         jq -r 'if .client then "      client: \(.client.sent) sent, \(.client.ok) got 250, \(.client.refused) refused, \(.client.errors) connection errors (target \(.target_rate)/s)" else empty end' "$j"
         jq -r 'if .smtp_source_stderr != "" and .smtp_source_stderr != null then "      smtp-source stderr: \(.smtp_source_stderr | .[0:200] | gsub("\n"; " | "))" else empty end' "$j"
     }
@@ -606,7 +644,7 @@ if [[ $INTAKE -eq 1 ]]; then
 
   Intake with the scan queue behind it: $DURATION s of $MSG_BYTES-byte messages, $SESSIONS connections; each run on a fresh database, API and worker
   (scan workers: default); engines = --yara-rules ($RULES rules) --clamd$([[ $WITH_RSPAMD -eq 1 ]] && echo " --rspamd ($RSPAMD_VERSION)");
-  clamd and rspamd at nice $DAEMON_NICE (DAEMON_NICE), serve's scan threads at nice 10
+  clamd and rspamd at nice $DAEMON_NICE (DAEMON_NICE), $DAEMON_GROUP_TEXT; serve's scan threads at nice 10
   $(printf '%-34s %8s %6s %9s %9s %10s %8s %8s %7s %8s %5s' "run" "intake/s" "x A" "scanned/s" "scan/s af" "scan/s all" "max dep" "dep end" "dep 0 s" "all sc s" "fail")
 EOF
     intake_row "A. no engines, full speed" none-full

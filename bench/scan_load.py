@@ -13,16 +13,19 @@ What was taken is counted on the server: the worker's mailsensor_smtp_messages_t
 (--maillog FILE). With --api-metrics URL, mailsensor_scan_queue_depth and
 mailsensor_messages_scanned_total are sampled every second during the run, then every 0.5 s after
 it until the depth is 0 and every message taken has been scanned (at most --drain-max seconds).
+With --api-readyz URL, each sample also asks the API's /readyz, as a probe would.
 Prints one JSON object.
 """
 import argparse
 import asyncio
+import collections
 import json
 import os
 import re
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 
@@ -44,6 +47,17 @@ def fetch(url):
             return r.read().decode("utf-8", "replace")
     except Exception:
         return None
+
+
+def readiness(url):
+    """What /readyz said: ready, degraded, "http <code>" or "no answer" (within 2 s, as a probe)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return json.loads(r.read()).get("status", "?")
+    except urllib.error.HTTPError as e:
+        return f"http {e.code}"
+    except Exception:
+        return "no answer"
 
 
 class Counters:
@@ -176,6 +190,8 @@ async def main_async(a):
         depth, scanned, failures = c.queue()
         s = {"t": round(time.monotonic() - t0, 2), "phase": phase, "taken": c.taken(), "depth": depth,
              "scanned": scanned, "failures": failures}
+        if a.api_readyz:
+            s["readyz"] = readiness(a.api_readyz)
         samples.append(s)
         return s
 
@@ -254,6 +270,11 @@ async def main_async(a):
         "client": stats if not a.full else None,
         "smtp_source_rc": smtp_source_rc, "smtp_source_stderr": smtp_source_err,
         "depth_per_second": [s["depth"] for s in run_samples],
+        # What a readiness probe saw of the API, once a second during the run and every half second
+        # of the drain: a daemon starved of CPU, or a database slow to answer, shows here.
+        "readyz": {phase: dict(collections.Counter(s["readyz"] for s in samples if s["phase"] in phases))
+                   for phase, phases in (("run", ("run", "end")), ("drain", ("drain",)))}
+        if a.api_readyz else None,
         "samples": samples,
     }
     print(json.dumps(out))
@@ -271,6 +292,7 @@ def main():
     p.add_argument("--worker-metrics")
     p.add_argument("--maillog")
     p.add_argument("--api-metrics")
+    p.add_argument("--api-readyz")
     p.add_argument("--drain-max", type=float, default=120)
     a = p.parse_args()
     if not a.full and not a.rate:
