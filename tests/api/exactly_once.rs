@@ -122,7 +122,7 @@ async fn sigkill_of_worker_and_api_mid_handoff_stores_each_message_once() {
         })
     };
 
-    let mut accepted: HashMap<usize, String> = HashMap::new();
+    let mut accepted: Vec<String> = Vec::new();
     let mut retries = 0;
     while accepted.len() < MESSAGES || kills.load(Ordering::SeqCst) < ENOUGH || retries < ENOUGH {
         let n = accepted.len();
@@ -132,7 +132,7 @@ async fn sigkill_of_worker_and_api_mid_handoff_stores_each_message_once() {
             kills.load(Ordering::SeqCst)
         );
         let (id, failed) = deliver(at, n).await;
-        accepted.insert(n, id);
+        accepted.push(id);
         retries += failed;
     }
     done.store(true, Ordering::SeqCst);
@@ -180,7 +180,7 @@ async fn sigkill_of_worker_and_api_mid_handoff_stores_each_message_once() {
         .map(|r| (r.try_get::<String>("", "id").unwrap(), r.try_get::<String>("", "message_id").unwrap()))
         .collect();
     let ids: HashSet<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
-    for (n, id) in &accepted {
+    for (n, id) in accepted.iter().enumerate() {
         assert!(ids.contains(id.as_str()), "message {n} got 250 with id {id}, which is not stored");
     }
     let mut copies: HashMap<&str, usize> = HashMap::new();

@@ -244,6 +244,19 @@ pub fn spawn_serve(db_url: &str, port: u16) -> tokio::process::Child {
     spawn_serve_with(db_url, port, &[])
 }
 
+/// [`spawn_serve_with`] on a free port, once it answers `/readyz` with 200; with its base URL.
+pub async fn serve_ready(
+    http: &reqwest::Client,
+    db_url: &str,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
+    let port = free_port();
+    let serve = spawn_serve_with(db_url, port, env);
+    let base = format!("http://127.0.0.1:{port}");
+    until_ready(http, &base).await;
+    (serve, base)
+}
+
 /// [`spawn_serve`] with more environment (`MAILSENSOR_*` settings).
 pub fn spawn_serve_with(db_url: &str, port: u16, env: &[(&str, &str)]) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_mailsensor"))

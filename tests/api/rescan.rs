@@ -86,10 +86,7 @@ async fn a_rescan_applies_the_rules_of_the_moment() {
     let w = world(Backend::Postgres).await;
     w.app.stop().await;
     let http = reqwest::Client::new();
-    let port = free_port();
-    let mut before = spawn_serve(&w.app.url, port);
-    let base = format!("http://127.0.0.1:{port}");
-    until_ready(&http, &base).await;
+    let (mut before, base) = serve_ready(&http, &w.app.url, &[]).await;
     let sensor = w.a.pcn_sensor;
     let message = "Subject: invoice\r\n\r\nPlease pay reference ACME-CAMPAIGN-7 today.\r\n";
     let r = hand_off_request(&http, &base, sensor, &w.sensor_token(&w.a, sensor), "campaign-1", message)
@@ -108,10 +105,7 @@ async fn a_rescan_applies_the_rules_of_the_moment() {
         "rule acme_campaign : campaign { meta: severity = \"malicious\" strings: $r = \"ACME-CAMPAIGN-7\" condition: $r }\n",
     )
     .unwrap();
-    let port = free_port();
-    let _after = spawn_serve_with(&w.app.url, port, &[("MAILSENSOR_YARA_RULES", dir.to_str().unwrap())]);
-    let base = format!("http://127.0.0.1:{port}");
-    until_ready(&http, &base).await;
+    let (_after, base) = serve_ready(&http, &w.app.url, &[("MAILSENSOR_YARA_RULES", dir.to_str().unwrap())]).await;
     let senior = w.member(&w.a, Role::SeniorSecurityOfficer, w.a.pcn);
     let r = http.post(format!("{base}{}/rescan", message_path(&w, id))).bearer_auth(&senior).send().await.unwrap();
     assert_eq!(r.status(), 202);

@@ -174,10 +174,7 @@ async fn the_claim_reads_the_queue_index_even_in_a_generic_plan() {
         )
     };
     let before = backends().await;
-    let port = free_port();
-    let mut serve = spawn_serve(&w.app.url, port);
-    let base = format!("http://127.0.0.1:{port}");
-    until_ready(&http, &base).await;
+    let (mut serve, base) = serve_ready(&http, &w.app.url, &[]).await;
     // Several claims, past the five after which a prepared statement may switch to its generic plan.
     for n in 0..8 {
         assert_eq!(hand_off(&http, &base, &w, n).await, 201);
@@ -222,10 +219,7 @@ async fn the_scan_runs_at_a_lower_cpu_priority_than_intake() {
     let w = world(Backend::Postgres).await;
     w.app.stop().await;
     let http = reqwest::Client::new();
-    let port = free_port();
-    let mut serve = spawn_serve(&w.app.url, port);
-    let base = format!("http://127.0.0.1:{port}");
-    until_ready(&http, &base).await;
+    let (mut serve, base) = serve_ready(&http, &w.app.url, &[]).await;
     assert_eq!(hand_off(&http, &base, &w, 0).await, 201);
     let deadline = Instant::now() + Duration::from_secs(20);
     while metric(&http, &base, "mailsensor_messages_scanned_total{verdict=\"clean\"}").await != Some(1.0) {
